@@ -1,0 +1,77 @@
+"""The `imagekit` command line: one module per command, registered here, loaded lazily.
+
+Errors are caught in one place (`main`): an ImagekitError prints `error: ...` (and a hint) and
+exits with its code; a traceback appears only with --debug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+
+import click
+
+from imagekit.errors import ImagekitError
+
+# command name -> module under imagekit.cli that defines `command`
+COMMANDS: dict[str, str] = {
+    "build": "build",
+}
+
+
+@dataclass
+class App:
+    verbose: int = 0
+    debug: bool = False
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = COMMANDS.get(name)
+        if module is None:
+            return None
+        cmd = importlib.import_module(f"imagekit.cli.{module}").command
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Show the commands imagekit runs (-vv: more).")
+@click.option("--debug", is_flag=True, help="Show everything, and tracebacks on errors.")
+@click.version_option(package_name="imagekit")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """Build, lint, boot-test and publish Linux machine images for Amazon EC2."""
+    ctx.obj = App(verbose=verbose, debug=debug)
+    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        rc = cli.main(standalone_mode=False)
+    except ImagekitError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)

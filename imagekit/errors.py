@@ -1,0 +1,59 @@
+"""The errors imagekit reports to a user: one line, no traceback, a non-zero exit.
+
+Every stage raises one of these; `imagekit.cli` catches them in one place.
+Exit codes follow the CLI contract: 1 = the job failed, 2 = usage or input error.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from os import PathLike
+
+
+class ImagekitError(Exception):
+    """A failure imagekit can explain. `hint` is an optional second line telling what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ImagekitError):
+    """Bad input: an option, a file, a recipe key. Exit 2."""
+
+    exit_code = 2
+
+
+class RecipeError(UsageError):
+    """A recipe or kernel profile that does not validate. Names the file and the key."""
+
+    def __init__(self, path: str | PathLike[str], key: str | None, message: str, **kw: str | None) -> None:
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(where + message, **kw)  # type: ignore[arg-type]
+        self.path = str(path)
+        self.key = key
+
+
+class CommandFailed(ImagekitError):
+    """An external command exited non-zero (or could not be started)."""
+
+    def __init__(self, argv: Sequence[str | PathLike[str]], returncode: int, output: str = "") -> None:
+        self.argv = [str(a) for a in argv]
+        self.returncode = returncode
+        self.output = output
+        tool = self.argv[0] if self.argv else "?"
+        if returncode == 127:
+            message = f"{tool} not found"
+            hint = "run scripts/setup to install imagekit's system packages"
+        else:
+            last = output.strip().splitlines()[-1] if output.strip() else ""
+            message = f"{shlex.join(self.argv)} failed with status {returncode}" + (f": {last}" if last else "")
+            hint = None
+        super().__init__(message, hint=hint)
