@@ -17,6 +17,7 @@ from imagekit.errors import ImagekitError
 
 # command name -> module under imagekit.cli that defines `command`
 COMMANDS: dict[str, str] = {
+    "aki": "aki",
     "build": "build",
 }
 
