@@ -1,0 +1,1 @@
+"""Boot loader configuration: GRUB-legacy menu.lst as Amazon's PV-GRUB reads it."""
