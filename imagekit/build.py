@@ -1,0 +1,189 @@
+"""The build pipeline: recipe -> rootfs -> configured tree -> image -> checks -> manifest.
+
+`build_image` reads top to bottom like the recipe. It writes the image under a temporary name beside
+the output and renames it only when complete; an interruption (Ctrl-C included) removes the partial
+image and the staging area, and leaves any previous output untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagekit import __version__
+from imagekit.configure import (
+    FsIds,
+    KernelInfo,
+    _write,
+    check_entry_files,
+    copy_files,
+    fstab_text,
+    install_kernel,
+    installed_packages,
+    kernel_cmdline,
+    menu_lst_text,
+    split_boot,
+    tree_usage,
+    write_identity,
+    write_menu_lst,
+)
+from imagekit.errors import ImagekitError, RecipeError, UsageError
+from imagekit.image.filesystem import TooSmall, check_filesystem, make_filesystem
+from imagekit.image.layout import Placement, plan_layout
+from imagekit.image.partition import write_mbr
+from imagekit.kernels import KernelProfile, load_profile
+from imagekit.manifest import image_facts, write_manifest
+from imagekit.progress import Progress
+from imagekit.recipe import Layout, Recipe
+from imagekit.rootfs import Tree, prepare_rootfs
+
+UUID_NAMESPACE = uuid.UUID("5b0c3e52-8f0e-4a5e-9d7c-1a2b3c4d5e6f")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+
+def source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH: {value!r} is not a number of seconds")
+    return int(value)
+
+
+def assign_ids(recipe: Recipe, epoch: int | None) -> FsIds:
+    """Filesystem UUIDs: derived from the recipe when the build is reproducible, random otherwise."""
+    def make(label: str) -> str:
+        if epoch is None:
+            return str(uuid.uuid4())
+        return str(uuid.uuid5(UUID_NAMESPACE, f"{recipe.sha256}:{epoch}:{label}"))
+    return FsIds(make("root"), make("boot") if recipe.separate_boot else None)
+
+
+def check_fits(recipe: Recipe, placement: Placement, tree: Tree) -> None:
+    """Fail before writing anything when the tree cannot fit its filesystem."""
+    used, inodes = tree_usage(tree.path)
+    # ext4 metadata: inode tables (256 B per 16 KiB), journal (up to 64 MiB on small fs), a margin.
+    overhead = placement.size // 64 + min(64 << 20, max(4 << 20, placement.size // 64)) + (8 << 20)
+    room = placement.size - overhead
+    if used > room:
+        short = used - room
+        key = "filesystems.boot.size" if placement.mountpoint == "/boot" else "size"
+        raise RecipeError(recipe.path, key,
+                          f"too small: {placement.mountpoint} needs about {used >> 20} MiB of files plus "
+                          f"{overhead >> 20} MiB of filesystem metadata, short by {-(-short >> 20)} MiB")
+
+
+def build_image(recipe: Recipe, output: Path, progress: Progress) -> BuildResult:
+    started = time.monotonic()
+    epoch = source_date_epoch()
+    profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
+    if profile.arch != recipe.arch:
+        raise RecipeError(recipe.path, "kernel.profile",
+                          f"profile {profile.name} is for {profile.arch.value}, the recipe is {recipe.arch.value}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_dir():
+        raise UsageError(f"--output: {output} is a directory")
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix=".imagekit-build-", dir=output.parent))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        partial = output.with_name(f".{output.name}.partial")
+        stack.callback(partial.unlink, missing_ok=True)
+
+        tree = prepare_rootfs(recipe, profile, workdir, progress)
+        with progress.stage("configure", "kernel, menu.lst, fstab, hostname, files"):
+            kernel, ids, menu, cmdline = configure_tree(recipe, profile, tree, epoch)
+        boot_tree = split_boot(tree, workdir) if recipe.separate_boot else None
+        disk_size, placements = plan_layout(recipe)
+        for place in placements:
+            check_fits(recipe, place, boot_tree if place.mountpoint == "/boot" and boot_tree else tree)
+        packages = installed_packages(tree)
+
+        with progress.stage("image", f"{recipe.layout.value}, {disk_size >> 20} MiB"):
+            filesystems = assemble(recipe, partial, disk_size, placements, tree, boot_tree, ids, workdir, epoch)
+        with progress.stage("check", "e2fsck -fn"):
+            for place in placements:
+                check_filesystem(place, partial, workdir)
+        with progress.stage("manifest", "sha256"):
+            facts = image_facts(partial)
+        os.replace(partial, output)
+        facts["path"] = output.name
+        manifest = {
+            "imagekit": __version__,
+            "name": recipe.name,
+            "recipe": {"path": str(recipe.path), "sha256": recipe.sha256},
+            "arch": recipe.arch.value,
+            "layout": recipe.layout.value,
+            "virtualization": "paravirtual",
+            "boot_mode": None,
+            "image": facts,
+            "filesystems": filesystems,
+            "kernel": {"profile": profile.name, "version": kernel.version,
+                       "path": boot_path(recipe, kernel.kernel), "xen_pv": profile.xen_pv},
+            "initrd": {"path": boot_path(recipe, kernel.initrd)} if kernel.initrd else None,
+            "cmdline": cmdline,
+            "menu_lst": {"path": "/boot/grub/menu.lst", "text": menu},
+            "source_date_epoch": epoch,
+            "packages": packages,
+            "timings": {**progress.timings, "total": round(time.monotonic() - started, 3)},
+        }
+        path = write_manifest(output, manifest)
+        return BuildResult(output, path, manifest)
+    raise AssertionError("unreachable")
+
+
+def boot_path(recipe: Recipe, name: str) -> str:
+    """A /boot file's path on the boot filesystem (what menu.lst names)."""
+    return f"/{name}" if recipe.separate_boot else f"/boot/{name}"
+
+
+def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
+                   epoch: int | None) -> tuple[KernelInfo, FsIds, str, str]:
+    kernel = install_kernel(tree, profile)
+    check_entry_files(recipe, tree)
+    ids = assign_ids(recipe, epoch)
+    menu = menu_lst_text(recipe, profile, kernel, ids)
+    write_menu_lst(tree, menu)
+    _write(tree.path / "etc/fstab", fstab_text(recipe, ids))
+    write_identity(tree, recipe)
+    copy_files(tree, recipe)
+    return kernel, ids, menu, kernel_cmdline(recipe, profile, ids)
+
+
+def assemble(recipe: Recipe, image: Path, disk_size: int, placements: list[Placement], tree: Tree,
+             boot_tree: Tree | None, ids: FsIds, workdir: Path, epoch: int | None) -> list[dict[str, Any]]:
+    with open(image, "wb") as f:
+        f.truncate(disk_size)
+    if recipe.layout == Layout.HD00:
+        disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if epoch is not None else None
+        write_mbr(image, placements, disk_id=disk_id)
+    records = []
+    for place in placements:
+        is_boot = place.mountpoint == "/boot"
+        source = boot_tree if is_boot and boot_tree else tree
+        fs_uuid = ids.boot_uuid if is_boot and ids.boot_uuid else ids.root_uuid
+        seed = str(uuid.uuid5(UUID_NAMESPACE, fs_uuid)) if epoch is not None else None
+        holds_boot = is_boot or boot_tree is None
+        try:
+            make_filesystem(place, image, source, fs_uuid, workdir, boot=holds_boot, hash_seed=seed, epoch=epoch)
+        except TooSmall as exc:
+            key = "filesystems.boot.size" if is_boot else "size"
+            raise RecipeError(recipe.path, key, exc.message) from None
+        records.append({"mountpoint": place.mountpoint, "type": place.fs.type.value, "label": place.fs.label,
+                        "uuid": fs_uuid, "partition": place.partition, "offset": place.offset, "size": place.size})
+    return records
+
+
+__all__ = ["BuildResult", "ImagekitError", "build_image"]

@@ -1,0 +1,36 @@
+"""`imagekit build RECIPE -o IMAGE`: assemble a raw EC2 disk image from a recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("build")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Image file to write (default: out/<recipe name>.img).")
+@click.option("--json", "json_output", is_flag=True, help="Print the build manifest as JSON on stdout; no progress.")
+def command(recipe: Path, output: Path | None, json_output: bool) -> None:
+    """Build a raw disk image from RECIPE (a TOML file in recipes/).
+
+    Writes the image and, beside it, IMAGE.manifest.json saying what went in. Respects
+    SOURCE_DATE_EPOCH (reproducible IDs and timestamps) and IMAGEKIT_CACHE_DIR (bootstrap cache).
+    """
+    from imagekit.build import build_image
+    from imagekit.progress import Progress
+    from imagekit.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    output = output or Path("out") / f"{loaded.name}.img"
+    progress = Progress.for_cli(json_output)
+    result = build_image(loaded, output, progress)
+    if json_output:
+        click.echo(json.dumps(result.manifest, indent=2))
+        return
+    facts = result.manifest["image"]
+    click.echo(f"{result.image}")
+    progress.info(f"{facts['size'] >> 20} MiB image, {facts['allocated'] >> 20} MiB allocated, "
+                  f"sha256 {facts['sha256'][:16]}..., manifest {result.manifest_path}")

@@ -1,0 +1,212 @@
+"""Stage 2b: make the staged tree an EC2 image: kernel in /boot, menu.lst, fstab, hostname, files.
+
+Everything here writes into the staging tree (never the host), through `Tree.run` when a command is
+involved, so a rootless build records ownership in its fakeroot state. Files are written fresh
+(never in place), so a cache the tree was unpacked from is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagekit.bootloader.menulst import Entry, render_menu_lst
+from imagekit.errors import RecipeError, UsageError
+from imagekit.kernels import KernelProfile, host_files, kernel_version
+from imagekit.recipe import Layout, Recipe
+from imagekit.rootfs import Tree
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    version: str
+    kernel: str  # file name in /boot
+    initrd: str | None  # file name in /boot
+
+
+@dataclass(frozen=True)
+class FsIds:
+    """Identities decided before mkfs, so fstab and root= can name them."""
+
+    root_uuid: str
+    boot_uuid: str | None
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace path with new content (a new inode: a hard-linked cache copy is never changed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.imagekit")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def install_kernel(tree: Tree, profile: KernelProfile) -> KernelInfo:
+    """Put the profile's kernel (and initrd) in /boot; return what is there."""
+    boot = tree.path / "boot"
+    boot.mkdir(exist_ok=True)
+    if profile.files is not None:
+        kernel, initrd = host_files(profile)
+        shutil.copyfile(kernel, boot / kernel.name)
+        if initrd is not None:
+            shutil.copyfile(initrd, boot / initrd.name)
+    kernels = sorted(p.name for p in boot.glob("vmlinu[xz]-*"))
+    if not kernels:
+        raise UsageError(f"kernel profile {profile.name}: no kernel in the rootfs's /boot after install",
+                         hint="does the profile's package install a kernel for this architecture?")
+    name = kernels[-1]
+    version = kernel_version(name)
+    initrd_name = None
+    if profile.initrd != "none":
+        candidates = [f"initrd.img-{version}", f"initramfs-{version}.img", f"initrd-{version}"]
+        if profile.files and profile.files.initrd:
+            candidates.insert(0, Path(profile.files.initrd.replace("{version}", version)).name)
+        initrd_name = next((c for c in candidates if (boot / c).is_file()), None)
+        if initrd_name is None:
+            raise UsageError(f"kernel profile {profile.name}: no initrd for {version} in /boot "
+                             f"(initrd = {profile.initrd!r})", hint="set initrd = \"none\" for a static kernel")
+    return KernelInfo(version, name, initrd_name)
+
+
+def root_spec(recipe: Recipe, ids: FsIds) -> str:
+    """How root= and fstab name the root filesystem: LABEL=, UUID= or a device the recipe insists on."""
+    how = recipe.kernel.root
+    if how == "label":
+        return f"LABEL={recipe.filesystems.root.label}"
+    if how == "uuid":
+        return f"UUID={ids.root_uuid}"
+    return how
+
+
+def kernel_cmdline(recipe: Recipe, profile: KernelProfile, ids: FsIds) -> str:
+    words = [f"root={root_spec(recipe, ids)}", *profile.cmdline.split(), *recipe.kernel.cmdline.split()]
+    return " ".join(words)
+
+
+def menu_lst_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> str:
+    """menu.lst for the recipe's boot entries, paths relative to the boot filesystem."""
+    prefix = "" if recipe.separate_boot else "/boot"
+    cmdline = kernel_cmdline(recipe, profile, ids)
+    entries = []
+    for n, e in enumerate(recipe.boot.entries):
+        title = e.title.format(name=recipe.name, kernel_version=kernel.version)
+        kfile = e.kernel or kernel.kernel
+        ifile = e.initrd or kernel.initrd
+        for key, value in (("kernel", kfile), ("initrd", ifile)):
+            if value and "/" in value:
+                raise RecipeError(recipe.path, f"boot.entries.{n}.{key}", f"{value!r}: give a file name in /boot")
+        args = " ".join(x for x in (cmdline, e.args) if x)
+        entries.append(Entry(title, kernel=f"{prefix}/{kfile}", kernel_args=args,
+                             initrd=f"{prefix}/{ifile}" if ifile else None))
+    root_device = "(hd0)" if recipe.layout == Layout.HD0 else "(hd0,0)"
+    return render_menu_lst(entries, root_device=root_device, default=recipe.boot.default,
+                           fallback=recipe.boot.fallback, timeout=recipe.boot.timeout)
+
+
+def check_entry_files(recipe: Recipe, tree: Tree) -> None:
+    for n, e in enumerate(recipe.boot.entries):
+        for key, value in (("kernel", e.kernel), ("initrd", e.initrd)):
+            if value and not (tree.path / "boot" / value).is_file():
+                raise RecipeError(recipe.path, f"boot.entries.{n}.{key}", f"no file /boot/{value} in the rootfs")
+
+
+def fstab_text(recipe: Recipe, ids: FsIds) -> str:
+    root = recipe.filesystems.root
+    passno_root = 0 if root.type.value in ("xfs", "btrfs") else 1
+    lines = [
+        "# /etc/fstab: written by imagekit. Filesystems by LABEL/UUID: EC2 names devices sda1 or xvda1.",
+        f"{root_spec(recipe, ids)}\t/\t{root.type.value}\tdefaults\t0\t{passno_root}",
+    ]
+    boot = recipe.filesystems.boot
+    if boot is not None:
+        spec = f"UUID={ids.boot_uuid}" if recipe.kernel.root == "uuid" else f"LABEL={boot.label}"
+        passno = 0 if boot.type.value in ("xfs", "btrfs") else 2
+        lines.append(f"{spec}\t/boot\t{boot.type.value}\tdefaults\t0\t{passno}")
+    return "\n".join(lines) + "\n"
+
+
+def write_identity(tree: Tree, recipe: Recipe) -> None:
+    _write(tree.path / "etc/hostname", recipe.hostname + "\n")
+    _write(tree.path / "etc/hosts",
+           f"127.0.0.1\tlocalhost\n127.0.1.1\t{recipe.hostname}\n"
+           "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+
+
+def copy_files(tree: Tree, recipe: Recipe) -> None:
+    for n, f in enumerate(recipe.files):
+        src = f.src if f.src.is_absolute() else recipe.directory / f.src
+        if not src.is_file():
+            raise RecipeError(recipe.path, f"files.{n}.src", f"no such file: {src}")
+        dest = tree.path / f.dest.lstrip("/")
+        if dest.is_dir():
+            raise RecipeError(recipe.path, f"files.{n}.dest", f"{f.dest} is a directory in the image")
+        mode = int(f.mode, 8) if f.mode else (src.stat().st_mode & 0o7777)
+        _write(dest, src.read_text() if _is_text(src) else "", mode)
+        if not _is_text(src):
+            tmp = dest.with_name(f".{dest.name}.imagekit")
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, mode)
+            os.replace(tmp, dest)
+
+
+def _is_text(path: Path) -> bool:
+    try:
+        path.read_text()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def write_menu_lst(tree: Tree, text: str) -> str:
+    """menu.lst where PV-GRUB looks: /boot/grub/menu.lst of the tree (see split_boot for /boot partitions)."""
+    _write(tree.path / "boot/grub/menu.lst", text)
+    return "/boot/grub/menu.lst"
+
+
+def split_boot(tree: Tree, workdir: Path) -> Tree:
+    """Move /boot into a tree of its own for a /boot partition, menu.lst at boot/grub/menu.lst inside it.
+
+    Seed 002: PV-GRUB looks for /boot/grub/menu.lst on the first partition; with that partition
+    mounted at /boot the file is /boot/boot/grub/menu.lst in the running system.
+    """
+    boot_tree = workdir / "boot"
+    os.replace(tree.path / "boot", boot_tree)
+    (tree.path / "boot").mkdir()
+    grub = boot_tree / "grub"
+    (boot_tree / "boot").mkdir()
+    os.replace(grub, boot_tree / "boot" / "grub")
+    return Tree(boot_tree, tree.fakeroot_state)
+
+
+def tree_usage(path: Path) -> tuple[int, int]:
+    """(bytes in 4 KiB blocks, inodes) that a tree needs."""
+    blocks = inodes = 0
+    for root, dirs, files in os.walk(path):
+        inodes += len(dirs) + len(files)
+        blocks += len(dirs)
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            blocks += -(-st.st_size // 4096)
+    return blocks * 4096, inodes + 1
+
+
+_PKG_RE = re.compile(r"^Package: (.+)$|^Version: (.+)$|^Status: (.+)$", re.M)
+
+
+def installed_packages(tree: Tree) -> list[dict[str, str]]:
+    """The dpkg database of the tree: [{"name", "version"}] of installed packages."""
+    status = tree.path / "var/lib/dpkg/status"
+    if not status.is_file():
+        return []
+    out = []
+    for para in status.read_text(errors="replace").split("\n\n"):
+        fields = dict(re.findall(r"^(Package|Version|Status): (.+)$", para, re.M))
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            out.append({"name": fields["Package"], "version": fields.get("Version", "")})
+    return sorted(out, key=lambda p: p["name"])

@@ -1,0 +1,89 @@
+"""Kernel profiles (kernels/*.toml): where the kernel and initrd come from and how they boot.
+
+A profile names either packages a bootstrap installs (the kernel lands in the rootfs's /boot and the
+distribution's hook makes the initrd), or files on the build host to copy into /boot. `initrd` says
+who makes the initrd: the rootfs's initramfs-tools or dracut, a file, or none (a static kernel, as the
+Gentoo seed suggests).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError, model_validator
+
+from imagekit.errors import RecipeError, UsageError
+from imagekit.recipe import Arch, _describe, _Model
+
+KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
+
+
+class KernelFiles(_Model):
+    kernel: str  # host path or glob, e.g. /boot/vmlinuz-*-cloud-amd64
+    initrd: str | None = None  # host path or glob; "{version}" is replaced by the kernel's version
+
+
+class KernelProfile(_Model):
+    name: str
+    description: str = ""
+    arch: Arch = Arch.X86_64
+    packages: tuple[str, ...] = ()  # installed by a bootstrap
+    files: KernelFiles | None = None  # copied from the build host
+    initrd: Literal["initramfs-tools", "dracut", "file", "none"] = "initramfs-tools"
+    cmdline: str = "ro"
+    xen_pv: bool = True  # the kernel can run as a Xen PV guest (PV-GRUB)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KernelProfile:
+        if bool(self.packages) == bool(self.files):
+            raise ValueError("give either packages (installed by a bootstrap) or files (copied from the host)")
+        if self.initrd == "file" and not (self.files and self.files.initrd):
+            raise ValueError("initrd = \"file\" needs files.initrd")
+        return self
+
+
+def profile_path(name: str, directory: Path = KERNELS_DIR) -> Path:
+    return directory / f"{name}.toml"
+
+
+def load_profile(name: str, *, recipe_path: Path, directory: Path = KERNELS_DIR) -> KernelProfile:
+    """The profile `name` from kernels/; errors name the recipe key or the profile file."""
+    path = profile_path(name, directory)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
+        raise RecipeError(recipe_path, "kernel.profile", f"no kernel profile {name!r} in {directory} (known: {known})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(path, None, f"not valid TOML: {exc}") from None
+    try:
+        return KernelProfile.model_validate(data)
+    except ValidationError as exc:
+        key, message = _describe(exc.errors()[0])
+        raise RecipeError(path, key, message) from None
+
+
+def kernel_version(name: str) -> str:
+    """'vmlinuz-6.1.0-28-cloud-amd64' -> '6.1.0-28-cloud-amd64'."""
+    return re.sub(r"^(vmlinuz|vmlinux|bzImage|kernel)-", "", name)
+
+
+def host_files(profile: KernelProfile) -> tuple[Path, Path | None]:
+    """The newest host kernel matching the profile's glob, and its initrd."""
+    assert profile.files is not None
+    matches = sorted(glob.glob(profile.files.kernel))
+    if not matches:
+        raise UsageError(f"kernel profile {profile.name}: no file matches {profile.files.kernel}")
+    kernel = Path(matches[-1])
+    initrd = None
+    if profile.files.initrd and profile.initrd == "file":
+        pattern = profile.files.initrd.replace("{version}", kernel_version(kernel.name))
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise UsageError(f"kernel profile {profile.name}: no initrd matches {pattern}")
+        initrd = Path(found[-1])
+    return kernel, initrd

@@ -1,0 +1,278 @@
+"""Stage 1: a recipe (TOML, one file per image) validated into typed, frozen objects.
+
+Stages never see raw dicts. Every error names the file and the key:
+    recipes/x.toml: layout: 'hd1' is not one of hd0, hd00
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from imagekit.errors import RecipeError, UsageError
+
+
+class Arch(StrEnum):
+    X86_64 = "x86_64"
+    I386 = "i386"
+
+
+class Layout(StrEnum):
+    HD0 = "hd0"  # partitionless: the filesystem is the whole disk, PV-GRUB root (hd0)
+    HD00 = "hd00"  # MBR, first partition is the boot partition, PV-GRUB root (hd0,0)
+
+
+class FsType(StrEnum):
+    EXT2 = "ext2"
+    EXT3 = "ext3"
+    EXT4 = "ext4"
+    XFS = "xfs"
+    BTRFS = "btrfs"
+
+
+# What PV-GRUB can read /boot from (seed 002): ext2/3/4, XFS, ReiserFS, BTRFS (beta).
+# imagekit cannot make ReiserFS (no rootless mkfs that populates it), so it is not offered.
+PVGRUB_BOOT_FS = (FsType.EXT2, FsType.EXT3, FsType.EXT4, FsType.XFS, FsType.BTRFS)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
+
+
+def parse_size(value: object) -> int:
+    """'4G', '512M', '1.5G', 4294967296 -> bytes (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size like 4G or 512M")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"{value} is not a positive size")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(value), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{value!r} is not a size like 4G or 512M")
+    size = int(float(m[1]) * _UNITS[m[2].upper()])
+    if size <= 0:
+        raise ValueError(f"{value!r} is not a positive size")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Bootstrap(_Model):
+    source: Literal["bootstrap"]
+    tool: Literal["mmdebstrap", "debootstrap"] = "mmdebstrap"
+    suite: str = "bookworm"
+    variant: str = "minbase"
+    mirror: str = "http://deb.debian.org/debian"
+    components: tuple[str, ...] = ("main",)
+    packages: tuple[str, ...] = ()
+
+
+class Tarball(_Model):
+    source: Literal["tarball"]
+    path: Path
+
+
+class Directory(_Model):
+    source: Literal["directory"]
+    path: Path
+
+
+RootfsSource = Annotated[Bootstrap | Tarball | Directory, Field(discriminator="source")]
+
+
+class Filesystem(_Model):
+    type: FsType = FsType.EXT4
+    label: str
+    size: Size | None = None  # /boot only; root takes the rest of the disk
+    features: str | None = None  # mke2fs -O / mkfs.btrfs -O, as the tool spells it
+
+    @model_validator(mode="after")
+    def _label_fits(self) -> Filesystem:
+        limit = 12 if self.type == FsType.XFS else 16
+        if not 0 < len(self.label) <= limit or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.label):
+            raise ValueError(f"label {self.label!r} must be 1-{limit} characters of A-Z a-z 0-9 _ . -")
+        return self
+
+
+class Filesystems(_Model):
+    root: Filesystem = Filesystem(label="root")
+    boot: Filesystem | None = None  # a separate /boot partition (hd00 only)
+
+
+class Kernel(_Model):
+    profile: str
+    cmdline: str = ""  # appended to the profile's command line
+    root: Literal["label", "uuid"] | str = "label"  # how root= names the root fs; or a device, e.g. /dev/xvda1
+
+
+class BootEntry(_Model):
+    title: str
+    kernel: str | None = None  # file name in /boot; default: the profile's kernel
+    initrd: str | None = None  # file name in /boot; default: the profile's initrd
+    args: str = ""  # appended to the kernel command line of this entry
+
+
+class Boot(_Model):
+    default: int = 0
+    fallback: int | None = None
+    timeout: int = Field(default=1, ge=0)
+    entries: tuple[BootEntry, ...] = (BootEntry(title="{name} ({kernel_version})"),)
+
+    @model_validator(mode="after")
+    def _indices(self) -> Boot:
+        n = len(self.entries)
+        if not n:
+            raise ValueError("at least one entry is needed")
+        if not 0 <= self.default < n:
+            raise ValueError(f"default {self.default} is not an entry (there are {n})")
+        if self.fallback is not None and not 0 <= self.fallback < n:
+            raise ValueError(f"fallback {self.fallback} is not an entry (there are {n})")
+        if self.fallback is not None and self.fallback == self.default:
+            raise ValueError("fallback is the same entry as default")
+        return self
+
+
+class FileCopy(_Model):
+    src: Path  # relative to the recipe's directory
+    dest: str  # absolute path in the image
+    mode: str | None = None  # octal, e.g. "0644"
+
+    @model_validator(mode="after")
+    def _check(self) -> FileCopy:
+        if not self.dest.startswith("/"):
+            raise ValueError(f"dest {self.dest!r} must be an absolute path in the image")
+        if self.mode is not None and not re.fullmatch(r"0?[0-7]{3,4}", self.mode):
+            raise ValueError(f"mode {self.mode!r} is not an octal mode like 0644")
+        return self
+
+
+class Recipe(_Model):
+    name: str
+    description: str = ""
+    arch: Arch = Arch.X86_64
+    size: Size
+    layout: Layout
+    hostname: str = "localhost"
+    packages: tuple[str, ...] = ()  # extra packages for a bootstrap
+    rootfs: RootfsSource
+    filesystems: Filesystems = Filesystems()
+    kernel: Kernel
+    boot: Boot = Boot()
+    files: tuple[FileCopy, ...] = ()
+    # Where the recipe came from (set by load_recipe, not by the TOML).
+    path: Path = Path("recipe.toml")
+    sha256: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", self.hostname):
+            raise ValueError(f"hostname {self.hostname!r} is not a valid host name")
+        return self
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def separate_boot(self) -> bool:
+        return self.filesystems.boot is not None
+
+    @property
+    def boot_fs(self) -> Filesystem:
+        """The filesystem PV-GRUB reads menu.lst and the kernel from."""
+        return self.filesystems.boot or self.filesystems.root
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    """(key, message) for one pydantic error, in imagekit's words."""
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))]
+    # drop discriminator tags pydantic inserts, e.g. ('rootfs', 'bootstrap', 'suite')
+    if len(loc) >= 2 and loc[0] == "rootfs" and loc[1] in ("bootstrap", "tarball", "directory"):
+        loc = [loc[0], *loc[2:]]
+    key = ".".join(loc) or "(top level)"
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return key, "unknown key"
+    if kind == "missing":
+        return key, "required key is missing"
+    if kind == "enum":
+        return key, f"{value!r} is not one of {ctx.get('expected', '').replace(' or ', ', ').replace(chr(39), '')}"
+    if kind == "literal_error":
+        return key, f"{value!r} is not one of {ctx.get('expected', '').replace(' or ', ', ').replace(chr(39), '')}"
+    if kind == "union_tag_invalid":
+        return key + ".source", f"{ctx.get('tag')!r} is not one of bootstrap, tarball, directory"
+    if kind == "union_tag_not_found":
+        return key + ".source", "required key is missing (bootstrap, tarball or directory)"
+    if kind == "value_error":
+        return key, str(ctx.get("error", err["msg"]))
+    return key, f"{err['msg'].lower()} (got {value!r})"
+
+
+def _locate_model_error(key: str, message: str) -> tuple[str, str]:
+    """Model-level checks report on their model; point at the field they name when they name one."""
+    first = message.split(" ", 1)[0]
+    if first in {"name", "hostname", "label", "default", "fallback", "dest", "mode"}:
+        key = f"{key}.{first}" if key != "(top level)" else first
+    return key, message
+
+
+def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
+    try:
+        recipe = Recipe.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        key, message = _describe(exc.errors()[0])
+        if exc.errors()[0]["type"] == "value_error":
+            key, message = _locate_model_error(key, message)
+        raise RecipeError(path, key, message) from None
+    if recipe.arch == Arch.I386:
+        raise RecipeError(path, "arch", "i386 is recognised but not supported yet (x86_64 only)")
+    return recipe
+
+
+def check_layout(recipe: Recipe) -> None:
+    """Rules that span keys: where a separate /boot may go, which filesystems PV-GRUB reads."""
+    if recipe.separate_boot and recipe.layout == Layout.HD0:
+        raise RecipeError(recipe.path, "filesystems.boot",
+                          "a separate /boot needs a partition table: use layout = \"hd00\"")
+    boot = recipe.boot_fs
+    key = "filesystems.boot.type" if recipe.separate_boot else "filesystems.root.type"
+    if boot.type not in PVGRUB_BOOT_FS:
+        names = ", ".join(t.value for t in PVGRUB_BOOT_FS)
+        raise RecipeError(recipe.path, key, f"PV-GRUB cannot read /boot from {boot.type.value} (it reads {names})")
+    if recipe.separate_boot and recipe.filesystems.boot and recipe.filesystems.boot.size is None:
+        raise RecipeError(recipe.path, "filesystems.boot.size", "required key is missing (e.g. \"256M\")")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such recipe file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(path, None, f"not valid TOML: {exc}") from None
+    for reserved in ("path", "sha256"):
+        if reserved in data:
+            raise RecipeError(path, reserved, "unknown key")
+    recipe = parse_recipe(data, path)
+    check_layout(recipe)
+    return recipe.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest()})
