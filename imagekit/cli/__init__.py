@@ -19,6 +19,7 @@ from imagekit.errors import ImagekitError
 COMMANDS: dict[str, str] = {
     "aki": "aki",
     "build": "build",
+    "kernel": "kernel",
 }
 
 
