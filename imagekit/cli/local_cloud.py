@@ -1,0 +1,46 @@
+"""`imagekit local-cloud`: an offline AWS (moto, extended) to rehearse a publish against.
+
+Prints the endpoint URL on stdout (or --json), then serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+
+import click
+
+
+@click.command("local-cloud")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=5000, show_default=True, help="Port (0 picks a free one).")
+@click.option(
+    "--import-seconds",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="How long a local ImportSnapshot task takes (env IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS).",
+)
+@click.option("--log-requests", is_flag=True, help="Log every request on stderr.")
+@click.option("--json", "json_output", is_flag=True, help='Print {"endpoint_url", "host", "port"} as JSON.')
+def command(host: str, port: int, import_seconds: float, log_requests: bool, json_output: bool) -> None:
+    """Serve S3, EBS direct, IAM and EC2 (with ImportSnapshot and a faithful RegisterImage) on HOST:PORT."""
+    import os
+
+    from imagekit.localcloud import serve
+
+    os.environ.setdefault("IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS", str(import_seconds))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with serve(host, port, log_requests=log_requests) as cloud:
+        if json_output:
+            click.echo(json.dumps({"endpoint_url": cloud.endpoint_url, "host": cloud.host, "port": cloud.port}))
+        else:
+            click.echo(cloud.endpoint_url)
+        sys.stdout.flush()
+        click.echo(f"local cloud on {cloud.endpoint_url} (any credentials; Ctrl-C to stop)", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()

@@ -1,0 +1,194 @@
+"""`imagekit publish`: upload an image, register it as an AMI, copy it to other regions, record it.
+
+stdout: the AMI id of each region (`region image-id`), or --json; progress on stderr.
+--dry-run prints every AWS call it would make (describe calls are assumed to find nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imagekit.errors import ImagekitError, UsageError
+
+
+def _tags(values: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {value!r}: expected KEY=VALUE")
+        if key.lower().startswith("aws:"):
+            raise UsageError(f"--tag {value!r}: keys starting with aws: are reserved")
+        tags[key] = val
+    return tags
+
+
+def _regions(value: str | None) -> tuple[str, ...]:
+    return tuple(r.strip() for r in (value or "").split(",") if r.strip())
+
+
+def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
+    for account in values:
+        if not (account.isdigit() and len(account) == 12):
+            raise UsageError(f"--share-with {account!r}: an AWS account id is 12 digits")
+    return values
+
+
+@click.command("publish")
+@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", required=True, help="AMI name (3-128 chars); publishing the same name again is a no-op.")
+@click.option("--description", default="", help="AMI description.")
+@click.option("--region", help="Region to upload to and register in (default: the AWS profile's; env AWS_REGION).")
+@click.option("--profile", help="AWS profile (env AWS_PROFILE).")
+@click.option("--endpoint-url", help="Send every AWS call here, e.g. `imagekit local-cloud` (env AWS_ENDPOINT_URL).")
+@click.option(
+    "--method",
+    type=click.Choice(["ebs-direct", "import-snapshot"]),
+    default="ebs-direct",
+    show_default=True,
+    help="How the image becomes a snapshot.",
+)
+@click.option("--bucket", help="S3 bucket in --region for --method import-snapshot.")
+@click.option("--s3-prefix", default="imagekit-import", show_default=True, help="Key prefix of the temporary object.")
+@click.option("--keep-s3-object", is_flag=True, help="Keep the uploaded S3 object after the import.")
+@click.option("--role-name", default="vmimport", show_default=True, help="Service role ImportSnapshot uses.")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Build manifest (default IMAGE.manifest.json; without one the image is inspected).",
+)
+@click.option("--arch", help="Architecture when there is no manifest (default x86_64).")
+@click.option("--layout", help="hd0, hd00, mbr-bios, gpt-uefi or gpt-hybrid when there is no manifest.")
+@click.option("--virtualization", type=click.Choice(["paravirtual", "hvm"]), help="Override the manifest's.")
+@click.option(
+    "--kernel-id",
+    default="auto",
+    show_default=True,
+    help="PV only: the PV-GRUB AKI, or auto (look pv-grub-hd0_1.05 up by name, then imagekit's tables).",
+)
+@click.option("--boot-mode", type=click.Choice(["legacy-bios", "uefi", "uefi-preferred"]), help="HVM only.")
+@click.option("--ena/--no-ena", default=None, help="HVM: ENA support (default on).")
+@click.option("--sriov/--no-sriov", default=None, help="HVM: SR-IOV (simple) support (default on).")
+@click.option("--imds-support", type=click.Choice(["v2.0"]), help="Require IMDSv2 on instances (HVM and PV).")
+@click.option("--tpm", is_flag=True, help="HVM with --boot-mode uefi: NitroTPM v2.0.")
+@click.option("--volume-size", type=int, help="Root volume GiB (default: the image size rounded up).")
+@click.option("--volume-type", help="Root volume type (default gp2 for PV, gp3 for HVM).")
+@click.option("--copy-to", help="Comma-separated regions to copy the AMI to.")
+@click.option("--public", is_flag=True, help="Make the AMI (and its snapshots) public.")
+@click.option("--share-with", multiple=True, help="Account id to share with (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="KEY=VALUE on the snapshots and images (repeatable).")
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=16, show_default=True, help="Concurrent EBS block uploads."
+)
+@click.option("--timeout", type=float, default=7200, show_default=True, help="Seconds any one wait may take.")
+@click.option("--poll-interval", type=float, default=5.0, show_default=True, help="Seconds between status polls.")
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Publish record to update (env IMAGEKIT_PUBLISHED; default ~/.local/share/imagekit/published.json).",
+)
+@click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; send none.")
+@click.option("--json", "json_output", is_flag=True, help="Print the publish record as JSON.")
+def command(image: Path, **opts: Any) -> None:
+    """Publish IMAGE as an AMI (EBS direct or S3 + ImportSnapshot), idempotently, in every region asked for."""
+    from imagekit.progress import Progress
+
+    progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
+    request, clients = build_request(image, opts)
+    from imagekit.publish.pipeline import publish, to_record
+
+    result = publish(clients, request, progress)
+    record = to_record(request, result)
+    if opts["dry_run"]:
+        from imagekit.publish.aws import render_calls
+
+        for line in render_calls(clients.calls):
+            click.echo(line)
+        return
+    save_record(image, record, opts["record_path"])
+    if opts["json_output"]:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        for region, entry in record["regions"].items():
+            click.echo(f"{region}\t{entry['image_id']}")
+    if result.errors:
+        lines = "; ".join(f"{r}: {m}" for r, m in sorted(result.errors.items()))
+        raise ImagekitError(
+            f"copy failed in {len(result.errors)} region(s): {lines}",
+            hint="re-run the same command: regions already done are left as they are",
+        )
+
+
+def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
+    from imagekit.publish.aws import AwsClients, DryRunClients
+    from imagekit.publish.facts import BootMode, image_facts
+    from imagekit.publish.pipeline import Method, PublishRequest
+    from imagekit.publish.regions import Sharing
+    from imagekit.publish.register import RegisterOptions, check_name
+
+    check_name(opts["name"])
+    facts = image_facts(
+        image,
+        opts["manifest"],
+        arch=opts["arch"],
+        layout=opts["layout"],
+        virtualization=opts["virtualization"],
+        boot_mode=opts["boot_mode"],
+    )
+    if opts["method"] == "import-snapshot" and not opts["bucket"]:
+        raise UsageError("--method import-snapshot needs --bucket (an S3 bucket in --region)")
+    clients: Any
+    if opts["dry_run"]:
+        clients = DryRunClients(region_default=opts["region"])
+    else:
+        clients = AwsClients(profile=opts["profile"], endpoint_url=opts["endpoint_url"], max_pool=opts["workers"] + 8)
+    region = opts["region"] or clients.default_region()
+    if not region:
+        raise UsageError("no region: pass --region or set AWS_REGION / a profile region")
+    pv = facts.virtualization.value == "paravirtual"
+    register = RegisterOptions(
+        name=opts["name"],
+        description=opts["description"],
+        kernel_id=None,
+        ena=opts["ena"],
+        sriov=opts["sriov"],
+        boot_mode=BootMode(opts["boot_mode"]) if opts["boot_mode"] and not pv else None,
+        imds_v2=opts["imds_support"] == "v2.0",
+        tpm=opts["tpm"],
+        volume_size_gib=opts["volume_size"],
+        volume_type=opts["volume_type"],
+    )
+    if pv and opts["boot_mode"]:
+        raise UsageError("--boot-mode is for HVM images; this image is paravirtual (PV-GRUB)")
+    request = PublishRequest(
+        facts=facts,
+        register=register,
+        region=region,
+        method=Method(opts["method"]),
+        kernel=opts["kernel_id"] if pv else None,
+        bucket=opts["bucket"],
+        s3_prefix=opts["s3_prefix"],
+        keep_s3_object=opts["keep_s3_object"],
+        role_name=opts["role_name"],
+        copy_to=_regions(opts["copy_to"]),
+        sharing=Sharing(public=opts["public"], accounts=_accounts(opts["share_with"])),
+        tags=_tags(opts["tags"]),
+        workers=opts["workers"],
+        timeout=opts["timeout"],
+        poll_interval=opts["poll_interval"],
+    )
+    if not pv and opts["kernel_id"] not in (None, "auto"):
+        raise UsageError("--kernel-id is for paravirtual images; HVM images boot their own bootloader")
+    return request, clients
+
+
+def save_record(image: Path, record: dict[str, Any], store: Path | None) -> None:
+    from imagekit.publish.record import add_record, default_store, publish_manifest_path, write_json
+
+    write_json(publish_manifest_path(image), record)
+    add_record(store or default_store(), record)

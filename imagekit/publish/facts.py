@@ -1,0 +1,169 @@
+"""What an image is, for registering it: read from its build manifest, or found by inspection.
+
+`imagekit build` writes `<image>.manifest.json` beside the image. Without one, the first
+sectors tell a partitionless filesystem (PV, hd0) from an MBR or GPT disk; what they cannot
+tell (virtualization of an MBR disk, architecture) must come from options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from imagekit.errors import UsageError
+
+
+class Virtualization(StrEnum):
+    PARAVIRTUAL = "paravirtual"
+    HVM = "hvm"
+
+
+class BootMode(StrEnum):
+    LEGACY_BIOS = "legacy-bios"
+    UEFI = "uefi"
+    UEFI_PREFERRED = "uefi-preferred"
+
+
+class Layout(StrEnum):
+    HD0 = "hd0"
+    HD00 = "hd00"
+    MBR_BIOS = "mbr-bios"
+    GPT_UEFI = "gpt-uefi"
+    GPT_HYBRID = "gpt-hybrid"
+
+    @property
+    def partitioned(self) -> bool:
+        return self is not Layout.HD0
+
+    @property
+    def gpt(self) -> bool:
+        return self in {Layout.GPT_UEFI, Layout.GPT_HYBRID}
+
+
+ARCHES = ("x86_64", "i386", "arm64")
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    path: Path
+    size: int
+    allocated: int
+    sha256: str | None
+    arch: str
+    layout: Layout
+    virtualization: Virtualization
+    boot_mode: BootMode | None
+    manifest_path: Path | None
+    manifest_sha256: str | None
+    recipe: dict[str, Any] | None
+
+
+def manifest_path_for(image: Path) -> Path:
+    return image.with_name(image.name + ".manifest.json")
+
+
+def _enum(kind: type[StrEnum], value: Any, where: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise UsageError(f"{where}: {value!r} is not one of {allowed}") from None
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the build manifest: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: the build manifest is not a JSON object")
+    return data
+
+
+def sniff_layout(image: Path) -> Layout | None:
+    """hd0 for a bare ext/xfs/btrfs filesystem, hd00/gpt for a partition table, None if unsure."""
+    with open(image, "rb") as fh:
+        head = fh.read(68 * 1024)
+    if head[512:520] == b"EFI PART":
+        return Layout.GPT_UEFI
+    if head[1080:1082] == b"\x53\xef" or head[:4] == b"XFSB" or head[0x10040:0x10048] == b"_BHRfS_M":
+        return Layout.HD0
+    if head[510:512] == b"\x55\xaa":
+        return Layout.HD00
+    return None
+
+
+def allocated_bytes(image: Path) -> int:
+    return os.stat(image).st_blocks * 512
+
+
+def facts_from_manifest(image: Path, manifest: Path, overrides: dict[str, Any]) -> ImageFacts:
+    data = read_manifest(manifest)
+    for key in ("arch", "layout", "virtualization"):
+        if key not in data and overrides.get(key) is None:
+            raise UsageError(f"{manifest}: {key}: missing")
+    info = data.get("image") or {}
+    size = image.stat().st_size
+    if info.get("size") not in (None, size):
+        raise UsageError(f"{manifest}: image.size {info['size']} differs from {image} ({size} bytes): stale manifest?")
+    boot = overrides.get("boot_mode") or data.get("boot_mode")
+    recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else None
+    return ImageFacts(
+        path=image,
+        size=size,
+        allocated=allocated_bytes(image),
+        sha256=info.get("sha256"),
+        arch=overrides.get("arch") or data["arch"],
+        layout=_enum(Layout, overrides.get("layout") or data["layout"], f"{manifest}: layout"),
+        virtualization=_enum(
+            Virtualization, overrides.get("virtualization") or data["virtualization"], f"{manifest}: virtualization"
+        ),
+        boot_mode=_enum(BootMode, boot, f"{manifest}: boot_mode") if boot else None,
+        manifest_path=manifest,
+        manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        recipe=recipe,
+    )
+
+
+def facts_by_inspection(image: Path, overrides: dict[str, Any]) -> ImageFacts:
+    layout = overrides.get("layout") or sniff_layout(image)
+    if layout is None:
+        raise UsageError(f"{image}: no build manifest and no filesystem or partition table recognised; pass --layout")
+    layout = _enum(Layout, layout, "--layout")
+    virt = overrides.get("virtualization")
+    if virt is None:
+        if layout.partitioned and layout is not Layout.HD00:
+            virt = Virtualization.HVM
+        elif layout is Layout.HD0:
+            virt = Virtualization.PARAVIRTUAL
+        else:
+            raise UsageError(f"{image}: an MBR disk can be PV (hd00) or HVM; pass --virtualization")
+    boot = overrides.get("boot_mode")
+    return ImageFacts(
+        path=image,
+        size=image.stat().st_size,
+        allocated=allocated_bytes(image),
+        sha256=None,
+        arch=overrides.get("arch") or "x86_64",
+        layout=layout,
+        virtualization=_enum(Virtualization, virt, "--virtualization"),
+        boot_mode=_enum(BootMode, boot, "--boot-mode") if boot else None,
+        manifest_path=None,
+        manifest_sha256=None,
+        recipe=None,
+    )
+
+
+def image_facts(image: Path, manifest: Path | None = None, **overrides: Any) -> ImageFacts:
+    """Facts about `image`: from `manifest` (default `<image>.manifest.json`) or by inspection."""
+    if not image.is_file():
+        raise UsageError(f"{image}: no such image file")
+    manifest = manifest or manifest_path_for(image)
+    if manifest.is_file():
+        return facts_from_manifest(image, manifest, overrides)
+    return facts_by_inspection(image, overrides)

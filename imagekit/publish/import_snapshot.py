@@ -1,0 +1,237 @@
+"""Turn a raw image into a snapshot through S3 and ImportSnapshot.
+
+The object goes up as a resumable multipart upload (a re-run lists the parts already there and
+sends only the missing ones), then ImportSnapshot reads it with the `vmimport` service role, and
+a bounded poll reads the task's Status (a SnapshotId appears only at the end; failed imports end
+in `deleted` with the reason in StatusMessage, which boto3's waiter does not notice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagekit.errors import ImagekitError, UsageError
+from imagekit.progress import Progress
+from imagekit.publish.awserrors import describe, error_code, is_transient
+from imagekit.publish.wait import Backoff, poll, retry
+
+MIB = 2**20
+MIN_PART = 5 * MIB
+MAX_PARTS = 10000
+
+VMIMPORT_HINT = (
+    "ImportSnapshot reads the S3 object as the IAM service role 'vmimport' (or --role-name): create it "
+    "with a trust policy for vmie.amazonaws.com and s3:GetBucketLocation/GetObject/ListBucket on the "
+    "bucket, see https://docs.aws.amazon.com/vm-import/latest/userguide/required-permissions.html "
+    "(or use --method ebs-direct, which needs no role)"
+)
+
+
+class ImportFailed(ImagekitError):
+    pass
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    location: S3Location
+    size: int
+    parts_sent: int
+    parts_reused: int
+    bytes_sent: int
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """At least 5 MiB, and large enough that the object fits in 10000 parts."""
+    return max(MIN_PART, preferred, math.ceil(size / MAX_PARTS / MIB) * MIB)
+
+
+def check_role(iam: Any, role_name: str, progress: Progress) -> None:
+    """Fail early, with the explanation, when the vmimport role is missing."""
+    try:
+        iam.get_role(RoleName=role_name)
+    except Exception as exc:
+        if error_code(exc) == "NoSuchEntity":
+            raise UsageError(
+                f"the IAM role {role_name!r} that ImportSnapshot needs does not exist", hint=VMIMPORT_HINT
+            ) from exc
+        progress.warn(f"could not check the IAM role {role_name!r} ({describe(exc)}); trying the import anyway")
+
+
+def check_bucket_region(s3: Any, bucket: str, region: str) -> None:
+    """The bucket must be in the import region (EC2 cannot read it otherwise)."""
+    try:
+        where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    except Exception as exc:
+        raise UsageError(f"--bucket {bucket}: {describe(exc)}") from exc
+    if where != region:
+        raise UsageError(f"--bucket {bucket} is in {where}, but the import runs in {region}: use a bucket there")
+
+
+def find_upload(s3: Any, where: S3Location) -> str | None:
+    """The id of an unfinished multipart upload of this key (from an interrupted run)."""
+    response = s3.list_multipart_uploads(Bucket=where.bucket, Prefix=where.key)
+    uploads = [u for u in response.get("Uploads", []) if u["Key"] == where.key]
+    return str(uploads[-1]["UploadId"]) if uploads else None
+
+
+def parts_present(s3: Any, where: S3Location, upload_id: str) -> dict[int, dict[str, Any]]:
+    parts: dict[int, dict[str, Any]] = {}
+    kwargs: dict[str, Any] = {"Bucket": where.bucket, "Key": where.key, "UploadId": upload_id}
+    while True:
+        response = s3.list_parts(**kwargs)
+        for part in response.get("Parts", []):
+            parts[int(part["PartNumber"])] = part
+        if not response.get("IsTruncated"):
+            return parts
+        kwargs["PartNumberMarker"] = response["NextPartNumberMarker"]
+
+
+def object_complete(s3: Any, where: S3Location, size: int, sha256: str) -> bool:
+    try:
+        head = s3.head_object(Bucket=where.bucket, Key=where.key)
+    except Exception as exc:
+        if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            return False
+        raise
+    return int(head["ContentLength"]) == size and head.get("Metadata", {}).get("sha256") == sha256
+
+
+def upload_object(
+    s3: Any,
+    path: Path,
+    where: S3Location,
+    *,
+    sha256: str,
+    part_size: int = 64 * MIB,
+    progress: Progress | None = None,
+    backoff: Backoff = Backoff(),  # noqa: B008 (frozen)
+) -> UploadedObject:
+    """Multipart-upload `path` to `where`, reusing the parts an earlier run left there."""
+    progress = progress or Progress()
+    size = path.stat().st_size
+    if object_complete(s3, where, size, sha256):
+        return UploadedObject(where, size, 0, 0, 0)
+    part = part_size_for(size, part_size)
+    upload_id = find_upload(s3, where)
+    present = parts_present(s3, where, upload_id) if upload_id else {}
+    if upload_id is None:
+        upload_id = s3.create_multipart_upload(Bucket=where.bucket, Key=where.key, Metadata={"sha256": sha256})[
+            "UploadId"
+        ]
+    done: list[dict[str, Any]] = []
+    sent = reused = bytes_sent = 0
+    with open(path, "rb") as fh, progress.bar(f"upload {where.url}", total=size) as bar:
+        for number in range(1, max(1, math.ceil(size / part)) + 1):
+            data = fh.read(part)
+            etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+            have = present.get(number)
+            if have is not None and have.get("ETag") == etag and int(have.get("Size", -1)) == len(data):
+                reused += 1
+            else:
+                send_part(s3, where, upload_id, number, data, backoff)
+                sent += 1
+                bytes_sent += len(data)
+            done.append({"PartNumber": number, "ETag": etag})
+            bar.advance(len(data))
+    s3.complete_multipart_upload(
+        Bucket=where.bucket, Key=where.key, UploadId=upload_id, MultipartUpload={"Parts": done}
+    )
+    return UploadedObject(where, size, sent, reused, bytes_sent)
+
+
+def send_part(s3: Any, where: S3Location, upload_id: str, number: int, data: bytes, backoff: Backoff) -> None:
+    def call() -> Any:
+        return s3.upload_part(Bucket=where.bucket, Key=where.key, UploadId=upload_id, PartNumber=number, Body=data)
+
+    retry(call, retryable=is_transient, backoff=backoff)
+
+
+def start_import(
+    ec2: Any,
+    where: S3Location,
+    *,
+    description: str,
+    role_name: str,
+    client_token: str,
+    tags: dict[str, str],
+) -> str:
+    params: dict[str, Any] = {
+        "Description": description,
+        "DiskContainer": {
+            "Description": description,
+            "Format": "RAW",
+            "UserBucket": {"S3Bucket": where.bucket, "S3Key": where.key},
+        },
+        "ClientToken": client_token,
+        "TagSpecifications": [
+            {"ResourceType": "import-snapshot-task", "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}
+        ],
+    }
+    if role_name != "vmimport":
+        params["RoleName"] = role_name
+    try:
+        return str(ec2.import_snapshot(**params)["ImportTaskId"])
+    except Exception as exc:
+        if "role" in describe(exc) and error_code(exc) in {"InvalidParameter", "InvalidParameterValue"}:
+            raise ImportFailed(f"ImportSnapshot of {where.url} refused: {describe(exc)}", hint=VMIMPORT_HINT) from exc
+        raise ImportFailed(f"ImportSnapshot of {where.url} failed: {describe(exc)}") from exc
+
+
+def wait_import(ec2: Any, task_id: str, *, timeout: float, interval: float, progress: Progress | None = None) -> str:
+    """Poll the task's Status until `completed` (returns the snapshot id); `deleted` is final."""
+    progress = progress or Progress()
+    with progress.bar(f"import {task_id}", total=100, unit="%") as bar:
+
+        def probe() -> str | None:
+            tasks = ec2.describe_import_snapshot_tasks(ImportTaskIds=[task_id])["ImportSnapshotTasks"]
+            if not tasks:
+                raise ImportFailed(f"import task {task_id} disappeared")
+            detail = tasks[0].get("SnapshotTaskDetail", {})
+            status = detail.get("Status", "")
+            if status == "completed":
+                bar.update(100)
+                return str(detail["SnapshotId"])
+            if status in {"deleted", "deleting"}:
+                raise ImportFailed(f"import task {task_id} failed: {detail.get('StatusMessage', 'no reason given')}")
+            bar.update(int(detail.get("Progress") or 0))
+            return None
+
+        return poll(
+            probe,
+            what=f"import task {task_id}",
+            timeout=timeout,
+            interval=interval,
+            hint=f"the task may still finish: a re-run resumes it (aws ec2 describe-import-snapshot-tasks "
+            f"--import-task-ids {task_id})",
+        )
+
+
+def delete_object(s3: Any, where: S3Location) -> None:
+    s3.delete_object(Bucket=where.bucket, Key=where.key)
+
+
+def object_key(prefix: str, sha256: str) -> str:
+    """Content-addressed, so an interrupted run finds its own parts again."""
+    return f"{prefix.strip('/')}/{sha256}.raw".lstrip("/")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()

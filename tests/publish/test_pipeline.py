@@ -1,0 +1,140 @@
+"""The whole publish against the local cloud: idempotence, copies, sharing, recovery after failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from imagekit.errors import ImagekitError
+from imagekit.progress import Progress
+from imagekit.publish.facts import image_facts
+from imagekit.publish.pipeline import SHA_TAG, Method, PublishRequest, publish
+from imagekit.publish.regions import Sharing
+from imagekit.publish.register import RegisterOptions
+from imagekit.publish.wait import Backoff
+from tests.publish.conftest import Recorder, SparseImage, block_index_of, json_error
+
+UPLOAD_CALLS = {"StartSnapshot", "PutSnapshotBlock", "CompleteSnapshot", "RegisterImage", "CopyImage"}
+
+
+def request(image: SparseImage, name: str, **kw: Any) -> PublishRequest:
+    return PublishRequest(
+        facts=image_facts(image.path),
+        register=RegisterOptions(name=name),
+        region="us-east-1",
+        poll_interval=0.1,
+        backoff=Backoff(attempts=2, base=0.01, cap=0.02),
+        **kw,
+    )
+
+
+def test_republish_uploads_nothing_and_copies_are_tagged_and_shared(
+    recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    image = make_image("pv")
+    req = request(
+        image,
+        unique_name,
+        copy_to=("eu-west-1",),
+        sharing=Sharing(public=True, accounts=("111122223333",)),
+        tags={"team": "images"},
+    )
+    first = publish(recorded_clients, req, Progress())
+    assert UPLOAD_CALLS <= recorder.names()
+    assert {r.how for r in first.regions.values()} == {"registered", "copied"}
+
+    eu = recorded_clients.client("ec2", "eu-west-1")
+    copy = first.regions["eu-west-1"]
+    described = eu.describe_images(ImageIds=[copy.image_id])["Images"][0]
+    tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+    assert tags["team"] == "images" and tags[SHA_TAG] == first.sha256
+    assert described["KernelId"] == "aki-5c21674b"  # the copy keeps the kernel
+    perms = eu.describe_image_attribute(ImageId=copy.image_id, Attribute="launchPermission")["LaunchPermissions"]
+    assert {"Group": "all"} in perms and {"UserId": "111122223333"} in perms
+    snap = eu.describe_snapshots(SnapshotIds=list(copy.snapshot_ids))["Snapshots"][0]
+    assert {"Key": "team", "Value": "images"} in snap["Tags"]
+    volume_perms = eu.describe_snapshot_attribute(SnapshotId=copy.snapshot_ids[0], Attribute="createVolumePermission")
+    assert {"Group": "all"} in volume_perms["CreateVolumePermissions"]
+
+    recorder.calls.clear()
+    second = publish(recorded_clients, req, Progress())
+    assert not (UPLOAD_CALLS & recorder.names()), "a re-publish must not upload, register or copy"
+    assert {r: x.image_id for r, x in second.regions.items()} == {r: x.image_id for r, x in first.regions.items()}
+    assert {r.how for r in second.regions.values()} == {"existing"}
+
+
+def test_failed_upload_leaves_no_snapshot_behind(
+    clients: Any, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    image = make_image("pv")
+    ebs = clients.client("ebs", "us-east-1")
+    last = image.data_blocks[-1]
+
+    def deny_last(request: Any, **_: Any) -> Any:
+        return json_error(request, 403, "AccessDeniedException") if block_index_of(request) == last else None
+
+    ebs.meta.events.register("before-send.ebs.PutSnapshotBlock", deny_last)
+    try:
+        with pytest.raises(ImagekitError) as info:
+            publish(clients, request(image, unique_name), Progress())
+    finally:
+        ebs.meta.events.unregister("before-send.ebs.PutSnapshotBlock", deny_last)
+    assert f"failed to put 1 of {(image.size + 524287) // 524288} blocks" in info.value.message
+    assert "deleted the incomplete snapshot snap-" in info.value.message
+    ec2 = clients.client("ec2", "us-east-1")
+    left = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:imagekit:name", "Values": [unique_name]}])
+    assert left["Snapshots"] == []
+
+    done = publish(clients, request(image, unique_name), Progress())  # the re-run finishes the job
+    assert done.regions["us-east-1"].how == "registered"
+
+
+def test_rerun_after_a_failed_register_reuses_the_snapshot(
+    recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    image = make_image("pv")
+    ec2 = recorded_clients.client("ec2", "us-east-1")
+
+    def refuse(request: Any, **_: Any) -> Any:
+        from tests.publish.conftest import xml_error
+
+        return xml_error(request, 400, "InvalidAMIName.Malformed", "injected")
+
+    ec2.meta.events.register("before-send.ec2.RegisterImage", refuse)
+    try:
+        with pytest.raises(ImagekitError) as info:
+            publish(recorded_clients, request(image, unique_name), Progress())
+    finally:
+        ec2.meta.events.unregister("before-send.ec2.RegisterImage", refuse)
+    assert info.value.hint and "a re-run registers it without uploading again" in info.value.hint
+    snapshot = recorder.of("CompleteSnapshot")[0]["SnapshotId"]
+
+    recorder.calls.clear()
+    done = publish(recorded_clients, request(image, unique_name), Progress())
+    assert "StartSnapshot" not in recorder.names()
+    assert done.regions["us-east-1"].snapshot_ids == (snapshot,)
+
+
+def test_import_snapshot_method_removes_its_s3_object(
+    clients: Any, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    import uuid
+
+    image = make_image("hvm")
+    s3 = clients.client("s3", "us-east-1")
+    bucket = f"imagekit-test-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    iam = clients.client("iam", "us-east-1")
+    try:
+        iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    req = request(image, unique_name, method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None)
+    result = publish(clients, req, Progress())
+    assert result.regions["us-east-1"].how == "registered"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    ebs = clients.client("ebs", "us-east-1")
+    listed = ebs.list_snapshot_blocks(SnapshotId=result.regions["us-east-1"].snapshot_ids[0])["Blocks"]
+    assert [b["BlockIndex"] for b in listed] == list(image.data_blocks)
