@@ -98,7 +98,12 @@ def write_image(
             fh.seek(offset)
             fh.write(data)
     blocks = sorted(
-        {i for off, data in writes.items() if any(data) for i in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)}
+        {
+            i
+            for off, data in writes.items()
+            if any(data)
+            for i in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)
+        }
     )
     image = SparseImage(path, size, tuple(i for i in blocks if any(_read(path, i))))
     if manifest is not None:

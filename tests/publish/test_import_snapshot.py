@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -28,10 +29,8 @@ def bucket(clients: Any) -> str:
 @pytest.fixture
 def vmimport(clients: Any) -> None:
     iam = clients.client("iam", "us-east-1")
-    try:
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
 
 
 def test_multipart_upload_resumes_without_resending_parts(

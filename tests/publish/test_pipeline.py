@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ def test_republish_uploads_nothing_and_copies_are_tagged_and_shared(
         tags={"team": "images"},
     )
     first = publish(recorded_clients, req, Progress())
-    assert UPLOAD_CALLS <= recorder.names()
+    assert recorder.names() >= UPLOAD_CALLS
     assert {r.how for r in first.regions.values()} == {"registered", "copied"}
 
     eu = recorded_clients.client("ec2", "eu-west-1")
@@ -127,10 +128,8 @@ def test_import_snapshot_method_removes_its_s3_object(
     bucket = f"imagekit-test-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     iam = clients.client("iam", "us-east-1")
-    try:
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
     req = request(image, unique_name, method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None)
     result = publish(clients, req, Progress())
     assert result.regions["us-east-1"].how == "registered"

@@ -1,0 +1,110 @@
+"""The local cloud behaves like EC2 where moto does not: RegisterImage, CopyImage, EBS snapshot state."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from imagekit.localcloud.diskformat import DiskValidationError, disk_bytes, size_gib
+
+
+def snapshot(clients: Any, region: str = "us-east-1") -> str:
+    ebs = clients.client("ebs", region)
+    snap = ebs.start_snapshot(VolumeSize=1, Description="t")["SnapshotId"]
+    ec2 = clients.client("ec2", region)
+    assert ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "pending"
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=0)
+    assert ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "completed"
+    return str(snap)
+
+
+def register(ec2: Any, snap: str, **extra: Any) -> str:
+    params = {
+        "Name": f"imagekit-test-{uuid.uuid4().hex[:8]}",
+        "Architecture": "x86_64",
+        "RootDeviceName": "/dev/xvda",
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap, "VolumeSize": 2}}],
+        **extra,
+    }
+    return str(ec2.register_image(**params)["ImageId"])
+
+
+def test_register_keeps_what_it_is_given(clients: Any) -> None:
+    ec2 = clients.client("ec2", "us-east-1")
+    snap = snapshot(clients)
+    image_id = register(
+        ec2,
+        snap,
+        VirtualizationType="hvm",
+        EnaSupport=True,
+        SriovNetSupport="simple",
+        BootMode="uefi-preferred",
+        ImdsSupport="v2.0",
+    )
+    image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert image["BlockDeviceMappings"] == [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap, "VolumeSize": 2}}]
+    assert (image["VirtualizationType"], image["EnaSupport"], image["SriovNetSupport"]) == ("hvm", True, "simple")
+    assert (image["BootMode"], image["ImdsSupport"], image["RootDeviceType"]) == ("uefi-preferred", "v2.0", "ebs")
+    with pytest.raises(ClientError, match=r"InvalidSnapshot\.InUse|in use"):
+        ec2.delete_snapshot(SnapshotId=snap)
+
+
+def test_register_defaults_and_refusals_follow_ec2(clients: Any) -> None:
+    ec2 = clients.client("ec2", "us-east-1")
+    snap = snapshot(clients)
+    image = ec2.describe_images(ImageIds=[register(ec2, snap)])["Images"][0]
+    assert (image["Architecture"], image["VirtualizationType"]) == ("x86_64", "paravirtual")
+    with pytest.raises(ClientError, match="ENA"):
+        register(ec2, snap, VirtualizationType="paravirtual", EnaSupport=True)
+    with pytest.raises(ClientError, match=r"InvalidSnapshot\.NotFound"):
+        register(ec2, "snap-0123456789abcdef0")
+    with pytest.raises(ClientError, match=r"InvalidAMIName\.Duplicate"):
+        ec2.register_image(Name=image["Name"], Architecture="x86_64", RootDeviceName="/dev/xvda")
+
+
+def test_copy_is_pending_then_available_with_new_snapshots(clients: Any) -> None:
+    ec2 = clients.client("ec2", "us-east-1")
+    image_id = register(ec2, snapshot(clients), VirtualizationType="paravirtual", KernelId="aki-5c21674b")
+    west = clients.client("ec2", "us-west-2")
+    token = uuid.uuid4().hex
+    copied = west.copy_image(SourceImageId=image_id, SourceRegion="us-east-1", Name="copy-1", ClientToken=token)
+    again = west.copy_image(SourceImageId=image_id, SourceRegion="us-east-1", Name="copy-1", ClientToken=token)
+    assert copied["ImageId"] == again["ImageId"]
+    first = west.describe_images(ImageIds=[copied["ImageId"]])["Images"][0]
+    assert first["State"] == "pending"
+    time.sleep(0.6)
+    done = west.describe_images(ImageIds=[copied["ImageId"]])["Images"][0]
+    assert done["State"] == "available"
+    assert done["KernelId"] == "aki-5c21674b"
+    new_snap = done["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    assert west.describe_snapshots(SnapshotIds=[new_snap])["Snapshots"]
+
+
+def test_pvgrub_kernels_are_listed_by_amazon(clients: Any) -> None:
+    ec2 = clients.client("ec2", "eu-west-1")
+    images = ec2.describe_images(
+        Owners=["amazon"], Filters=[{"Name": "name", "Values": ["pv-grub-hd0_1.05-x86_64.gz"]}]
+    )["Images"]
+    assert [i["ImageId"] for i in images] == ["aki-dc9ed9af"]
+
+
+def test_disk_formats() -> None:
+    assert disk_bytes(b"\1" * 1024, "raw") == b"\1" * 1024
+    footer = bytearray(512)
+    footer[:8] = b"conectix"
+    footer[60:64] = (2).to_bytes(4, "big")
+    assert disk_bytes(b"\2" * 1024 + bytes(footer), "VHD") == b"\2" * 1024
+    for data, fmt, reason in [
+        (b"", "RAW", "Empty disk image"),
+        (b"QFI\xfb" + bytes(600), "RAW", "the object is QCOW2, not RAW"),
+        (b"\1" * 1024, "VHD", "Unsupported VHD Footer"),
+        (b"\1" * 1024, "VMDK", "Invalid VMDK header"),
+        (b"\1" * 1024, "OVA", "Unsupported specified file format OVA"),
+    ]:
+        with pytest.raises(DiskValidationError, match=reason):
+            disk_bytes(data, fmt)
+    assert size_gib(1) == 1 and size_gib(2**30 + 1) == 2
