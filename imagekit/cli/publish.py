@@ -92,6 +92,13 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Publish record to update (env IMAGEKIT_PUBLISHED; default ~/.local/share/imagekit/published.json).",
 )
+@click.option(
+    "--lint/--no-lint",
+    "lint",
+    default=True,
+    show_default=True,
+    help="Lint the image (imagekit lint) before anything is uploaded; errors stop the publish.",
+)
 @click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; send none.")
 @click.option("--json", "json_output", is_flag=True, help="Print the publish record as JSON.")
 def command(image: Path, **opts: Any) -> None:
@@ -100,6 +107,8 @@ def command(image: Path, **opts: Any) -> None:
 
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
     request, clients = build_request(image, opts)
+    if opts["lint"]:
+        lint_before_upload(request.facts, progress)
     from imagekit.publish.pipeline import publish, to_record
 
     result = publish(clients, request, progress)
@@ -129,7 +138,7 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
     from imagekit.publish.facts import BootMode, image_facts
     from imagekit.publish.pipeline import Method, PublishRequest
     from imagekit.publish.regions import Sharing
-    from imagekit.publish.register import RegisterOptions, check_name
+    from imagekit.publish.register import RegisterOptions, check_combination, check_name
 
     check_name(opts["name"])
     facts = image_facts(
@@ -165,6 +174,7 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
     )
     if pv and opts["boot_mode"]:
         raise UsageError("--boot-mode is for HVM images; this image is paravirtual (PV-GRUB)")
+    check_combination(facts, register)  # before lint and before anything is sent
     request = PublishRequest(
         facts=facts,
         register=register,
@@ -185,6 +195,25 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
     if not pv and opts["kernel_id"] not in (None, "auto"):
         raise UsageError("--kernel-id is for paravirtual images; HVM images boot their own bootloader")
     return request, clients
+
+
+def lint_before_upload(facts: Any, progress: Any) -> None:
+    """Refuse to spend an upload on an image `imagekit lint` finds errors in."""
+    from imagekit.lint import Severity, lint_image
+
+    target = "pv" if facts.virtualization.value == "paravirtual" else "hvm"
+    findings = lint_image(facts.path, target=target, progress=progress, arch=facts.arch)
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    for f in findings:
+        if f.severity is not Severity.ERROR:
+            progress.warn(f"lint: {f.rule}: {f.object}: {f.message}")
+    if errors:
+        shown = "; ".join(f"{f.rule}: {f.message}" for f in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise ImagekitError(
+            f"lint found {len(errors)} error(s) in {facts.path} for --target {target}: {shown}{more}",
+            hint=f"see `imagekit lint {facts.path} --target {target}`; --no-lint publishes anyway",
+        )
 
 
 def save_record(image: Path, record: dict[str, Any], store: Path | None) -> None:

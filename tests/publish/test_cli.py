@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from imagekit.cli import cli
@@ -24,7 +25,17 @@ def test_publish_then_query(
     local_cloud: str, make_image: Callable[..., SparseImage], unique_name: str, tmp_path: Path
 ) -> None:
     image = make_image("pv")
-    args = ["publish", image.path, "--name", unique_name, "--endpoint-url", local_cloud, "--poll-interval", "0.1"]
+    args = [
+        "publish",
+        image.path,
+        "--name",
+        unique_name,
+        "--endpoint-url",
+        local_cloud,
+        "--poll-interval",
+        "0.1",
+        "--no-lint",
+    ]
     result = run(*args, "--copy-to", "us-west-2", "--tag", "team=images")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -51,7 +62,9 @@ def test_publish_then_query(
 
 def test_dry_run_prints_every_call_and_sends_none(make_image: Callable[..., SparseImage], unique_name: str) -> None:
     image = make_image("hvm")
-    result = run("publish", image.path, "--name", unique_name, "--dry-run", "--copy-to", "eu-west-1", "--public")
+    result = run(
+        "publish", image.path, "--name", unique_name, "--dry-run", "--copy-to", "eu-west-1", "--public", "--no-lint"
+    )
     assert result.exit_code == 0, result.output
     ops = [line.split(" ")[0] for line in result.stdout.splitlines()]
     assert ops == [
@@ -102,3 +115,13 @@ def test_user_errors_are_one_line_with_exit_2(make_image: Callable[..., SparseIm
         assert "Traceback" not in proc.stderr
     missing = imagekit("publish", tmp_path / "nope.raw", "--name", "good-name", "--dry-run")
     assert missing.returncode == 2 and "no such image file" in missing.stderr
+
+
+@pytest.mark.slow
+def test_lint_errors_stop_the_publish_before_any_call(make_image: Callable[..., SparseImage]) -> None:
+    image = make_image("pv")  # a superblock magic and random bytes: no menu.lst anywhere
+    proc = imagekit("publish", image.path, "--name", "good-name", "--dry-run")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: lint found"), proc.stderr
+    assert "--no-lint publishes anyway" in proc.stderr
+    assert proc.stdout == ""  # not one call printed
