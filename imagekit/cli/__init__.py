@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "aki": "aki",
     "build": "build",
     "kernel": "kernel",
+    "lint": "lint",
     "local-cloud": "local_cloud", "publish": "publish", "published": "published",
 }
 

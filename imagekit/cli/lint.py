@@ -1,0 +1,39 @@
+"""`imagekit lint IMAGE`: findings against the PV-GRUB and EC2 rules; exit 1 on any error."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from imagekit.errors import ImagekitError
+from imagekit.progress import Progress
+
+
+@click.command("lint")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(["pv", "hvm", "nitro"]), default="pv", show_default=True,
+              help="Where the image must boot: pv (PV-GRUB), hvm (Xen HVM and Nitro), nitro.")
+@click.option("--arch", default=None, help="x86_64 or i386 (default: the build manifest's, else x86_64).")
+@click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
+def command(image: str, target: str, arch: str | None, json_output: bool) -> None:
+    """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error."""
+    from imagekit.lint import Severity, has_errors, lint_image
+
+    progress = Progress.for_cli(json_output)
+    findings = lint_image(image, target=target, progress=progress, arch=arch)
+    errors = sum(f.severity is Severity.ERROR for f in findings)
+    warnings = sum(f.severity is Severity.WARNING for f in findings)
+    if json_output:
+        click.echo(json.dumps({"image": image, "target": target, "ok": not errors,
+                               "findings": [asdict(f) for f in findings]}, indent=2))
+    else:
+        for f in findings:
+            click.echo(f"{f.severity:<7} {f.rule:<28} {f.object}")
+            click.echo(f"        {f.message}")
+            if f.hint:
+                click.echo(f"        hint: {f.hint}")
+        click.echo(f"{errors} error(s), {warnings} warning(s), {len(findings) - errors - warnings} note(s)")
+    if has_errors(findings):
+        raise ImagekitError(f"{image}: {errors} lint error(s) for target {target}")

@@ -1,0 +1,182 @@
+"""Lint a disk image against the PV-GRUB and EC2 rules, before an upload is spent on it.
+
+    from imagekit.lint import lint_image
+    findings = lint_image("out/img.raw", target="pv")
+
+Works on any image (raw or qcow2), not only imagekit's: one read-only libguestfs launch, the
+facts read from the image itself; a build manifest beside the image, if there is one, only
+supplies the architecture and the boot mode. Each Finding has a stable rule id (RULES).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from imagekit.errors import UsageError
+from imagekit.kernel.config import Target
+from imagekit.lint.disk import boot_filesystem, check_disk, grub_device, mountable
+from imagekit.lint.findings import RULES, Finding, Severity, finding
+from imagekit.lint.kernel import KernelFiles, check_cmdline, check_kernel
+from imagekit.lint.menu import BootMenu, check_menu
+from imagekit.lint.system import check_fstab, check_hvm_boot, check_root_arg, root_filesystem
+from imagekit.lint.view import Filesystem, ImageView, open_view
+from imagekit.progress import Progress
+
+__all__ = ["RULES", "Finding", "Severity", "has_errors", "lint_image", "lint_view"]
+
+MAX_KERNELS = 3  # kernels judged per image (each one is read out of the appliance)
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.severity is Severity.ERROR for f in findings)
+
+
+def _target(target: str) -> Target:
+    try:
+        return Target(target)
+    except ValueError:
+        raise UsageError(f"--target: {target!r} is not one of {', '.join(t.value for t in Target)}") from None
+
+
+def _read_manifest(image: Path) -> dict[str, Any] | None:
+    try:
+        from imagekit.manifest import read_manifest
+
+        return read_manifest(image)
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+def lint_image(
+    path: str | os.PathLike[str], target: str = "pv", progress: Progress | None = None,
+    arch: str | None = None,
+) -> list[Finding]:
+    """Every finding for the image at `path` on `target` (pv, hvm or nitro). Never writes to it."""
+    tgt = _target(target)
+    image = Path(path)
+    manifest = _read_manifest(image) if image.is_file() else None
+    arch = arch or (manifest or {}).get("arch") or "x86_64"
+    progress = progress or Progress("quiet")
+    with progress.stage("lint", f"{image.name} --target {tgt}"), open_view(image) as view:
+        return lint_view(view, tgt, arch, manifest)
+
+
+def _pv_boot(view: ImageView, findings: list[Finding]) -> tuple[BootMenu | None, list[KernelFiles]]:
+    problems, boot = check_menu(view)
+    findings += problems
+    if boot is None:
+        return None, []
+    kernels: list[KernelFiles] = []
+    for e in boot.entries:
+        if not e.kernel_exists or e.device is None or e.kernel is None:
+            continue
+        if any((k.device, k.path) == (e.device, e.kernel) for k in kernels):
+            continue
+        fs = view.filesystem(e.device)
+        initrd = e.initrd if e.initrd_exists else None
+        kernels.append(KernelFiles(e.device, e.kernel, initrd, grub_device(fs.partition if fs else None) + e.kernel))
+    return boot, kernels
+
+
+def _hvm_kernels(view: ImageView) -> list[KernelFiles]:
+    kernels = []
+    for fs in mountable(view):
+        for directory in ("/boot", "/"):
+            names = view.ls(fs.device, directory)
+            for name in sorted((n for n in names if n.startswith("vmlinuz-")), reverse=True):
+                version = name.removeprefix("vmlinuz-")
+                base = directory.rstrip("/")
+                initrd = next((f"{base}/{i}" for i in (f"initrd.img-{version}", f"initramfs-{version}.img")
+                               if i in names), None)
+                kernels.append(KernelFiles(fs.device, f"{base}/{name}", initrd, f"{fs.device}:{base}/{name}"))
+    return kernels
+
+
+def _grub_cfg_args(view: ImageView) -> tuple[str, str] | None:
+    """The first `linux` line's arguments in a GRUB 2 grub.cfg (HVM images), with where it was."""
+    for fs in mountable(view):
+        for path in ("/boot/grub/grub.cfg", "/grub/grub.cfg"):
+            text = view.read_text(fs.device, path)
+            for line in (text or "").splitlines():
+                words = line.split()
+                if words and words[0] in ("linux", "linuxefi") and len(words) > 1:
+                    return f"{fs.device}:{path}", " ".join(words[2:])
+    return None
+
+
+def _root_arg(args: str) -> str | None:
+    value = None
+    for word in args.split():
+        if word.startswith("root="):
+            value = word[5:]
+    return value
+
+
+def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None) -> list[Finding]:
+    findings: list[Finding] = []
+    if target is Target.PV:
+        findings += check_disk(view)
+    elif not mountable(view):
+        findings.append(finding("disk-unreadable", view.image.name, "no filesystem found on the image",
+                                "is this a disk image?"))
+    if any(f.rule == "disk-unreadable" for f in findings):
+        return findings
+    cmdlines: list[tuple[str, str]] = []  # (where, kernel arguments)
+    if target is Target.PV:
+        boot, kernels = _pv_boot(view, findings)
+        if boot is not None:
+            cmdlines = [(f"{boot.location.grub} entry {e.index}", e.entry.kernel_args)
+                        for e in boot.entries if e.entry.kernel]
+            if boot.chosen is not None:  # the entry PV-GRUB boots first
+                chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
+                cmdlines.insert(0, chosen)
+    else:
+        kernels = _hvm_kernels(view)
+        found = _grub_cfg_args(view)
+        cmdlines = [found] if found else []
+    for where, args in cmdlines:
+        findings += check_cmdline(where, args, target)
+        findings += check_root_arg(view, where, _root_arg(args), target)
+    root_fs = root_filesystem(view, _root_arg(cmdlines[0][1]) if cmdlines else None)
+    fs_types = _fs_types(view, root_fs)
+    for k in kernels[:MAX_KERNELS]:
+        findings += check_kernel(view, k, target, arch, fs_types)
+    if root_fs is not None:
+        findings += check_fstab(view, root_fs, target)
+    if target is not Target.PV:
+        findings += check_hvm_boot(view, (manifest or {}).get("boot_mode"))
+    findings += _check_registration(manifest, target)
+    return _unique(findings)
+
+
+def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:
+    types = {root_fs.type} if root_fs else set()
+    boot = boot_filesystem(view)
+    if boot is not None and boot.type not in ("swap", "unknown"):
+        types.add(boot.type)
+    return {t for t in types if t in ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs")}
+
+
+def _check_registration(manifest: dict[str, Any] | None, target: Target) -> list[Finding]:
+    """No ARI with a PV-GRUB AKI (seed 002): flag a ramdisk recorded for registration."""
+    if target is not Target.PV or not manifest:
+        return []
+    for where in (manifest, manifest.get("publish") or {}, manifest.get("register") or {}):
+        ramdisk = where.get("ramdisk_id") or where.get("ari") if isinstance(where, dict) else None
+        if ramdisk:
+            return [finding("ari-with-pvgrub", f"manifest ramdisk {ramdisk}", "a ramdisk (ARI) is set for "
+                            "registration; PV-GRUB loads the initrd from menu.lst itself",
+                            "register the AMI with the PV-GRUB AKI and no ramdisk")]
+    return []
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    seen: set[Finding] = set()
+    out = []
+    for f in findings:
+        if f not in seen:
+            seen.add(f)
+            out.append(f)
+    return out

@@ -1,0 +1,77 @@
+"""Findings and the catalogue of rules: a stable id, a severity, and what the rule is about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the image will not boot (or not work) on the target: `lint` exits 1
+    WARNING = "warning"  # it may work, but a known trap lies here
+    INFO = "info"  # worth knowing; nothing to fix
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str  # stable id, e.g. "menulst-missing"
+    severity: Severity
+    object: str  # what it is about: "(hd0,0)/boot/grub/menu.lst", "/etc/fstab line 3", "CONFIG_XEN_PV"
+    message: str  # one line
+    hint: str  # what to do about it
+
+
+# id -> (severity, summary). Ids are a contract: tests, users' suppressions and docs use them.
+RULES: dict[str, tuple[Severity, str]] = {
+    # disk and boot filesystem (seed 002)
+    "disk-unreadable": (Severity.ERROR, "no filesystem libguestfs can read"),
+    "disk-gpt": (Severity.ERROR, "PV-GRUB reads MBR partition tables only"),
+    "disk-first-partition-not-boot": (Severity.ERROR, "on a partitioned image the first partition must hold /boot"),
+    "disk-lvm-without-boot": (Severity.ERROR, "LVM needs a separate /boot partition outside it"),
+    "bootfs-unsupported": (Severity.ERROR, "PV-GRUB reads /boot from ext2/3/4, XFS, ReiserFS, BTRFS only"),
+    "bootfs-btrfs-beta": (Severity.WARNING, "BTRFS support in PV-GRUB is beta"),
+    "bootfs-ext4-64bit": (Severity.ERROR, "GRUB 0.97 (PV-GRUB) cannot read ext4 with the 64bit feature"),
+    # menu.lst (seeds 002, 004)
+    "menulst-missing": (Severity.ERROR, "no menu.lst where PV-GRUB looks"),
+    "menulst-location": (Severity.WARNING, "menu.lst only where newer PV-GRUB (1.04+) looks"),
+    "menulst-parse": (Severity.ERROR, "menu.lst does not parse"),
+    "menulst-no-entries": (Severity.ERROR, "menu.lst has no title entries"),
+    "menulst-default": (Severity.ERROR, "default names no entry"),
+    "menulst-fallback": (Severity.ERROR, "fallback names no entry"),
+    "menulst-no-fallback": (Severity.WARNING, "one kernel and no fallback entry"),
+    "menulst-root": (Severity.ERROR, "root (hdX[,N]) disagrees with the layout"),
+    "menulst-kernel-missing": (Severity.ERROR, "an entry's kernel file does not exist"),
+    "menulst-initrd-missing": (Severity.ERROR, "an entry's initrd file does not exist"),
+    "menulst-none-bootable": (Severity.ERROR, "neither the default nor a fallback entry can be loaded"),
+    # kernel
+    "kernel-unreadable": (Severity.ERROR, "the kernel file is not a kernel"),
+    "kernel-arch": (Severity.ERROR, "the kernel's architecture does not match the target"),
+    "kernel-xen-pv": (Severity.ERROR, "the kernel cannot run as a Xen PV guest"),
+    "kernel-compression": (Severity.WARNING, "PV-GRUB reads gzip, bzip2, lzo and xz kernels"),
+    "kernel-config": (Severity.ERROR, "a kernel option the target needs is missing"),
+    "kernel-config-warning": (Severity.WARNING, "a kernel option the target wants is missing"),
+    "kernel-no-config": (Severity.INFO, "no kernel config found: options not checked"),
+    "kernel-module-not-in-initrd": (Severity.ERROR, "a driver built as a module is not in the initrd"),
+    "initrd-unreadable": (Severity.ERROR, "the initrd cannot be read"),
+    "cmdline-console": (Severity.ERROR, "the console the target needs is not on the kernel command line"),
+    "cmdline-console-order": (Severity.WARNING, "the target's console is not the last console="),
+    "ari-with-pvgrub": (Severity.ERROR, "a ramdisk (ARI) is registered with a PV-GRUB AKI"),
+    # root filesystem and fstab
+    "root-missing": (Severity.ERROR, "no root= on the kernel command line"),
+    "root-unresolved": (Severity.ERROR, "root= matches no filesystem in the image"),
+    "root-device-name": (Severity.WARNING, "root= is a device name that changes between EC2 and elsewhere"),
+    "fstab-missing": (Severity.WARNING, "no /etc/fstab"),
+    "fstab-unresolved": (Severity.ERROR, "an fstab entry matches no filesystem in the image"),
+    "fstab-device-name": (Severity.WARNING, "an fstab entry names a device that EC2 may rename"),
+    "fstab-instance-store-nofail": (Severity.ERROR, "the instance store is mounted without nofail"),
+    "fstab-xvd-names": (Severity.ERROR, "fstab uses /dev/xvd* or /dev/sd* names, which Nitro renames"),
+    # HVM / Nitro
+    "hvm-driver-missing": (Severity.ERROR, "NVMe or ENA driver neither built in nor in the initrd"),
+    "hvm-bootloader-missing": (Severity.ERROR, "no bootloader for the boot mode"),
+}
+
+
+def finding(rule: str, obj: str, message: str, hint: str = "", severity: Severity | None = None) -> Finding:
+    """A Finding for a catalogued rule (its severity from the catalogue unless given)."""
+    default, _ = RULES[rule]
+    return Finding(rule, severity or default, obj, message, hint)

@@ -1,0 +1,148 @@
+"""Rules about the kernel an image boots: format, architecture, Xen PV, options, drivers in the initrd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from imagekit.kernel.bzimage import PVGRUB_COMPRESSIONS, KernelFormatError, Vmlinux, load_vmlinux
+from imagekit.kernel.config import OptionResult, Status, Target, check_config, ikconfig, parse_config
+from imagekit.kernel.initrd import initrd_members, module_names
+from imagekit.lint.findings import Finding, Severity, finding
+from imagekit.lint.view import ImageView
+
+# the module a =m option builds, for looking it up in the initrd
+MODULES = {
+    "XEN_BLKDEV_FRONTEND": "xen-blkfront", "XEN_NETDEV_FRONTEND": "xen-netfront", "BLK_DEV_NVME": "nvme",
+    "ENA_ETHERNET": "ena", "EXT4_FS": "ext4", "EXT3_FS": "ext3", "EXT2_FS": "ext2", "XFS_FS": "xfs",
+    "BTRFS_FS": "btrfs", "REISERFS_FS": "reiserfs", "VFAT_FS": "vfat",
+}
+# drivers the kernel needs before the root filesystem is mounted: as modules they must be in the initrd
+EARLY = {"XEN_BLKDEV_FRONTEND", "BLK_DEV_NVME", "ENA_ETHERNET", "EXT4_FS", "EXT3_FS", "EXT2_FS", "XFS_FS",
+         "BTRFS_FS", "REISERFS_FS"}
+HVM_DRIVERS = {"BLK_DEV_NVME", "ENA_ETHERNET"}
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    """One kernel to judge: where it is and what boots it with it."""
+
+    device: str
+    path: str
+    initrd: str | None  # on the same device
+    label: str  # how findings name it, e.g. "(hd0,0)/boot/vmlinuz-6.1.0-cloud-amd64"
+
+
+def _vmlinux(view: ImageView, k: KernelFiles) -> tuple[Vmlinux | None, list[Finding]]:
+    data = view.fetch(k.device, k.path)
+    if data is None:
+        return None, []
+    try:
+        return load_vmlinux(data, k.label), []
+    except KernelFormatError as exc:
+        return None, [finding("kernel-unreadable", k.label, exc.message,
+                              "point the boot entry at a bzImage or an (optionally gzipped) ELF vmlinux")]
+
+
+def _config(view: ImageView, k: KernelFiles, vmlinux: Vmlinux) -> tuple[dict[str, str] | None, str]:
+    embedded = ikconfig(vmlinux.data)
+    if embedded is not None:
+        return parse_config(embedded), f"{k.label} (CONFIG_IKCONFIG)"
+    release = vmlinux.header.release if vmlinux.header else ""
+    directory = k.path.rsplit("/", 1)[0] or "/"
+    names = [f"config-{release}"] if release else []
+    base = k.path.rsplit("/", 1)[-1]
+    for prefix in ("vmlinuz-", "vmlinux-"):
+        if base.startswith(prefix):
+            names.append("config-" + base[len(prefix):].removesuffix(".gz"))
+    for name in names:
+        path = f"{directory.rstrip('/')}/{name}"
+        text = view.read_text(k.device, path)
+        if text is not None:
+            return parse_config(text), f"{k.label.rsplit('/', 1)[0]}/{name}"
+    return None, ""
+
+
+def _initrd_modules(view: ImageView, k: KernelFiles) -> tuple[set[str] | None, list[Finding]]:
+    if k.initrd is None:
+        return None, []
+    data = view.fetch(k.device, k.initrd)
+    if data is None:
+        return None, []
+    try:
+        return module_names(initrd_members(data)), []
+    except KernelFormatError as exc:
+        return None, [finding("initrd-unreadable", k.initrd, exc.message, "rebuild the initrd")]
+
+
+def _option_findings(results: list[OptionResult], source: str, target: Target,
+                     modules: set[str] | None, initrd: str | None) -> Iterator[Finding]:
+    for r in results:
+        obj = f"CONFIG_{r.option} ({source})"
+        if not r.ok:
+            rule = "hvm-driver-missing" if target is not Target.PV and r.option in HVM_DRIVERS else (
+                "kernel-config" if r.severity == "error" else "kernel-config-warning")
+            state = {Status.MISSING: "is not set", Status.MODULE: "is a module",
+                     Status.PRESENT: "is built in"}[r.status]
+            extra = f" and {r.note}" if r.note else ""
+            yield finding(rule, obj, f"CONFIG_{r.option} {state}{extra}: needed for {r.why}",
+                          f"use a kernel with CONFIG_{r.option}={'y' if r.need == 'built-in' else 'y or m'}")
+            continue
+        module = MODULES.get(r.option)
+        if r.status is Status.MODULE and r.option in EARLY and modules is not None and module is not None \
+                and module not in modules:
+            rule = "hvm-driver-missing" if r.option in HVM_DRIVERS else "kernel-module-not-in-initrd"
+            yield finding(rule, f"{initrd} ({module}.ko)", f"CONFIG_{r.option} is a module and {module}.ko "
+                          f"is not in the initrd: needed for {r.why}",
+                          f"add {module} to the initrd (/etc/initramfs-tools/modules) and rebuild it")
+
+
+def check_kernel(view: ImageView, k: KernelFiles, target: Target, arch: str, fs_types: set[str]) -> list[Finding]:
+    vmlinux, findings = _vmlinux(view, k)
+    if vmlinux is None:
+        return findings
+    elf = vmlinux.elf
+    if elf.arch != arch:
+        why = " (a 64-bit PV-GRUB cannot start a 32-bit kernel, nor the reverse)" if target is Target.PV else ""
+        findings.append(finding("kernel-arch", k.label, f"the kernel is {elf.arch} (ELF{elf.bits}), the "
+                                f"image is {arch}{why}", f"install an {arch} kernel"))
+    if target is Target.PV:
+        if vmlinux.compression is not None and vmlinux.source_format == "bzImage" \
+                and vmlinux.compression not in PVGRUB_COMPRESSIONS:
+            findings.append(finding("kernel-compression", k.label, f"the kernel is {vmlinux.compression}-"
+                                    "compressed; AWS documents PV-GRUB for gzip, bzip2, lzo and xz kernels",
+                                    f"convert it: imagekit kernel aki {k.path} -o {k.path}.gz (a gzipped ELF "
+                                    "vmlinux) and boot that"))
+        if not elf.xen_pv:
+            findings.append(finding("kernel-xen-pv", k.label, "the kernel has no Xen PV entry note: "
+                                    "it cannot start as a PV guest", "use a kernel built with CONFIG_XEN_PV "
+                                    "(Debian: linux-image-cloud-amd64)"))
+    options, source = _config(view, k, vmlinux)
+    if options is None:
+        findings.append(finding("kernel-no-config", k.label, "no config-VERSION beside the kernel and no "
+                                "embedded config: kernel options not checked",
+                                "install the kernel's config file in /boot"))
+        return findings
+    modules, problems = _initrd_modules(view, k)
+    findings += problems
+    results = []
+    filesystems: list[str | None] = [*sorted(fs_types)] or [None]
+    for fs in filesystems:
+        results += [r for r in check_config(options, target, fs=fs, initrd=k.initrd is not None)
+                    if r not in results]
+    findings += _option_findings(results, source, target, modules, k.initrd)
+    return findings
+
+
+def check_cmdline(label: str, args: str, target: Target) -> Iterator[Finding]:
+    """console= for the target: hvc0 on PV (the last console= becomes /dev/console), ttyS0 on HVM."""
+    consoles = [w.split("=", 1)[1].split(",")[0] for w in args.split() if w.startswith("console=")]
+    want = "hvc0" if target is Target.PV else "ttyS0"
+    severity = Severity.ERROR if target is Target.PV else Severity.WARNING
+    if want not in consoles:
+        yield finding("cmdline-console", label, f"no console={want} on the kernel command line "
+                      f"({'EC2 PV consoles are hvc0' if target is Target.PV else 'the HVM serial console'})",
+                      f"add console={want}", severity=severity)
+    elif consoles[-1] != want:
+        yield finding("cmdline-console-order", label, f"console={consoles[-1]} comes after console={want}: "
+                      f"/dev/console will be {consoles[-1]}", f"put console={want} last")

@@ -1,0 +1,159 @@
+"""Rules about the installed system: root=, /etc/fstab, and (HVM) a bootloader for the boot mode.
+
+EC2 attaches a PV root as /dev/sda1, modern kernels call it /dev/xvda1, QEMU /dev/vda, Nitro
+/dev/nvme0n1p1: only LABEL= and UUID= name it everywhere. The instance store is /dev/sdb (xvdb)
+on the instance types that have one: mounted without `nofail` an instance without it stops at boot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from imagekit.kernel.config import Target
+from imagekit.lint.findings import Finding, Severity, finding
+from imagekit.lint.view import Filesystem, ImageView
+
+EC2_DEVICE = re.compile(r"^/dev/(?:sd|xvd|hd)([a-z])(\d*)$")
+INSTANCE_STORE = re.compile(r"^/dev/(?:sd|xvd)[b-e]\d*$")
+PSEUDO = {"proc", "sysfs", "tmpfs", "devpts", "none", "devtmpfs", "cgroup", "cgroup2", "debugfs", "securityfs"}
+ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+
+def resolve(view: ImageView, spec: str) -> Filesystem | None:
+    """The filesystem LABEL=/UUID=/PARTUUID=/PARTLABEL= (or /dev/disk/by-*) names, if the image has it."""
+    key, _, value = spec.partition("=")
+    for prefix, name in (("/dev/disk/by-label/", "LABEL"), ("/dev/disk/by-uuid/", "UUID")):
+        if spec.startswith(prefix):
+            key, value = name, spec[len(prefix):]
+    value = value.strip('"')
+    if key == "LABEL":
+        return next((f for f in view.filesystems if f.label and f.label == value), None)
+    if key == "UUID":
+        return next((f for f in view.filesystems if f.uuid and f.uuid.lower() == value.lower()), None)
+    if key == "PARTUUID":
+        return _by_partuuid(view, value.lower())
+    return None
+
+
+def _by_partuuid(view: ImageView, value: str) -> Filesystem | None:
+    if view.parttype == "msdos":
+        signature = view.disk_bytes(440, 4)[::-1].hex()
+        for p in view.partitions:
+            if value == f"{signature}-{p.number:02x}":
+                return view.filesystem_on_partition(p.number)
+        return None
+    for p in view.partitions:
+        try:
+            guid = str(view.g.part_get_gpt_guid(view.disk, p.number)).lower()
+        except RuntimeError:
+            continue
+        if guid == value:
+            return view.filesystem_on_partition(p.number)
+    return None
+
+
+def is_tagged(spec: str) -> bool:
+    return spec.split("=", 1)[0] in ("LABEL", "UUID", "PARTUUID", "PARTLABEL") or spec.startswith("/dev/disk/by-")
+
+
+def check_root_arg(view: ImageView, label: str, root: str | None, target: Target) -> Iterator[Finding]:
+    if root is None:
+        yield finding("root-missing", label, "no root= on the kernel command line",
+                      "add root=LABEL=<root label> (or root=UUID=...)")
+        return
+    if is_tagged(root):
+        if resolve(view, root) is None:
+            yield finding("root-unresolved", f"{label} root={root}", f"no filesystem in the image has {root}",
+                          "set root= to the LABEL or UUID of the root filesystem")
+        return
+    if EC2_DEVICE.match(root):
+        severity = Severity.ERROR if target is Target.NITRO else None
+        yield finding("root-device-name", f"{label} root={root}", f"root={root} is a device name: EC2 attaches "
+                      "the root as /dev/sda1, kernels name it /dev/xvda1 (Nitro: /dev/nvme0n1p1, QEMU: /dev/vda)",
+                      "use root=LABEL=... or root=UUID=...", severity=severity)
+
+
+def root_filesystem(view: ImageView, root: str | None) -> Filesystem | None:
+    """The root filesystem: what root= names, else the filesystem holding /etc/fstab."""
+    if root and is_tagged(root) and (fs := resolve(view, root)) is not None:
+        return fs
+    for fs in view.filesystems:
+        if fs.type not in ("swap", "unknown") and view.exists(fs.device, "/etc/fstab"):
+            return fs
+    return None
+
+
+def check_fstab(view: ImageView, root_fs: Filesystem, target: Target) -> Iterator[Finding]:
+    text = view.read_text(root_fs.device, "/etc/fstab")
+    if text is None:
+        yield finding("fstab-missing", f"{root_fs.device}:/etc/fstab", "the root filesystem has no /etc/fstab",
+                      "write one (systemd mounts / read-write from it)")
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 3:
+            continue
+        spec, mountpoint, fstype = fields[:3]
+        options = fields[3].split(",") if len(fields) > 3 else []
+        obj = f"/etc/fstab line {lineno} ({spec} {mountpoint})"
+        if fstype in PSEUDO or spec in PSEUDO:
+            continue
+        nofail = "nofail" in options or "noauto" in options
+        yield from _fstab_entry(view, obj, spec, nofail, target)
+
+
+def _fstab_entry(view: ImageView, obj: str, spec: str, nofail: bool, target: Target) -> Iterator[Finding]:
+    if is_tagged(spec):
+        if resolve(view, spec) is None and not nofail:
+            yield finding("fstab-unresolved", obj, f"no filesystem in the image has {spec} and the entry has "
+                          "no nofail: boot stops in emergency mode", "fix the LABEL/UUID or add nofail")
+        return
+    if not EC2_DEVICE.match(spec):
+        return
+    if INSTANCE_STORE.match(spec) and not nofail:
+        yield finding("fstab-instance-store-nofail", obj, f"{spec} (the instance store) is mounted without "
+                      "nofail: instance types without one stop at boot",
+                      "add nofail (and x-systemd.device-timeout=10s)")
+        return
+    if target is not Target.PV:
+        yield finding("fstab-xvd-names", obj, f"{spec}: on Nitro instances EBS volumes are /dev/nvme*n1",
+                      "use LABEL= or UUID=", severity=None if not nofail else Severity.WARNING)
+    elif not INSTANCE_STORE.match(spec):
+        yield finding("fstab-device-name", obj, f"{spec} is a device name: EC2 calls the root /dev/sda1 and "
+                      "the kernel /dev/xvda1", "use LABEL= or UUID=")
+
+
+def _bios_loader(view: ImageView) -> bool:
+    mbr = view.disk_bytes(0, 512)
+    if b"GRUB" not in mbr[:440]:
+        return False
+    return any(view.exists(f.device, p) for f in view.filesystems if f.type not in ("swap", "unknown")
+               for p in ("/boot/grub/grub.cfg", "/grub/grub.cfg"))
+
+
+def _uefi_loader(view: ImageView) -> bool:
+    for p in view.partitions:
+        if p.gpt_type == ESP_GUID or p.mbr_id == 0xEF:
+            fs = view.filesystem_on_partition(p.number)
+            if fs is not None and view.exists(fs.device, "/EFI/BOOT/BOOTX64.EFI"):
+                return True
+    return False
+
+
+def check_hvm_boot(view: ImageView, boot_mode: str | None) -> Iterator[Finding]:
+    """An HVM image needs GRUB in the MBR (legacy BIOS) and/or an ESP with BOOTX64.EFI (UEFI)."""
+    bios, uefi = _bios_loader(view), _uefi_loader(view)
+    needs = {"legacy-bios": ("bios",), "uefi": ("uefi",), "uefi-preferred": ("bios", "uefi")}.get(
+        boot_mode or "", ())
+    have = {"bios": bios, "uefi": uefi}
+    if needs:
+        for mode in needs:
+            if not have[mode]:
+                what = ("GRUB in the MBR with a grub.cfg" if mode == "bios"
+                        else "an EFI system partition with /EFI/BOOT/BOOTX64.EFI")
+                yield finding("hvm-bootloader-missing", "disk", f"boot mode {boot_mode} needs {what}",
+                              "install the bootloader (grub-install) for that boot mode")
+    elif not (bios or uefi):
+        yield finding("hvm-bootloader-missing", "disk", "no bootloader: neither GRUB in the MBR nor an EFI "
+                      "system partition with /EFI/BOOT/BOOTX64.EFI", "build the image with an HVM layout")

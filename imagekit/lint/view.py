@@ -1,0 +1,208 @@
+"""A read-only view of any disk image through libguestfs: one appliance launch per lint.
+
+The drive is added read-only (libguestfs puts a throw-away overlay in front of it) and every
+filesystem is mounted read-only, one at a time, only when a rule asks for a file on it. The view
+answers in the terms of PV-GRUB and EC2: the partition table, the filesystems (type, label,
+UUID), whether a path exists on a given filesystem, file contents.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagekit.errors import ImagekitError, UsageError
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int  # 1-based
+    device: str  # /dev/sda1
+    start: int  # bytes
+    size: int
+    mbr_id: int | None  # MBR partition type byte (None on GPT)
+    gpt_type: str | None  # GPT partition type GUID (None on MBR)
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    device: str  # /dev/sda, /dev/sda1 or /dev/vg/lv
+    type: str  # ext4, xfs, vfat, swap, unknown, ...
+    label: str
+    uuid: str
+    partition: int | None  # number of the partition it sits on (None: whole disk or LVM)
+    lvm: bool
+
+
+class ImageView:
+    """Facts about one image, read through an open libguestfs handle."""
+
+    def __init__(self, g: Any, image: Path) -> None:
+        self.g = g
+        self.image = image
+        self.disk: str = g.list_devices()[0]
+        self._mounted: str | None = None
+        self.parttype: str | None = self._parttype()
+        self.partitions: tuple[Partition, ...] = self._partitions()
+        self.filesystems: tuple[Filesystem, ...] = self._filesystems()
+        self.lvm_pvs: tuple[str, ...] = tuple(g.pvs()) if self._has_lvm() else ()
+
+    # --- structure --------------------------------------------------------------------------
+
+    def _parttype(self) -> str | None:
+        try:
+            kind: str = self.g.part_get_parttype(self.disk)
+            return kind  # "msdos" or "gpt"
+        except RuntimeError:
+            return None  # no partition table: a partitionless (hd0) image
+
+    def _partitions(self) -> tuple[Partition, ...]:
+        if self.parttype is None:
+            return ()
+        parts = []
+        for p in self.g.part_list(self.disk):
+            n = int(p["part_num"])
+            mbr_id = gpt_type = None
+            if self.parttype == "msdos":
+                mbr_id = int(self.g.part_get_mbr_id(self.disk, n))
+            elif self.parttype == "gpt":
+                gpt_type = str(self.g.part_get_gpt_type(self.disk, n)).upper()
+            parts.append(Partition(n, f"{self.disk}{n}", int(p["part_start"]), int(p["part_size"]),
+                                   mbr_id, gpt_type))
+        return tuple(parts)
+
+    def _has_lvm(self) -> bool:
+        return bool(self.g.feature_available(["lvm2"])) and bool(self.g.pvs())
+
+    def _filesystems(self) -> tuple[Filesystem, ...]:
+        found = []
+        for device, fstype in sorted(self.g.list_filesystems().items()):
+            label = uuid = ""
+            if fstype not in ("unknown", "swap"):
+                label, uuid = self._safe(self.g.vfs_label, device), self._safe(self.g.vfs_uuid, device)
+            elif fstype == "swap":
+                uuid = self._safe(self.g.vfs_uuid, device)
+            part = self._partition_number(device)
+            lvm = device.startswith("/dev/mapper/") or (part is None and device != self.disk)
+            found.append(Filesystem(device, fstype, label, uuid, part, lvm))
+        return tuple(found)
+
+    def _partition_number(self, device: str) -> int | None:
+        for p in self.partitions:
+            if p.device == device:
+                return p.number
+        return None
+
+    @staticmethod
+    def _safe(fn: Any, *args: Any) -> str:
+        try:
+            return str(fn(*args))
+        except RuntimeError:
+            return ""
+
+    def filesystem(self, device: str) -> Filesystem | None:
+        return next((f for f in self.filesystems if f.device == device), None)
+
+    def filesystem_on_partition(self, number: int | None) -> Filesystem | None:
+        """The filesystem of (hd0) (number None, partitionless) or of partition `number` (1-based)."""
+        if number is None:
+            return self.filesystem(self.disk) if self.parttype is None else None
+        return next((f for f in self.filesystems if f.partition == number), None)
+
+    def disk_bytes(self, offset: int, count: int) -> bytes:
+        data: bytes = self.g.pread_device(self.disk, count, offset)
+        return data
+
+    def ext_features(self, device: str) -> set[str]:
+        try:
+            info = self.g.tune2fs_l(device)
+        except RuntimeError:
+            return set()
+        return set(str(info.get("Filesystem features", "")).split())
+
+    # --- files -------------------------------------------------------------------------------
+
+    def _mount(self, device: str) -> bool:
+        if self._mounted == device:
+            return True
+        self.g.umount_all()
+        self._mounted = None
+        try:
+            self.g.mount_ro(device, "/")
+        except RuntimeError:
+            return False
+        self._mounted = device
+        return True
+
+    def exists(self, device: str, path: str) -> bool:
+        return self._mount(device) and bool(self.g.is_file(path, followsymlinks=True))
+
+    def is_dir(self, device: str, path: str) -> bool:
+        return self._mount(device) and bool(self.g.is_dir(path, followsymlinks=True))
+
+    def read(self, device: str, path: str) -> bytes | None:
+        """A (small) file's bytes, or None when it does not exist."""
+        if not self.exists(device, path):
+            return None
+        data: bytes = self.g.read_file(path)
+        return data
+
+    def read_text(self, device: str, path: str) -> str | None:
+        data = self.read(device, path)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def ls(self, device: str, path: str) -> list[str]:
+        if not self.is_dir(device, path):
+            return []
+        return sorted(self.g.ls(path))
+
+    def fetch(self, device: str, path: str) -> bytes | None:
+        """A possibly large file (a kernel, an initrd), streamed out of the appliance."""
+        if not self.exists(device, path):
+            return None
+        with tempfile.TemporaryDirectory(prefix="imagekit-lint-") as tmp:
+            local = os.path.join(tmp, "file")
+            self.g.download(path, local)
+            return Path(local).read_bytes()
+
+
+def _drive_format(image: Path) -> str:
+    with open(image, "rb") as f:
+        head = f.read(4)
+    return "qcow2" if head == b"QFI\xfb" else "raw"
+
+
+@contextmanager
+def open_view(image: str | os.PathLike[str]) -> Iterator[ImageView]:
+    """Launch libguestfs on `image`, read-only, and close it (shutdown, then close) on the way out."""
+    import guestfs
+
+    from imagekit.accel import detect
+
+    path = Path(image)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such image file")
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        if detect().name == "tcg":
+            g.set_backend("direct")
+            g.set_backend_settings(["force_tcg"])
+        g.add_drive_opts(os.fspath(path), readonly=True, format=_drive_format(path))
+        try:
+            g.launch()
+        except RuntimeError as exc:
+            raise ImagekitError(f"{path}: libguestfs could not open the image: {exc}") from None
+        view = ImageView(g, path)
+        yield view
+    except RuntimeError as exc:
+        raise ImagekitError(f"{path}: libguestfs failed while reading the image: {exc}") from None
+    finally:
+        try:
+            g.shutdown()
+        finally:
+            g.close()
