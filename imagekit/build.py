@@ -78,6 +78,10 @@ def check_fits(recipe: Recipe, placement: Placement, tree: Tree) -> None:
     # ext4 metadata: inode tables (256 B per 16 KiB), journal (up to 64 MiB on small fs), a margin.
     overhead = placement.size // 64 + min(64 << 20, max(4 << 20, placement.size // 64)) + (8 << 20)
     room = placement.size - overhead
+    if inodes > placement.size // 16384:  # inode_ratio in data/mke2fs.conf
+        key = "filesystems.boot.size" if placement.mountpoint == "/boot" else "size"
+        raise RecipeError(recipe.path, key, f"too small: {placement.mountpoint} holds {inodes} files, "
+                          f"its filesystem has room for {placement.size // 16384}")
     if used > room:
         short = used - room
         key = "filesystems.boot.size" if placement.mountpoint == "/boot" else "size"

@@ -275,4 +275,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(path, reserved, "unknown key")
     recipe = parse_recipe(data, path)
     check_layout(recipe)
+    from imagekit.kernels import load_profile  # kernel profiles are typed with this module's models
+
+    load_profile(recipe.kernel.profile, recipe_path=path)
     return recipe.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest()})

@@ -1,0 +1,47 @@
+"""Shared fixtures: small real images (busybox + the host's cloud kernel) and the shipped Debian recipes.
+
+Everything here runs the real tools (mke2fs, pyparted, mmdebstrap, libguestfs); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.util import RECIPES, SMALL_RECIPE, make_small_tree, run_imagekit
+
+
+@pytest.fixture(scope="session")
+def small_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_small_tree(tmp_path_factory.mktemp("small") / "tree")
+
+
+@pytest.fixture
+def small_recipe(tmp_path: Path, small_tree: Path) -> Callable[..., Path]:
+    """Write a recipe for the small tree into tmp_path; returns its path."""
+    (tmp_path / "tree").symlink_to(small_tree)
+
+    def write(name: str = "small", layout: str = "hd0", size: str = "256M", extra: str = "") -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(SMALL_RECIPE.format(name=name, layout=layout, size=size, extra=extra))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def debian_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Build a shipped Debian recipe once per session (one shared, cached bootstrap); returns the image."""
+    out = tmp_path_factory.mktemp("debian")
+    built: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in built:
+            image = out / f"debian-12-pvgrub-{variant}.img"
+            run_imagekit("build", RECIPES / f"debian-12-pvgrub-{variant}.toml", "-o", image, check=True)
+            built[variant] = image
+        return built[variant]
+
+    return get

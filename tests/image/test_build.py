@@ -1,0 +1,179 @@
+"""Build each layout for real (mke2fs, pyparted), then open the image independently and check it.
+
+Independent readers: sfdisk --json (partition table), e2fsck -fn (clean filesystem), and libguestfs
+(virt-filesystems and guestfs reads of menu.lst, fstab, kernel and initrd).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit.bootloader.menulst import parse_menu_lst
+from tests.util import IMAGEKIT, REPO, SMALL_RECIPE, make_small_tree, run_imagekit
+
+BOOTPART = '[filesystems.boot]\ntype = "ext2"\nlabel = "boot"\nsize = "64M"\n'
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def sfdisk(image: Path) -> dict | None:
+    proc = subprocess.run(["sfdisk", "--json", image], capture_output=True, text=True)
+    return json.loads(proc.stdout)["partitiontable"] if proc.returncode == 0 and proc.stdout else None
+
+
+def guestfs_read(image: Path) -> dict[str, object]:
+    """What libguestfs sees: filesystems (type, label, uuid) and the boot files, read-only."""
+    import guestfs
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        g.add_drive_opts(str(image), readonly=1, format="raw")
+        g.launch()
+        fss = g.list_filesystems()
+        info = {dev: {"type": t, "label": g.vfs_label(dev), "uuid": g.vfs_uuid(dev)} for dev, t in fss.items()}
+        boot_dev = "/dev/sda" if "/dev/sda" in fss else "/dev/sda1"
+        g.mount_ro(boot_dev, "/")
+        menu = g.cat("/boot/grub/menu.lst")
+        parsed = parse_menu_lst(menu)
+        entry = parsed.entries[parsed.default]
+        files = {p: g.is_file(p) for p in (entry.kernel, entry.initrd) if p}
+        root_dev = next(d for d, i in info.items() if i["label"] == "root")
+        if root_dev != boot_dev:
+            g.umount_all()
+            g.mount_ro(root_dev, "/")
+        fstab = g.cat("/etc/fstab")
+        hostname = g.cat("/etc/hostname")
+        return {"fs": info, "menu": menu, "files": files, "fstab": fstab, "hostname": hostname}
+    finally:
+        g.shutdown()
+        g.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("layout", "extra", "root_dev", "parts"),
+                         [("hd0", "", "(hd0)", 0), ("hd00", "", "(hd0,0)", 1), ("hd00", BOOTPART, "(hd0,0)", 2)],
+                         ids=["hd0", "hd00", "hd00-bootpart"])
+def test_build_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: str, extra: str,
+                      root_dev: str, parts: int) -> None:
+    recipe = small_recipe(layout=layout, extra=extra)
+    image = tmp_path / "out" / "img.raw"
+    proc = run_imagekit("build", recipe, "-o", image, "--json")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert json.loads((tmp_path / "out" / "img.raw.manifest.json").read_text()) == {"schema": 1, **manifest}
+    assert sorted(p.name for p in image.parent.iterdir()) == ["img.raw", "img.raw.manifest.json"]
+
+    table = sfdisk(image)
+    if parts == 0:
+        assert table is None  # partitionless: the filesystem is the whole disk
+        subprocess.run(["e2fsck", "-fn", image], check=True, capture_output=True)
+    else:
+        assert table["label"] == "dos"
+        assert len(table["partitions"]) == parts
+        assert table["partitions"][0]["bootable"] is True
+        assert table["partitions"][0]["start"] == 2048
+
+    seen = guestfs_read(image)
+    menu = parse_menu_lst(str(seen["menu"]))
+    entry = menu.entries[menu.default]
+    assert entry.root == root_dev
+    assert all(seen["files"].values()) and len(seen["files"]) == 2  # kernel and initrd exist
+    if parts == 2:  # separate /boot: paths are relative to the boot filesystem
+        assert entry.kernel.startswith("/vmlinuz-")
+    else:
+        assert entry.kernel.startswith("/boot/vmlinuz-")
+    labels = {i["label"]: i for i in seen["fs"].values()}
+    assert entry.arg("root") == "LABEL=root" and labels["root"]["type"] == "ext4"
+    assert "LABEL=root\t/\text4" in str(seen["fstab"])
+    if parts == 2:
+        assert labels["boot"]["type"] == "ext2"
+        assert "LABEL=boot\t/boot\text2" in str(seen["fstab"])
+    assert seen["hostname"] == "small\n"
+    by_label = {f["label"]: f for f in manifest["filesystems"]}
+    assert by_label["root"]["uuid"] == labels["root"]["uuid"]
+    assert manifest["layout"] == layout
+    assert manifest["menu_lst"]["text"] == seen["menu"]
+    assert manifest["image"]["allocated"] < manifest["image"]["size"]  # sparse
+
+
+def test_root_by_uuid(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    path = small_recipe(extra='root = "uuid"')  # lands in the [kernel] table
+    proc = run_imagekit("build", path, "-o", tmp_path / "u.img", "--json")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    uuid = manifest["filesystems"][0]["uuid"]
+    assert f"root=UUID={uuid}" in manifest["cmdline"]
+    blkid = subprocess.run(["blkid", "-o", "value", "-s", "UUID", tmp_path / "u.img"], capture_output=True, text=True)
+    assert blkid.stdout.strip() == uuid
+
+
+def test_image_too_small_fails_before_writing(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    recipe = small_recipe(size="24M")  # the host kernel and initrd alone need more
+    out = tmp_path / "out"
+    proc = run_imagekit("build", recipe, "-o", out / "x.img")
+    assert proc.returncode == 2, proc.stderr
+    assert last_line(proc.stderr).startswith(f"error: {recipe}: size: too small: / needs about "), proc.stderr
+    assert "short by" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_missing_kernel_profile_file(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    recipe = small_recipe()
+    recipe.write_text(recipe.read_text().replace("host-cloud-amd64", "no-such-kernel"))
+    proc = run_imagekit("build", recipe, "-o", tmp_path / "x.img")
+    assert proc.returncode == 2
+    assert last_line(proc.stderr).startswith(f"error: {recipe}: kernel.profile: no kernel profile 'no-such-kernel' in ")
+    assert not (tmp_path / "x.img").exists()
+
+
+def test_missing_files_src(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    recipe = small_recipe(extra='[[files]]\nsrc = "nope.txt"\ndest = "/etc/motd"\n')
+    proc = run_imagekit("build", recipe, "-o", tmp_path / "x.img")
+    assert proc.returncode == 2
+    assert last_line(proc.stderr) == f"error: {recipe}: files.0.src: no such file: {tmp_path / 'nope.txt'}"
+    assert not (tmp_path / "x.img").exists()
+
+
+def test_files_copied_with_mode(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    (tmp_path / "motd").write_text("hello from imagekit\n")
+    recipe = small_recipe(extra='[[files]]\nsrc = "motd"\ndest = "/etc/motd"\nmode = "0600"\n')
+    image = tmp_path / "x.img"
+    run_imagekit("build", recipe, "-o", image, check=True)
+    out = subprocess.run(["debugfs", "-R", "stat /etc/motd", image], capture_output=True, text=True).stdout
+    assert "Mode:  0600" in out
+    cat = subprocess.run(["debugfs", "-R", "cat /etc/motd", image], capture_output=True, text=True).stdout
+    assert cat == "hello from imagekit\n"
+
+
+def test_interrupted_build_leaves_nothing(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    """Ctrl-C in the middle of mkfs: exit 130, no image, no partial file, no staging area, no child left."""
+    tree = make_small_tree(tmp_path / "bigtree")
+    with open(tree / "big.bin", "wb") as f:  # slow the build down: 600 MB to copy into the filesystem
+        for _ in range(600):
+            f.write(os.urandom(1 << 20))
+    recipe = tmp_path / "big.toml"
+    recipe.write_text(SMALL_RECIPE.format(name="big", layout="hd00", size="1G", extra="").replace("tree", "bigtree"))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([*IMAGEKIT, "build", recipe, "-o", out / "x.img"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(out.iterdir()) and time.monotonic() < deadline:  # the staging area appears
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().endswith("interrupted")
+    assert list(out.iterdir()) == []
+    assert "Traceback" not in err

@@ -1,0 +1,53 @@
+"""Test helpers: run the CLI as a user would, make a tiny busybox userland."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"
+IMAGEKIT = [sys.executable, "-m", "imagekit"]
+
+# libguestfs under TCG unless the user's KVM is known good (the accel probe decides for imagekit itself).
+os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+
+
+def run_imagekit(*args: str | os.PathLike[str], check: bool = False, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the imagekit CLI as a user would (a subprocess), capturing stdout and stderr."""
+    proc = subprocess.run([*IMAGEKIT, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"imagekit {args} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def make_small_tree(dest: Path) -> Path:
+    """A tiny userland: busybox-static as /bin/sh and /sbin/init. The kernel comes from the host profile."""
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "boot", "run"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", dest / "bin/busybox")
+    for applet in ("sh", "mount", "cat", "echo", "poweroff", "sleep"):
+        (dest / "bin" / applet).symlink_to("busybox")
+    init = dest / "sbin/init"
+    init.write_text("#!/bin/sh\nmount -t proc proc /proc\necho imagekit-small-init\npoweroff -f\n")
+    init.chmod(0o755)
+    return dest
+
+
+SMALL_RECIPE = """\
+name = "{name}"
+size = "{size}"
+layout = "{layout}"
+hostname = "small"
+[rootfs]
+source = "directory"
+path = "tree"
+[kernel]
+profile = "host-cloud-amd64"
+{extra}
+"""
