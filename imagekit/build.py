@@ -90,7 +90,29 @@ def check_fits(recipe: Recipe, placement: Placement, tree: Tree) -> None:
                           f"{overhead >> 20} MiB of filesystem metadata, short by {-(-short >> 20)} MiB")
 
 
-def build_image(recipe: Recipe, output: Path, progress: Progress) -> BuildResult:
+def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Lint the finished image (one libguestfs launch) before it takes its final name; errors fail the build."""
+    from imagekit.kernel.config import Target
+    from imagekit.lint import Severity, lint_view
+    from imagekit.lint.view import open_view
+
+    with progress.stage("lint", "PV-GRUB and EC2 rules (libguestfs)"), open_view(partial) as view:
+        findings = lint_view(view, Target.PV, recipe.arch.value, manifest)
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    for f in findings:
+        if f.severity is not Severity.ERROR:
+            progress.warn(f"lint {f.rule}: {f.object}: {f.message}")
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ImagekitError(f"lint {first.rule}: {first.object}: {first.message}{more}",
+                            hint=f"{first.hint}; `imagekit build --no-lint` keeps such an image")
+    return {"errors": 0, "warnings": len(findings),
+            "findings": [{"rule": f.rule, "severity": f.severity.value, "object": f.object, "message": f.message}
+                         for f in findings]}
+
+
+def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool = True) -> BuildResult:
     started = time.monotonic()
     epoch = source_date_epoch()
     profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
@@ -122,7 +144,6 @@ def build_image(recipe: Recipe, output: Path, progress: Progress) -> BuildResult
                 check_filesystem(place, partial, workdir)
         with progress.stage("manifest", "sha256"):
             facts = image_facts(partial)
-        os.replace(partial, output)
         facts["path"] = output.name
         manifest = {
             "imagekit": __version__,
@@ -141,8 +162,10 @@ def build_image(recipe: Recipe, output: Path, progress: Progress) -> BuildResult
             "menu_lst": {"path": "/boot/grub/menu.lst", "text": menu},
             "source_date_epoch": epoch,
             "packages": packages,
-            "timings": {**progress.timings, "total": round(time.monotonic() - started, 3)},
         }
+        manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
+        manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
+        os.replace(partial, output)
         path = write_manifest(output, manifest)
         return BuildResult(output, path, manifest)
     raise AssertionError("unreachable")

@@ -5,12 +5,19 @@ Everything here runs the real tools (mke2fs, pyparted, mmdebstrap, libguestfs); 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from imagekit.accel import detect
 from tests.util import RECIPES, SMALL_RECIPE, make_small_tree, run_imagekit
+
+# libguestfs' direct backend tries KVM first; where KVM hangs (these machines) force TCG. The probe
+# is imagekit's own (cached), so a user with working KVM keeps it.
+for _key, _value in detect().libguestfs_env().items():
+    os.environ.setdefault(_key, _value)
 
 
 @pytest.fixture(scope="session")

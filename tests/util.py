@@ -12,8 +12,6 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 IMAGEKIT = [sys.executable, "-m", "imagekit"]
 
-# libguestfs under TCG unless the user's KVM is known good (the accel probe decides for imagekit itself).
-os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
 
 
 def run_imagekit(*args: str | os.PathLike[str], check: bool = False, env: dict[str, str] | None = None,

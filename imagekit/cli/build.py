@@ -12,8 +12,9 @@ import click
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Image file to write (default: out/<recipe name>.img).")
+@click.option("--no-lint", is_flag=True, help="Do not lint the image at the end (lint errors fail a build).")
 @click.option("--json", "json_output", is_flag=True, help="Print the build manifest as JSON on stdout; no progress.")
-def command(recipe: Path, output: Path | None, json_output: bool) -> None:
+def command(recipe: Path, output: Path | None, no_lint: bool, json_output: bool) -> None:
     """Build a raw disk image from RECIPE (a TOML file in recipes/).
 
     Writes the image and, beside it, IMAGE.manifest.json saying what went in. Respects
@@ -26,7 +27,7 @@ def command(recipe: Path, output: Path | None, json_output: bool) -> None:
     loaded = load_recipe(recipe)
     output = output or Path("out") / f"{loaded.name}.img"
     progress = Progress.for_cli(json_output)
-    result = build_image(loaded, output, progress)
+    result = build_image(loaded, output, progress, lint=not no_lint)
     if json_output:
         click.echo(json.dumps(result.manifest, indent=2))
         return
