@@ -18,6 +18,7 @@ from imagekit.errors import ImagekitError
 # command name -> module under imagekit.cli that defines `command`
 COMMANDS: dict[str, str] = {
     "aki": "aki",
+    "boot": "boot",
     "build": "build",
     "kernel": "kernel",
     "lint": "lint",

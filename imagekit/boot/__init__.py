@@ -1,0 +1,21 @@
+"""Boot-test an image the way EC2 would boot it, under QEMU (or Xen where there is a dom0).
+
+The pipeline of `imagekit boot`, one module a step:
+  target   what the image is (format, hd0/hd00 layout, its build manifest)
+  overlay  a qcow2 overlay backed by the image: the image itself is never written
+  guest    one libguestfs session on the overlay: find the filesystems, read menu.lst
+  probe    what the overlay gets: a sentinel probe, console=ttyS0 on the kernel lines
+  pvgrub   real GRUB code (GRUB 2's legacycfg) reading the image's menu.lst as PV-GRUB would
+  direct   the entry PV-GRUB would pick, its kernel and initrd given straight to QEMU
+  qemu     the QEMU process: owned, bounded, always reaped; the serial log streamed and saved
+  console  what the serial log says: booted, or which failure and where
+  xen      xl config and pvgrub2 image for a real Xen dom0
+  report   the result, for a person or as JSON
+"""
+
+from __future__ import annotations
+
+from imagekit.boot.harness import BootOptions, boot_image
+from imagekit.boot.report import BootReport
+
+__all__ = ["BootOptions", "BootReport", "boot_image"]

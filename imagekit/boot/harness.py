@@ -1,0 +1,216 @@
+"""`imagekit boot`: prepare an overlay, boot it with the chosen loader, read the console, report.
+
+    boot_image(BootOptions(image=Path("out/debian-12-hd0.img")), progress) -> BootReport
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagekit.accel import Accel, detect
+from imagekit.boot import guest, probe
+from imagekit.boot.console import EXPLAIN, Reason, Verdict, Watcher, context
+from imagekit.boot.direct import DirectBoot, prepare_direct
+from imagekit.boot.overlay import ImageFile, image_file, overlay
+from imagekit.boot.pvgrub import MENU_LST, Variant, build_core
+from imagekit.boot.qemu import Machine, Outcome, qemu_argv, run_qemu
+from imagekit.boot.report import BootReport, EntryBooted
+from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
+from imagekit.cache import cache_dir
+from imagekit.errors import UsageError
+from imagekit.progress import Progress
+
+LOADERS = ("pvgrub", "direct")
+HYPERVISORS = ("qemu", "xen")
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    image: Path
+    loader: str | None = None  # None: pvgrub for hd0/hd00 images
+    hypervisor: str = "qemu"
+    variant: Variant | None = None  # None: from the partition table
+    accel: str | None = None
+    memory_mb: int = 1024
+    cpus: int = 2
+    timeout: float = 300.0
+    silence: float = 120.0  # stop when the console has been quiet this long
+    serial_log: Path | None = None  # default: <image>.serial.log beside the image
+
+
+@dataclass(frozen=True)
+class Prepared:
+    disk: guest.Disk
+    menu_text: str | None
+    kind: probe.ProbeKind
+    added: tuple[str, ...]
+    direct: DirectBoot | None
+    notes: tuple[str, ...]
+
+
+def check_options(opts: BootOptions) -> None:
+    if opts.loader is not None and opts.loader not in LOADERS:
+        raise UsageError(f"--loader: {opts.loader!r} is not one of {', '.join(LOADERS)}")
+    if opts.hypervisor not in HYPERVISORS:
+        raise UsageError(f"--hypervisor: {opts.hypervisor!r} is not one of {', '.join(HYPERVISORS)}")
+    if opts.memory_mb < 128:
+        raise UsageError(f"--memory: {opts.memory_mb} MiB is too little to boot Linux (128 at least)")
+    if not 1 <= opts.cpus <= 64:
+        raise UsageError(f"--cpus: {opts.cpus} is not between 1 and 64")
+    if opts.timeout <= 0 or opts.silence <= 0:
+        raise UsageError("--timeout: must be a positive number of seconds")
+
+
+def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, workdir: Path) -> Prepared:
+    """Everything the overlay gets, in one libguestfs session."""
+    disk = guest.find_disk(g, image.path.name, opts.variant)
+    if disk.variant is None:
+        raise UsageError(f"IMAGE: {image.path} has a GPT partition table: PV-GRUB reads MBR only; "
+                         "it is not a PV-GRUB (hd0/hd00) image")
+    guest.mount(g, disk)
+    menu_text = guest.read_menu_lst(g, disk)
+    notes: list[str] = []
+    kind = probe.detect_kind(g) if disk.root_device else probe.ProbeKind.NONE
+    added = probe.install_probe(g, kind)
+    if kind is probe.ProbeKind.NONE:
+        notes.append("no probe could be installed (no root filesystem with /sbin/init and /bin/sh)")
+    direct = None
+    if loader == "direct":
+        if menu_text is None:
+            raise UsageError(f"IMAGE: {image.path} has no {disk.variant.legacy_root}{MENU_LST}")
+        direct = prepare_direct(g, disk, menu_text, workdir)
+        added.append(f"kernel command line: {probe.SERIAL_ARG} first (QEMU's serial port)")
+    elif menu_text is not None:
+        text, changed = probe.add_serial_console(menu_text)
+        if changed:
+            g.write(disk.boot_path(MENU_LST), text.encode())
+            added.append(f"{disk.variant.legacy_root}{MENU_LST}: {probe.SERIAL_ARG} put first on {changed} "
+                         "kernel line(s) (EC2's hvc0 does not exist under QEMU)")
+    if disk.separate_boot:
+        notes.append(f"separate /boot: PV-GRUB reads {disk.boot_device}, the root filesystem is "
+                     f"{disk.root_device}")
+    return Prepared(disk, menu_text, kind, tuple(added), direct, tuple(notes))
+
+
+def _entry(verdict: Verdict, prepared: Prepared) -> EntryBooted | None:
+    if prepared.direct is not None:
+        d = prepared.direct
+        return EntryBooted(d.entry.title, d.index, d.fallback)
+    if verdict.entry_title is None:
+        return None
+    index = None
+    try:
+        titles = [e.title for e in parse_menu_lst(prepared.menu_text or "").entries]
+        index = titles.index(verdict.entry_title) if verdict.entry_title in titles else None
+    except MenuLstError:
+        pass
+    return EntryBooted(verdict.entry_title, index, verdict.fallback)
+
+
+def diagnose_entries(menu_text: str | None, disk: guest.Disk) -> list[str]:
+    """Why GRUB could not load entries, where its own message ("couldn't load file") does not say."""
+    try:
+        entries = parse_menu_lst(menu_text or "").entries
+    except MenuLstError as exc:
+        return [f"menu.lst: {exc}"]
+    found = []
+    for e in entries:
+        if e.root is None:
+            continue
+        if e.root_partition is None and disk.partitioned:
+            found.append(f"entry {e.title!r}: root {e.root} is the whole disk, but the disk is partitioned: "
+                         "there is no filesystem there (use (hd0,0))")
+        elif e.root_partition is not None and not disk.partitioned:
+            found.append(f"entry {e.title!r}: root {e.root} names a partition, but the disk has no partition "
+                         "table (use (hd0))")
+    return found
+
+
+def default_log_path(image: Path) -> Path:
+    beside = image.parent / f"{image.name}.serial.log"
+    if os.access(beside.parent, os.W_OK):
+        return beside
+    return cache_dir() / "boot-logs" / f"{image.name}.serial.log"
+
+
+def save_log(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, partial)
+    partial.replace(target)
+    return target
+
+
+def qemu_command(prepared: Prepared, machine: Machine, disk: Path, log: Path) -> list[str]:
+    if prepared.direct is not None:
+        d = prepared.direct
+        return qemu_argv(machine, disk=disk, serial_log=log, kernel=d.kernel, initrd=d.initrd, append=d.append)
+    assert prepared.disk.variant is not None
+    return qemu_argv(machine, disk=disk, serial_log=log, kernel=build_core(prepared.disk.variant))
+
+
+def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootReport:
+    """Boot-test one image; the report says whether it reached userspace and, if not, why."""
+    progress = progress or Progress()
+    check_options(opts)
+    image = image_file(opts.image)
+    if opts.hypervisor == "xen":
+        from imagekit.boot.xen import boot_xen
+
+        return boot_xen(opts, image, progress)
+    loader = opts.loader or "pvgrub"
+    with progress.stage("accel"):
+        accel = detect(opts.accel)
+    machine = Machine(opts.memory_mb, opts.cpus, accel)
+    with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp:
+        workdir = Path(tmp)
+        with overlay(image, workdir) as ov:
+            with progress.stage("prepare", "overlay, probe") as stage, \
+                    guest.open_guest(ov, accel, image.path.name) as g:
+                prepared = prepare_overlay(g, image, opts, loader, workdir)
+            seconds_prepare = stage.seconds
+            log = workdir / "serial.log"
+            argv = qemu_command(prepared, machine, ov, log)
+            watcher = Watcher()
+            with progress.stage("boot", f"{loader} under QEMU ({accel.name})"):
+                outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
+            saved = save_log(log, opts.serial_log or default_log_path(image.path))
+    return build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare)
+
+
+def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel, prepared: Prepared,
+                 watcher: Watcher, outcome: Outcome, log: Path, seconds_prepare: float) -> BootReport:
+    verdict = watcher.verdict(timed_out=outcome.timed_out, silent_for=outcome.silent_for)
+    notes = list(prepared.notes)
+    detail = verdict.detail
+    if verdict.reason is Reason.NO_ENTRY_LOADED:
+        detail = "; ".join([detail, *diagnose_entries(prepared.menu_text, prepared.disk)])
+    if accel.name == "tcg":
+        notes.append(f"TCG (no KVM): {accel.reason}")
+    if verdict.reason is Reason.ROOT_NOT_FOUND and loader == "pvgrub":
+        notes.append("if root= names an EC2 device (/dev/xvda1, /dev/sda1), it cannot exist under QEMU: "
+                     "use LABEL= or UUID=, or --loader direct, which maps it")
+    return BootReport(
+        image=str(image.path), loader=loader, hypervisor=opts.hypervisor,
+        variant=str(prepared.disk.variant) if prepared.disk.variant else None,
+        accel=accel.name, accel_reason=accel.reason, booted=verdict.booted, reason=str(verdict.reason),
+        explanation=EXPLAIN[verdict.reason], detail=detail,
+        context=context(watcher.lines, verdict.line_no), entry=_entry(verdict, prepared),
+        kernel_version=verdict.kernel_version,
+        seconds_to_first_kernel_line=_round(verdict.t_first_kernel_line),
+        seconds_to_sentinel=_round(verdict.t_sentinel), seconds_qemu=round(outcome.seconds, 2),
+        seconds_prepare=round(seconds_prepare, 2), failed_units=list(verdict.failed_units),
+        grub_errors=list(verdict.grub_errors),
+        system_state=verdict.system_state, login_prompt=verdict.login_prompt, probe=str(prepared.kind),
+        serial_log=str(log), added=list(prepared.added),
+        mappings=list(prepared.direct.mappings) if prepared.direct else [], notes=notes,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

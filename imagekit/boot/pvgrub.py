@@ -1,0 +1,115 @@
+"""PV-GRUB emulated with real GRUB code: a GRUB 2 i386-pc core image that reads the image's menu.lst.
+
+PV-GRUB (seeds 002, 004) is GRUB 0.97 running as a Xen guest. Versions up to 1.03 look in one place:
+the hd0 AKI at `(hd0)/boot/grub/menu.lst` (partitionless image), the hd00 AKI at
+`(hd0,0)/boot/grub/menu.lst` (first partition; with a separate /boot partition that is the file
+/boot/boot/grub/menu.lst of the running system). GRUB 2's `legacycfg` module parses GRUB-legacy
+menu.lst (default, fallback, timeout, title, root, kernel, initrd) and boots it with the same
+fallback rule. The core image gets an embedded config (in a memdisk) that sets root as the AKI
+would and calls `legacy_configfile` on that one path; prefixed with `lnxboot.img` it is a kernel
+QEMU can start with `-kernel`. Built once per GRUB version and variant, kept in the cache.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+
+from imagekit.cache import cache_dir, key_of
+from imagekit.errors import UsageError
+from imagekit.run import output, run
+
+GRUB_PC_DIR = Path("/usr/lib/grub/i386-pc")
+MENU_LST = "/boot/grub/menu.lst"
+# biosdisk + part_msdos: the disk as PV-GRUB sees it; filesystems PV-GRUB reads (seed 002);
+# linux16: what legacy_kernel uses on i386-pc; *io: compressed kernels (gzip, xz, lzo).
+MODULES = ("memdisk", "tar", "biosdisk", "part_msdos", "ext2", "xfs", "btrfs", "reiserfs", "legacycfg",
+           "linux16", "linux", "normal", "serial", "terminfo", "test", "echo", "gzio", "xzio", "lzopio",
+           "configfile", "ls")
+BOOTSTRAP = "set root=(memdisk)\nset prefix=(memdisk)/boot/grub\n"
+
+
+class Variant(StrEnum):
+    HD0 = "hd0"  # partitionless image: the filesystem is the whole disk
+    HD00 = "hd00"  # partitioned image (MBR): the first partition holds /boot/grub/menu.lst
+
+    @property
+    def grub_root(self) -> str:
+        """The device as GRUB 2 names it."""
+        return "(hd0)" if self is Variant.HD0 else "(hd0,msdos1)"
+
+    @property
+    def legacy_root(self) -> str:
+        """The device as PV-GRUB (GRUB legacy) names it."""
+        return "(hd0)" if self is Variant.HD0 else "(hd0,0)"
+
+
+def grub_cfg(variant: Variant, *, serial: bool = True) -> str:
+    """The config the core image runs: a serial terminal, root as the AKI sets it, the image's menu.lst."""
+    path = f"{variant.grub_root}{MENU_LST}"
+    lines = []
+    if serial:
+        lines += ["serial --unit=0 --speed=115200", "terminal_input serial", "terminal_output serial",
+                  "terminfo serial dumb"]
+    lines += [
+        "set pager=0",
+        f"set root={variant.grub_root}",
+        f"echo \"imagekit-pvgrub: {variant} AKI, reading {variant.legacy_root}{MENU_LST}\"",
+        f"if [ -f {path} ]; then",
+        f"  legacy_configfile {path}",
+        "else",
+        f"  echo \"imagekit-pvgrub: {variant.legacy_root}{MENU_LST} not found (the {variant} AKI looks only there)\"",
+        "fi",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def memdisk_tar(cfg: str) -> bytes:
+    """A tar holding boot/grub/grub.cfg, for grub-mkimage -m (deterministic: fixed mtime and owner)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in ("boot", "boot/grub"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        data = cfg.encode()
+        info = tarfile.TarInfo("boot/grub/grub.cfg")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def grub_version() -> str:
+    return output(["grub-mkimage", "--version"]).strip()
+
+
+def mkimage_argv(fmt: str, out: Path, bootstrap: Path, memdisk: Path, modules: tuple[str, ...],
+                 directory: Path) -> list[str]:
+    return ["grub-mkimage", "-O", fmt, "-d", str(directory), "-o", str(out), "-c", str(bootstrap),
+            "-m", str(memdisk), "-p", "(memdisk)/boot/grub", *modules]
+
+
+def build_core(variant: Variant) -> Path:
+    """The cached lnxboot+core image for `variant`, built with grub-mkimage when missing."""
+    if not (GRUB_PC_DIR / "legacycfg.mod").is_file():
+        raise UsageError(f"{GRUB_PC_DIR}/legacycfg.mod is missing",
+                         hint="install grub-pc-bin (scripts/setup does)")
+    cfg = grub_cfg(variant)
+    key = key_of({"grub": grub_version(), "variant": str(variant), "cfg": cfg, "modules": MODULES})
+    target = cache_dir() / "pvgrub" / f"pvgrub-{variant}-{key}.img"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="imagekit-pvgrub-") as tmp:
+        work = Path(tmp)
+        (work / "bootstrap.cfg").write_text(BOOTSTRAP)
+        (work / "memdisk.tar").write_bytes(memdisk_tar(cfg))
+        run(mkimage_argv("i386-pc", work / "core.img", work / "bootstrap.cfg", work / "memdisk.tar",
+                         MODULES, GRUB_PC_DIR))
+        partial = target.with_suffix(".tmp")
+        partial.write_bytes((GRUB_PC_DIR / "lnxboot.img").read_bytes() + (work / "core.img").read_bytes())
+        partial.replace(target)
+    return target

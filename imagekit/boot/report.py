@@ -1,0 +1,75 @@
+"""The result of a boot test: for a person (text) or a program (--json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EntryBooted:
+    title: str
+    index: int | None  # position in menu.lst, when it could be parsed
+    fallback: bool  # False: the default entry
+
+
+@dataclass(frozen=True)
+class BootReport:
+    image: str
+    loader: str  # "pvgrub" or "direct"
+    hypervisor: str  # "qemu" or "xen"
+    variant: str | None  # the PV-GRUB AKI emulated: "hd0" or "hd00"
+    accel: str
+    accel_reason: str
+    booted: bool
+    reason: str  # console.Reason value
+    explanation: str
+    detail: str
+    context: list[str]  # console lines around the failure (or the sentinel)
+    entry: EntryBooted | None
+    kernel_version: str | None
+    seconds_to_first_kernel_line: float | None
+    seconds_to_sentinel: float | None
+    seconds_qemu: float
+    seconds_prepare: float
+    failed_units: list[str]
+    grub_errors: list[str]
+    system_state: str | None
+    login_prompt: bool
+    probe: str  # "systemd-unit", "init-hook" or "none"
+    serial_log: str
+    added: list[str] = field(default_factory=list)  # what the overlay got
+    mappings: list[str] = field(default_factory=list)  # kernel argument rewrites (direct loader)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.booted else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        head = "booted" if self.booted else f"did not boot: {self.reason}"
+        lines = [f"{self.image}: {head}", f"  {self.explanation}: {self.detail}"]
+        if self.entry:
+            which = "fallback" if self.entry.fallback else "default"
+            lines.append(f"  entry: {self.entry.title!r} ({which}, loader {self.loader}"
+                         + (f", {self.variant} AKI)" if self.variant else ")"))
+        if self.kernel_version:
+            lines.append(f"  kernel: {self.kernel_version}")
+        timing = [f"first kernel line {self.seconds_to_first_kernel_line:.1f}s"
+                  if self.seconds_to_first_kernel_line is not None else None,
+                  f"sentinel {self.seconds_to_sentinel:.1f}s" if self.seconds_to_sentinel is not None else None]
+        lines.append(f"  time: {', '.join(t for t in timing if t) or 'n/a'} (QEMU {self.seconds_qemu:.1f}s, "
+                     f"{self.accel}; prepare {self.seconds_prepare:.1f}s)")
+        if self.failed_units:
+            lines.append(f"  failed units: {' '.join(self.failed_units)}")
+        lines += [f"  added to the overlay: {a}" for a in self.added]
+        lines += [f"  mapped: {m}" for m in self.mappings]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append(f"  serial log: {self.serial_log}")
+        if not self.booted and self.context:
+            lines.append("  console:")
+            lines += [f"    | {c}" for c in self.context]
+        return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""`imagekit boot IMAGE`: boot-test an image under QEMU the way EC2's PV-GRUB would boot it.
+
+Exit 0 when the guest reached userspace with no failed units, 1 when it did not, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from imagekit.progress import Progress
+
+
+@click.command("boot")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--loader", type=click.Choice(["pvgrub", "direct"]), default=None,
+              help="pvgrub: real GRUB reads the image's menu.lst (default); direct: kernel+initrd to QEMU.")
+@click.option("--hypervisor", type=click.Choice(["qemu", "xen"]), default="qemu", show_default=True,
+              help="xen needs a dom0 (`xl info` must work).")
+@click.option("--variant", type=click.Choice(["hd0", "hd00"]), default=None,
+              help="The PV-GRUB AKI to emulate (default: hd00 if the disk has a partition table, else hd0).")
+@click.option("--accel", type=click.Choice(["kvm", "tcg"]), default=None, envvar="IMAGEKIT_ACCEL",
+              help="Accelerator (default: probe KVM, fall back to TCG). Env: IMAGEKIT_ACCEL.")
+@click.option("--memory", "memory_mb", type=int, default=1024, show_default=True, help="Guest memory, MiB.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="Guest CPUs.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for the probe's sentinel.")
+@click.option("--silence", type=float, default=120.0, show_default=True,
+              help="Stop after this many seconds without console output.")
+@click.option("--serial-log", type=click.Path(path_type=Path), default=None,
+              help="Where to save the serial console (default: IMAGE.serial.log).")
+@click.option("--json", "json_output", is_flag=True, help="Print the report as JSON.")
+def command(image: Path, loader: str | None, hypervisor: str, variant: str | None, accel: str | None,
+            memory_mb: int, cpus: int, timeout: float, silence: float, serial_log: Path | None,
+            json_output: bool) -> None:
+    """Boot-test IMAGE; exit 0 only if it reached userspace."""
+    from imagekit.boot import BootOptions, boot_image
+    from imagekit.boot.pvgrub import Variant
+
+    opts = BootOptions(image=image, loader=loader, hypervisor=hypervisor,
+                       variant=Variant(variant) if variant else None, accel=accel, memory_mb=memory_mb,
+                       cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log)
+    report = boot_image(opts, Progress.for_cli(json_output))
+    if json_output:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(report.to_text())
+    raise click.exceptions.Exit(report.exit_code)
