@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from imagekit.accel import detect
@@ -25,7 +26,7 @@ from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "debian-12-pvgrub-hd0.toml"
 
 
-def median(values: list[float | None]) -> float | None:
+def median(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return round(statistics.median(known), 2) if known else None
 

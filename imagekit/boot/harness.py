@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -51,6 +52,23 @@ class Prepared:
     added: tuple[str, ...]
     direct: DirectBoot | None
     notes: tuple[str, ...]
+
+
+def read_manifest(image: Path) -> dict[str, Any] | None:
+    """The build manifest beside the image (`<image>.manifest.json`), if there is one."""
+    path = image.with_name(image.name + ".manifest.json")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_paravirtual(image: Path, manifest: dict[str, Any] | None) -> None:
+    """This harness boots PV-GRUB images; an HVM image (per its manifest) is refused with exit 2."""
+    if manifest and manifest.get("virtualization") == "hvm":
+        raise UsageError(f"IMAGE: {image} is an HVM image (layout {manifest.get('layout')}); imagekit boot "
+                         "tests PV-GRUB (hd0/hd00) images")
 
 
 def check_options(opts: BootOptions) -> None:
@@ -159,6 +177,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     progress = progress or Progress()
     check_options(opts)
     image = image_file(opts.image)
+    check_paravirtual(image.path, read_manifest(image.path))
     if opts.hypervisor == "xen":
         from imagekit.boot.xen import boot_xen
 

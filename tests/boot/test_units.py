@@ -97,3 +97,11 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     tiny.write_bytes(b"x")
     proc = run_imagekit("boot", tiny, "--memory", "64")
     assert proc.returncode == 2 and proc.stderr.startswith("error: --memory: 64 MiB")
+
+
+def test_hvm_image_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "hvm.img"
+    image.write_bytes(b"\0" * 2 * 1024 * 1024)
+    (tmp_path / "hvm.img.manifest.json").write_text('{"virtualization": "hvm", "layout": "gpt-uefi"}')
+    proc = run_imagekit("boot", image)
+    assert proc.returncode == 2 and "is an HVM image (layout gpt-uefi)" in proc.stderr
