@@ -35,14 +35,23 @@ from imagekit.configure import (
     write_menu_lst,
 )
 from imagekit.errors import ImagekitError, RecipeError, UsageError
-from imagekit.image.filesystem import TooSmall, check_filesystem, make_filesystem
+from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem
 from imagekit.image.layout import Placement, plan_layout
+from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
 from imagekit.kernels import KernelProfile, load_profile
 from imagekit.manifest import image_facts, write_manifest
 from imagekit.progress import Progress
 from imagekit.recipe import Layout, Recipe
+from imagekit.reproducible import clamp_ctimes, clamp_tree, resolve_epoch
 from imagekit.rootfs import Tree, prepare_rootfs
+from imagekit.volumes import (
+    commit_volume_images,
+    configure_volumes,
+    make_volume_images,
+    split_mounts,
+    volume_records,
+)
 
 UUID_NAMESPACE = uuid.UUID("5b0c3e52-8f0e-4a5e-9d7c-1a2b3c4d5e6f")
 
@@ -52,15 +61,6 @@ class BuildResult:
     image: Path
     manifest_path: Path
     manifest: dict[str, Any]
-
-
-def source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH: {value!r} is not a number of seconds")
-    return int(value)
 
 
 def assign_ids(recipe: Recipe, epoch: int | None) -> FsIds:
@@ -114,7 +114,7 @@ def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress
 
 def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool = True) -> BuildResult:
     started = time.monotonic()
-    epoch = source_date_epoch()
+    epoch = resolve_epoch(recipe)
     profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
     if profile.arch != recipe.arch:
         raise RecipeError(recipe.path, "kernel.profile",
@@ -136,12 +136,25 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         for place in placements:
             check_fits(recipe, place, boot_tree if place.mountpoint == "/boot" and boot_tree else tree)
         packages = installed_packages(tree)
+        if epoch is not None:
+            for t in (tree, boot_tree):
+                if t is not None:
+                    clamp_tree(t.path, epoch)
+        trees = split_mounts(recipe, tree, workdir)  # logical volumes and copy-initialised data volumes
 
         with progress.stage("image", f"{recipe.layout.value}, {disk_size >> 20} MiB"):
-            filesystems = assemble(recipe, partial, disk_size, placements, tree, boot_tree, ids, workdir, epoch)
+            if recipe.lvm is not None:  # /boot + LVM physical volume (imagekit/image/lvm.py)
+                filesystems, placements = assemble_lvm(recipe, partial, disk_size, placements, tree, boot_tree,
+                                                       trees, ids, workdir, epoch)
+            else:
+                filesystems = assemble(recipe, partial, disk_size, placements, tree, boot_tree, ids, workdir, epoch)
         with progress.stage("check", "e2fsck -fn"):
             for place in placements:
-                check_filesystem(place, partial, workdir)
+                check_filesystem(place, partial)
+        volume_images = []
+        if recipe.volumes:
+            with progress.stage("volumes", ", ".join(v.name for v in recipe.volumes)):
+                volume_images = make_volume_images(recipe, output, trees, workdir, epoch, stack)
         with progress.stage("manifest", "sha256"):
             facts = image_facts(partial)
         facts["path"] = output.name
@@ -163,9 +176,11 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             "source_date_epoch": epoch,
             "packages": packages,
         }
+        manifest["data_volumes"] = volume_records(recipe, volume_images)
         manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
         manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
         os.replace(partial, output)
+        commit_volume_images(volume_images)
         path = write_manifest(output, manifest)
         return BuildResult(output, path, manifest)
     raise AssertionError("unreachable")
@@ -184,6 +199,7 @@ def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
     menu = menu_lst_text(recipe, profile, kernel, ids)
     write_menu_lst(tree, menu)
     _write(tree.path / "etc/fstab", fstab_text(recipe, ids))
+    configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
     write_identity(tree, recipe)
     copy_files(tree, recipe)
     return kernel, ids, menu, kernel_cmdline(recipe, profile, ids)
@@ -208,6 +224,8 @@ def assemble(recipe: Recipe, image: Path, disk_size: int, placements: list[Place
         except TooSmall as exc:
             key = "filesystems.boot.size" if is_boot else "size"
             raise RecipeError(recipe.path, key, exc.message) from None
+        if epoch is not None and place.fs.type in EXT:
+            clamp_ctimes(image, place.offset, source.path, epoch, workdir)
         records.append({"mountpoint": place.mountpoint, "type": place.fs.type.value, "label": place.fs.label,
                         "uuid": fs_uuid, "partition": place.partition, "offset": place.offset, "size": place.size})
     return records

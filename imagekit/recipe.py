@@ -77,6 +77,15 @@ class Bootstrap(_Model):
     mirror: str = "http://deb.debian.org/debian"
     components: tuple[str, ...] = ("main",)
     packages: tuple[str, ...] = ()
+    # A snapshot.debian.org timestamp (e.g. "20260101T000000Z"): pins the package set; the mirror
+    # becomes the snapshot archive unless `mirror` names one explicitly.
+    snapshot: str | None = Field(default=None, pattern=r"^\d{8}T\d{6}Z$")
+
+    @property
+    def source_url(self) -> str:
+        if self.snapshot and self.mirror == "http://deb.debian.org/debian":
+            return f"http://snapshot.debian.org/archive/debian/{self.snapshot}/"
+        return self.mirror
 
 
 class Tarball(_Model):
@@ -158,6 +167,95 @@ class FileCopy(_Model):
         return self
 
 
+def _check_mountpoint(path: str) -> None:
+    if not re.fullmatch(r"(/[A-Za-z0-9._@+-]+)+", path) or "/." in path:
+        raise ValueError(f"mountpoint {path!r} must be an absolute path like /var/lib/postgresql")
+
+
+class DataVolume(_Model):
+    """A persistent EBS volume (seed 000): mounted by LABEL, `nofail`, before the services that use it."""
+
+    name: str  # names the emitted image <image>.<name>.img
+    mountpoint: str
+    device: str  # the EC2 device it is attached as, e.g. /dev/sdh
+    size: Size
+    type: FsType = FsType.EXT4
+    label: str
+    services: tuple[str, ...] = ()  # systemd units ordered after (and requiring) the mount
+    delete_on_termination: bool = False
+    device_timeout: int = Field(default=30, ge=1, le=3600)  # seconds to wait for the volume at boot
+    initial: Literal["empty", "copy"] = "empty"  # copy: the image's files under mountpoint go to the volume
+    image: bool = True  # emit the volume as its own raw image beside the disk image
+
+    @model_validator(mode="after")
+    def _check(self) -> DataVolume:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", self.name):
+            raise ValueError(f"name {self.name!r}: use 1-32 letters, digits, '_' and '-'")
+        _check_mountpoint(self.mountpoint)
+        if not re.fullmatch(r"/dev/(sd[c-z]|xvd[c-z])", self.device):
+            raise ValueError(f"device {self.device!r} is not an EC2 data volume device (/dev/sdc ... /dev/sdz; "
+                             "sda is the root volume, sdb the instance store)")
+        Filesystem(type=self.type, label=self.label)  # the same label rules as any filesystem
+        for unit in self.services:
+            if not re.fullmatch(r"[A-Za-z0-9:_.@\\-]+\.(service|socket|mount|timer|target)", unit):
+                raise ValueError(f"services {unit!r} is not a systemd unit name like postgresql.service")
+        return self
+
+
+class LogicalVolume(_Model):
+    """An LVM logical volume: a filesystem with a mount point, swap, or (mountpoint "/") the root filesystem."""
+
+    name: str
+    mountpoint: str | None = None  # "/": the root filesystem, described by [filesystems.root]
+    type: str | None = None  # ext2, ext3, ext4, xfs, btrfs or swap; root: from [filesystems.root]
+    label: str | None = None
+    size: Size | None = None  # None: the rest of the volume group (one volume at most)
+
+    @model_validator(mode="after")
+    def _check(self) -> LogicalVolume:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_+.]{0,63}", self.name) or self.name in ("snapshot", "pvmove"):
+            raise ValueError(f"name {self.name!r} is not a logical volume name (letters, digits, _ + .)")
+        if self.mountpoint == "/":
+            if self.type is not None or self.label is not None:
+                raise ValueError("type and label of the root volume come from [filesystems.root]: leave them out")
+            return self
+        kinds = [t.value for t in FsType] + ["swap"]
+        if self.type is None:
+            raise ValueError(f"type is required ({', '.join(kinds)}; the root volume has mountpoint = \"/\")")
+        if self.type not in kinds:
+            raise ValueError(f"type {self.type!r} is not one of {', '.join(kinds)}")
+        if self.type == "swap" and self.mountpoint is not None:
+            raise ValueError("mountpoint must be left out for swap")
+        if self.type != "swap":
+            if self.mountpoint is None:
+                raise ValueError("mountpoint is required (e.g. \"/var\")")
+            _check_mountpoint(self.mountpoint)
+        if self.label is None:
+            raise ValueError("label is required")
+        Filesystem(type=FsType(self.type) if self.type != "swap" else FsType.EXT4, label=self.label)
+        return self
+
+
+class Lvm(_Model):
+    """Seed 001/002: /boot on the first partition, an LVM physical volume on the rest."""
+
+    vg: str = "vg0"
+    volumes: tuple[LogicalVolume, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Lvm:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_+.]{0,63}", self.vg):
+            raise ValueError(f"vg {self.vg!r} is not a volume group name (letters, digits, _ + .)")
+        names = [v.name for v in self.volumes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"volumes hold two logical volumes of one name ({', '.join(names)})")
+        if [v.mountpoint for v in self.volumes].count("/") != 1:
+            raise ValueError("volumes need exactly one logical volume with mountpoint = \"/\"")
+        if sum(v.size is None for v in self.volumes) > 1:
+            raise ValueError("volumes may leave out size for one logical volume only (it takes the rest)")
+        return self
+
+
 class Recipe(_Model):
     name: str
     description: str = ""
@@ -171,6 +269,10 @@ class Recipe(_Model):
     kernel: Kernel
     boot: Boot = Boot()
     files: tuple[FileCopy, ...] = ()
+    volumes: tuple[DataVolume, ...] = ()  # persistent EBS data volumes (imagekit/volumes.py)
+    lvm: Lvm | None = None  # /boot partition + LVM on the rest (imagekit/image/lvm.py)
+    reproducible: bool = False  # same inputs, same bytes (needs epoch, rootfs.snapshot or SOURCE_DATE_EPOCH)
+    epoch: int | None = Field(default=None, ge=0)
     # Where the recipe came from (set by load_recipe, not by the TOML).
     path: Path = Path("recipe.toml")
     sha256: str = ""
@@ -225,7 +327,8 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
 def _locate_model_error(key: str, message: str) -> tuple[str, str]:
     """Model-level checks report on their model; point at the field they name when they name one."""
     first = message.split(" ", 1)[0]
-    if first in {"name", "hostname", "label", "default", "fallback", "dest", "mode"}:
+    if first in {"name", "hostname", "label", "default", "fallback", "dest", "mode",
+                 "mountpoint", "device", "services", "type", "vg", "volumes"}:
         key = f"{key}.{first}" if key != "(top level)" else first
     return key, message
 
@@ -257,6 +360,50 @@ def check_layout(recipe: Recipe) -> None:
         raise RecipeError(recipe.path, "filesystems.boot.size", "required key is missing (e.g. \"256M\")")
 
 
+def check_storage(recipe: Recipe) -> None:
+    """Rules across data volumes, logical volumes and filesystems: LVM needs /boot outside it (seed 002)."""
+    labels = {recipe.filesystems.root.label: "filesystems.root.label"}
+    if recipe.filesystems.boot:
+        labels[recipe.filesystems.boot.label] = "filesystems.boot.label"
+    mounts = {"/": "filesystems.root", "/boot": "filesystems.boot"}
+    lvm = recipe.lvm
+    if lvm is not None:
+        if not recipe.separate_boot or recipe.layout != Layout.HD00:
+            raise RecipeError(recipe.path, "lvm", "LVM needs layout = \"hd00\" and a separate /boot partition "
+                              "([filesystems.boot]): PV-GRUB cannot read logical volumes (seed 002)")
+        for n, lv in enumerate(lvm.volumes):
+            key = f"lvm.volumes.{n}"
+            if lv.mountpoint not in (None, "/"):
+                if lv.mountpoint in mounts:
+                    raise RecipeError(recipe.path, f"{key}.mountpoint", f"{lv.mountpoint} is mounted twice")
+                mounts[lv.mountpoint] = key
+            if lv.label is not None:
+                if lv.label in labels:
+                    raise RecipeError(recipe.path, f"{key}.label", f"label {lv.label!r} is also {labels[lv.label]}")
+                labels[lv.label] = f"{key}.label"
+        fixed = sum(lv.size or 0 for lv in lvm.volumes)
+        room = recipe.size - (recipe.filesystems.boot.size or 0 if recipe.filesystems.boot else 0) - 8 * MiB
+        if fixed > room:
+            raise RecipeError(recipe.path, "size", f"the logical volumes need {fixed >> 20} MiB, the physical "
+                              f"volume has about {room >> 20} MiB")
+    devices: dict[str, str] = {}
+    for n, vol in enumerate(recipe.volumes):
+        key = f"volumes.{n}"
+        if vol.mountpoint in mounts:
+            raise RecipeError(recipe.path, f"{key}.mountpoint", f"{vol.mountpoint} is mounted twice")
+        mounts[vol.mountpoint] = key
+        if vol.label in labels:
+            raise RecipeError(recipe.path, f"{key}.label", f"label {vol.label!r} is also {labels[vol.label]}")
+        labels[vol.label] = f"{key}.label"
+        dev = vol.device.replace("/dev/xvd", "/dev/sd")
+        if dev in devices:
+            raise RecipeError(recipe.path, f"{key}.device", f"{vol.device} is also {devices[dev]}.device")
+        devices[dev] = key
+    names = [v.name for v in recipe.volumes]
+    if len(set(names)) != len(names):
+        raise RecipeError(recipe.path, "volumes", f"two data volumes share a name ({', '.join(names)})")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
     path = Path(path)
@@ -275,6 +422,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(path, reserved, "unknown key")
     recipe = parse_recipe(data, path)
     check_layout(recipe)
+    check_storage(recipe)
     from imagekit.kernels import load_profile  # kernel profiles are typed with this module's models
 
     load_profile(recipe.kernel.profile, recipe_path=path)

@@ -59,7 +59,7 @@ def bootstrap_key(recipe: Recipe, profile: KernelProfile) -> str:
     assert isinstance(src, Bootstrap)
     return key_of({
         "format": BOOTSTRAP_FORMAT, "tool": src.tool, "suite": src.suite, "variant": src.variant,
-        "mirror": src.mirror, "components": list(src.components), "arch": recipe.arch.value,
+        "mirror": src.source_url, "components": list(src.components), "arch": recipe.arch.value,
         "packages": bootstrap_packages(recipe, profile),
     })
 
@@ -74,7 +74,7 @@ def _mmdebstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> No
     # Drop what must not ship in an image: apt lists, the host's resolv.conf, a machine-id.
     argv += ["--aptopt=Acquire::Languages \"none\"",
              "--customize-hook=rm -f \"$1\"/etc/resolv.conf; : > \"$1\"/etc/machine-id",
-             src.suite, out, src.mirror]
+             src.suite, out, src.source_url]
     run(argv)
 
 
@@ -86,7 +86,7 @@ def _debootstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> N
                            f"--components={','.join(src.components)}"]
         if packages:
             argv.append(f"--include={','.join(packages)}")
-        run([*argv, src.suite, tmp, src.mirror])
+        run([*argv, src.suite, tmp, src.source_url])
         Path(tmp, "etc/machine-id").write_text("")
         run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", tmp, "-cf", out, "."])
 

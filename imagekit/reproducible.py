@@ -1,0 +1,86 @@
+"""Same inputs, same bytes: the epoch of a reproducible build and the clamping it needs.
+
+With an epoch (SOURCE_DATE_EPOCH, or `reproducible = true` in the recipe with `epoch` or a snapshot
+mirror's date), a build derives filesystem UUIDs, directory hash seeds and the MBR signature from the
+recipe, makes mke2fs write its own times as the epoch (E2FSPROGS_FAKE_TIME), clamps every file's
+mtime to the epoch and sets atime to it in the staging tree, and, since no user can set a ctime,
+rewrites each inode's ctime (and atime, which reading the tree moves) to the epoch with debugfs after mke2fs has copied the tree in. mke2fs -d
+adds files in sorted order (scandir), so inode numbers do not depend on the host's directory order.
+Reproducible images are ext2/3/4 ones: mkfs.xfs and mkfs.btrfs stamp their own times.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import time
+from pathlib import Path
+
+from imagekit.errors import RecipeError, UsageError
+from imagekit.recipe import Bootstrap, Recipe
+from imagekit.run import run
+
+SNAPSHOT_RE = re.compile(r"^(\d{8}T\d{6}Z)$")
+
+
+def snapshot_epoch(snapshot: str) -> int:
+    """'20260101T000000Z' -> seconds since 1970."""
+    return calendar.timegm(time.strptime(snapshot, "%Y%m%dT%H%M%SZ"))
+
+
+def resolve_epoch(recipe: Recipe) -> int | None:
+    """The build's epoch, or None for an ordinary (non-reproducible) build."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        if not env.isdigit():
+            raise UsageError(f"SOURCE_DATE_EPOCH: {env!r} is not a number of seconds")
+        return int(env)
+    if not recipe.reproducible:
+        return None
+    if recipe.epoch is not None:
+        return recipe.epoch
+    src = recipe.rootfs
+    if isinstance(src, Bootstrap) and src.snapshot:
+        return snapshot_epoch(src.snapshot)
+    raise RecipeError(recipe.path, "reproducible",
+                      "needs an epoch: set epoch, rootfs.snapshot, or SOURCE_DATE_EPOCH in the environment")
+
+
+def clamp_tree(path: Path, epoch: int) -> None:
+    """mtime := min(mtime, epoch) for every entry of the tree (symlinks themselves); atime := epoch."""
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            _clamp(os.path.join(root, name), epoch)
+    _clamp(os.fspath(path), epoch)
+
+
+def _clamp(p: str, epoch: int) -> None:
+    st = os.lstat(p)
+    os.utime(p, (epoch, min(int(st.st_mtime), epoch)), follow_symlinks=False)
+
+
+def _quote(path: str) -> str:
+    if '"' in path or "\n" in path:
+        raise UsageError(f"reproducible build: cannot name {path!r} to debugfs (quote or newline in the name)")
+    return f'"{path}"'
+
+
+def clamp_ctimes(image: Path, offset: int, tree: Path, epoch: int, scratch: Path) -> None:
+    """Set ctime and atime of every inode copied from `tree` (and the root) to the epoch, with debugfs.
+
+    mke2fs copies both from the staging tree, where ctime is the time of unpacking and atime moves
+    whenever mke2fs reads a file; neither can be set beforehand.
+    """
+    lines = [f"sif / {field} @{epoch}" for field in ("ctime", "atime")]
+    for root, dirs, files in os.walk(tree):
+        rel = os.path.relpath(root, tree)
+        base = "" if rel == "." else "/" + rel
+        for name in sorted((*dirs, *files)):
+            path = _quote(f"{base}/{name}")
+            lines += [f"sif {path} ctime @{epoch}", f"sif {path} atime @{epoch}"]
+    script = scratch / "ctime.debugfs"
+    script.write_text("\n".join(lines) + "\n")
+    device = f"{image}?offset={offset}" if offset else os.fspath(image)
+    run(["debugfs", "-w", "-f", script, device], env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+    script.unlink()
