@@ -219,7 +219,7 @@ class Watcher:
             return Reason.NO_OUTPUT, "the serial console stayed empty", None
         if self.root_cause:
             return self.root_cause
-        if self.titles_tried and self.t_kernel is None:
+        if self.titles_tried and self.t_kernel is None and (silent_for is not None or not timed_out):
             title = self.titles_tried[-1][0]
             return (Reason.NO_OUTPUT, f"GRUB booted `{title}' but the kernel printed nothing on the console "
                     "(no console=ttyS0/hvc0 it could use?)", last)

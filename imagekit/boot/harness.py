@@ -209,6 +209,9 @@ def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel,
     detail = verdict.detail
     if verdict.reason is Reason.NO_ENTRY_LOADED:
         detail = "; ".join([detail, *diagnose_entries(prepared.menu_text, prepared.disk)])
+    if loader == "pvgrub":
+        notes.append("GRUB's menu countdown was skipped (timeout 0 after reading menu.lst): on EC2 nobody "
+                     "presses a key, so it only costs time")
     if accel.name == "tcg":
         notes.append(f"TCG (no KVM): {accel.reason}")
     if verdict.reason is Reason.ROOT_NOT_FOUND and loader == "pvgrub":

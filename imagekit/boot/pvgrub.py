@@ -6,8 +6,10 @@ the hd0 AKI at `(hd0)/boot/grub/menu.lst` (partitionless image), the hd00 AKI at
 /boot/boot/grub/menu.lst of the running system). GRUB 2's `legacycfg` module parses GRUB-legacy
 menu.lst (default, fallback, timeout, title, root, kernel, initrd) and boots it with the same
 fallback rule. The core image gets an embedded config (in a memdisk) that sets root as the AKI
-would and calls `legacy_configfile` on that one path; prefixed with `lnxboot.img` it is a kernel
-QEMU can start with `-kernel`. Built once per GRUB version and variant, kept in the cache.
+would and reads that one path with `legacy_source` (legacy_configfile's parser, in the current
+context), then sets the menu timeout to 0: nobody presses a key on EC2, so the countdown only costs
+time (a second per boot). Prefixed with `lnxboot.img` the core image is a kernel QEMU can start
+with `-kernel`. Built once per GRUB version and variant, kept in the cache.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def grub_cfg(variant: Variant, *, serial: bool = True) -> str:
         f"set root={variant.grub_root}",
         f"echo \"imagekit-pvgrub: {variant} AKI, reading {variant.legacy_root}{MENU_LST}\"",
         f"if [ -f {path} ]; then",
-        f"  legacy_configfile {path}",
+        f"  legacy_source {path}",
+        "  echo \"imagekit-pvgrub: menu.lst timeout $timeout, skipped\"",
+        "  set timeout=0",
         "else",
         f"  echo \"imagekit-pvgrub: {variant.legacy_root}{MENU_LST} not found (the {variant} AKI looks only there)\"",
         "fi",

@@ -105,6 +105,7 @@ def test_no_output_and_silent_kernel() -> None:
     assert Watcher().verdict(timed_out=True).reason is Reason.NO_OUTPUT
     v = watch("  Booting `Debian'").verdict(timed_out=True, silent_for=120)
     assert v.reason is Reason.NO_OUTPUT and "printed nothing" in v.detail
+    assert watch("  Booting `Debian'").verdict(timed_out=True).reason is Reason.TIMEOUT  # --timeout, not silence
 
 
 def test_timeout_and_early_stop() -> None:

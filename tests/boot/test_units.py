@@ -39,8 +39,8 @@ def test_ec2_device_names_are_mapped() -> None:
 
 def test_grub_cfg_reads_only_where_the_aki_looks() -> None:
     hd0, hd00 = grub_cfg(Variant.HD0), grub_cfg(Variant.HD00)
-    assert "set root=(hd0)\n" in hd0 and "legacy_configfile (hd0)/boot/grub/menu.lst\n" in hd0
-    assert "legacy_configfile (hd0,msdos1)/boot/grub/menu.lst\n" in hd00
+    assert "set root=(hd0)\n" in hd0 and "legacy_source (hd0)/boot/grub/menu.lst\n" in hd0
+    assert "legacy_source (hd0,msdos1)/boot/grub/menu.lst\n" in hd00 and "set timeout=0\n" in hd00
     assert "terminal_output serial\n" in hd0
 
 

@@ -1,0 +1,65 @@
+"""No QEMU outlives `imagekit boot`: not on timeout, not on Ctrl-C. (Two short boots of a small image.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.boot.conftest import requires_kernel
+from tests.util import IMAGEKIT, REPO, run_imagekit
+
+pytestmark = [pytest.mark.slow, requires_kernel()]
+
+
+def qemu_children(pid: int) -> list[int]:
+    """The boot QEMU started by pid (not libguestfs' appliance: the boot one writes serial.log)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            comm = fields[0].split("(", 1)[1]
+        except (OSError, IndexError):
+            continue
+        if comm.startswith("qemu-system") and int(fields[1].split()[1]) == pid:
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if b"serial.log" in cmdline:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_timeout_stops_qemu_and_says_so(small_images: Callable[[str], Path]) -> None:
+    proc = run_imagekit("boot", small_images("fallback"), "--json", "--timeout", "4")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["reason"] == "timeout" and report["seconds_qemu"] < 15
+
+
+def test_ctrl_c_leaves_no_qemu(small_images: Callable[[str], Path]) -> None:
+    proc = subprocess.Popen([*IMAGEKIT, "boot", str(small_images("fallback"))], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    qemu: list[int] = []
+    deadline = time.monotonic() + 120
+    while not qemu and time.monotonic() < deadline and proc.poll() is None:
+        qemu = qemu_children(proc.pid)
+        time.sleep(0.2)
+    assert qemu, "QEMU never started"
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not any(alive(pid) for pid in qemu)
