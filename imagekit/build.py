@@ -30,20 +30,20 @@ from imagekit.configure import (
     kernel_cmdline,
     menu_lst_text,
     split_boot,
-    tree_usage,
     write_identity,
     write_menu_lst,
 )
 from imagekit.errors import ImagekitError, RecipeError, UsageError
-from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem
-from imagekit.image.layout import Placement, plan_layout
+from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
+from imagekit.image.layout import Placement, align_up, boot_overhead, plan_layout
 from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
+from imagekit.image.sizing import BLOCK, fits, measure_tree, probe, read_superblock, smallest_size
 from imagekit.kernels import KernelProfile, load_profile
 from imagekit.manifest import image_facts, write_manifest
 from imagekit.progress import Progress
-from imagekit.recipe import Layout, Recipe
-from imagekit.reproducible import clamp_ctimes, clamp_tree, resolve_epoch
+from imagekit.recipe import GiB, Layout, MiB, Recipe
+from imagekit.reproducible import clamp_times, resolve_epoch
 from imagekit.rootfs import Tree, prepare_rootfs
 from imagekit.volumes import (
     commit_volume_images,
@@ -72,22 +72,50 @@ def assign_ids(recipe: Recipe, epoch: int | None) -> FsIds:
     return FsIds(make("root"), make("boot") if recipe.separate_boot else None)
 
 
-def check_fits(recipe: Recipe, placement: Placement, tree: Tree) -> None:
-    """Fail before writing anything when the tree cannot fit its filesystem."""
-    used, inodes = tree_usage(tree.path)
-    # ext4 metadata: inode tables (256 B per 16 KiB), journal (up to 64 MiB on small fs), a margin.
-    overhead = placement.size // 64 + min(64 << 20, max(4 << 20, placement.size // 64)) + (8 << 20)
-    room = placement.size - overhead
-    if inodes > placement.size // 16384:  # inode_ratio in data/mke2fs.conf
-        key = "filesystems.boot.size" if placement.mountpoint == "/boot" else "size"
-        raise RecipeError(recipe.path, key, f"too small: {placement.mountpoint} holds {inodes} files, "
-                          f"its filesystem has room for {placement.size // 16384}")
-    if used > room:
-        short = used - room
-        key = "filesystems.boot.size" if placement.mountpoint == "/boot" else "size"
-        raise RecipeError(recipe.path, key,
-                          f"too small: {placement.mountpoint} needs about {used >> 20} MiB of files plus "
-                          f"{overhead >> 20} MiB of filesystem metadata, short by {-(-short >> 20)} MiB")
+def _fs_key(place: Placement) -> str:
+    return "filesystems.boot.size" if place.mountpoint == "/boot" else "size"
+
+
+def check_fits(recipe: Recipe, place: Placement, tree: Tree, *, boot: bool) -> None:
+    """Fail before writing anything when the tree cannot fit its filesystem, saying by how much."""
+    usage = measure_tree(tree.path)
+    if place.fs.type not in EXT:  # xfs, btrfs: no probe; their metadata is small next to a /boot
+        if usage.bytes + (16 << 20) > place.size:
+            short = -(-(usage.bytes + (16 << 20) - place.size) // MiB)
+            raise RecipeError(recipe.path, _fs_key(place), f"too small: {place.mountpoint} needs about "
+                              f"{usage.bytes >> 20} MiB of files, short by {short} MiB")
+        return
+    mkfs, env = mke2fs_argv(place.fs, boot=boot), mke2fs_env(None)
+    if fits(probe(place.size, mkfs, env), usage, 0):
+        return
+    need = smallest_size(usage, 0, mkfs, env)
+    raise RecipeError(recipe.path, _fs_key(place),
+                      f"too small: {place.mountpoint} holds {usage.bytes >> 20} MiB in {usage.inodes} inodes, "
+                      f"which needs a {need >> 20} MiB {place.fs.type.value} filesystem (root reserve and "
+                      f"journal included) but gets {place.size >> 20} MiB: short by {(need - place.size) >> 20} MiB")
+
+
+def decide_size(recipe: Recipe, tree: Tree, *, boot: bool) -> int:
+    """The disk size: the recipe's, or for size = "auto" the smallest whole GiB holding the tree plus `free`."""
+    if recipe.size != "auto":
+        return int(recipe.size)
+    usage = measure_tree(tree.path)
+    free = int(usage.bytes * recipe.free) if isinstance(recipe.free, float) else recipe.free
+    root = recipe.filesystems.root
+    if root.type not in EXT:
+        root_size = usage.bytes + free + max(64 * MiB, usage.bytes // 10)
+    else:
+        root_size = smallest_size(usage, free, mke2fs_argv(root, boot=boot), mke2fs_env(None))
+    return align_up(boot_overhead(recipe) + root_size, GiB)
+
+
+def filesystem_usage(image: Path, place: Placement) -> dict[str, int]:
+    """used / free / total bytes of a built ext filesystem, from its superblock."""
+    if place.fs.type not in EXT:
+        return {}
+    cap = read_superblock(image, place.offset)
+    free = cap.blocks * BLOCK
+    return {"total": cap.size, "used": cap.size - free - cap.reserved * BLOCK, "free": free}
 
 
 def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -132,15 +160,14 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         with progress.stage("configure", "kernel, menu.lst, fstab, hostname, files"):
             kernel, ids, menu, cmdline = configure_tree(recipe, profile, tree, epoch)
         boot_tree = split_boot(tree, workdir) if recipe.separate_boot else None
-        disk_size, placements = plan_layout(recipe)
-        for place in placements:
-            check_fits(recipe, place, boot_tree if place.mountpoint == "/boot" and boot_tree else tree)
         packages = installed_packages(tree)
-        if epoch is not None:
-            for t in (tree, boot_tree):
-                if t is not None:
-                    clamp_tree(t.path, epoch)
         trees = split_mounts(recipe, tree, workdir)  # logical volumes and copy-initialised data volumes
+        with progress.stage("size", "measure the tree against mke2fs"):
+            disk_size, placements = plan_layout(recipe, decide_size(recipe, tree, boot=boot_tree is None))
+            for place in placements:
+                is_boot = place.mountpoint == "/boot"
+                check_fits(recipe, place, boot_tree if is_boot and boot_tree else tree,
+                           boot=is_boot or boot_tree is None)
 
         with progress.stage("image", f"{recipe.layout.value}, {disk_size >> 20} MiB"):
             if recipe.lvm is not None:  # /boot + LVM physical volume (imagekit/image/lvm.py)
@@ -173,6 +200,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             "initrd": {"path": boot_path(recipe, kernel.initrd)} if kernel.initrd else None,
             "cmdline": cmdline,
             "menu_lst": {"path": "/boot/grub/menu.lst", "text": menu},
+            "fstab": fstab_text(recipe, ids),
             "source_date_epoch": epoch,
             "packages": packages,
         }
@@ -222,12 +250,12 @@ def assemble(recipe: Recipe, image: Path, disk_size: int, placements: list[Place
         try:
             make_filesystem(place, image, source, fs_uuid, workdir, boot=holds_boot, hash_seed=seed, epoch=epoch)
         except TooSmall as exc:
-            key = "filesystems.boot.size" if is_boot else "size"
-            raise RecipeError(recipe.path, key, exc.message) from None
+            raise RecipeError(recipe.path, _fs_key(place), exc.message) from None
         if epoch is not None and place.fs.type in EXT:
-            clamp_ctimes(image, place.offset, source.path, epoch, workdir)
+            clamp_times(image, place.offset, source.path, epoch, workdir)
         records.append({"mountpoint": place.mountpoint, "type": place.fs.type.value, "label": place.fs.label,
-                        "uuid": fs_uuid, "partition": place.partition, "offset": place.offset, "size": place.size})
+                        "uuid": fs_uuid, "partition": place.partition, "offset": place.offset, "size": place.size,
+                        "usage": filesystem_usage(image, place)})
     return records
 
 

@@ -50,9 +50,9 @@ def install_kernel(tree: Tree, profile: KernelProfile) -> KernelInfo:
     boot.mkdir(exist_ok=True)
     if profile.files is not None:
         kernel, initrd = host_files(profile)
-        shutil.copyfile(kernel, boot / kernel.name)
-        if initrd is not None:
-            shutil.copyfile(initrd, boot / initrd.name)
+        for src in (kernel, initrd):
+            if src is not None:
+                _copy(src, boot / src.name, 0o644)
     kernels = sorted(p.name for p in boot.glob("vmlinu[xz]-*"))
     if not kernels:
         raise UsageError(f"kernel profile {profile.name}: no kernel in the rootfs's /boot after install",
@@ -144,20 +144,16 @@ def copy_files(tree: Tree, recipe: Recipe) -> None:
         if dest.is_dir():
             raise RecipeError(recipe.path, f"files.{n}.dest", f"{f.dest} is a directory in the image")
         mode = int(f.mode, 8) if f.mode else (src.stat().st_mode & 0o7777)
-        _write(dest, src.read_text() if _is_text(src) else "", mode)
-        if not _is_text(src):
-            tmp = dest.with_name(f".{dest.name}.imagekit")
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, mode)
-            os.replace(tmp, dest)
+        _copy(src, dest, mode)
 
 
-def _is_text(path: Path) -> bool:
-    try:
-        path.read_text()
-        return True
-    except UnicodeDecodeError:
-        return False
+def _copy(src: Path, dest: Path, mode: int) -> None:
+    """Copy src to dest as a new inode (never through a hard link into a cached tree)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.imagekit")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, mode)
+    os.replace(tmp, dest)
 
 
 def write_menu_lst(tree: Tree, text: str) -> str:

@@ -65,6 +65,33 @@ def parse_size(value: object) -> int:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+def parse_free(value: object) -> int | float:
+    """Headroom: a size ('512M') or a percentage of the tree ('20%', returned as 0.2)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = value.strip()[:-1]
+        try:
+            pct = float(number)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a size like 512M or a percentage like 20%") from None
+        if not 0 <= pct <= 1000:
+            raise ValueError(f"{value!r}: a percentage from 0% to 1000%")
+        return pct / 100
+    if value in (0, "0"):
+        return 0
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a size like 512M or a percentage like 20%") from None
+
+
+def parse_image_size(value: object) -> int | str:
+    return "auto" if value == "auto" else parse_size(value)
+
+
+ImageSize = Annotated[int | Literal["auto"], BeforeValidator(parse_image_size)]
+Free = Annotated[int | float, BeforeValidator(parse_free)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
@@ -260,7 +287,8 @@ class Recipe(_Model):
     name: str
     description: str = ""
     arch: Arch = Arch.X86_64
-    size: Size
+    size: ImageSize  # bytes, or "auto": the smallest whole-GiB disk holding the tree plus `free`
+    free: Free = 0.0  # headroom for size = "auto": bytes, or a fraction of the tree (from "20%")
     layout: Layout
     hostname: str = "localhost"
     packages: tuple[str, ...] = ()  # extra packages for a bootstrap
@@ -381,6 +409,8 @@ def check_storage(recipe: Recipe) -> None:
                 if lv.label in labels:
                     raise RecipeError(recipe.path, f"{key}.label", f"label {lv.label!r} is also {labels[lv.label]}")
                 labels[lv.label] = f"{key}.label"
+        if not isinstance(recipe.size, int):
+            raise RecipeError(recipe.path, "size", "\"auto\" is not supported with [lvm]: give the disk's size")
         fixed = sum(lv.size or 0 for lv in lvm.volumes)
         room = recipe.size - (recipe.filesystems.boot.size or 0 if recipe.filesystems.boot else 0) - 8 * MiB
         if fixed > room:

@@ -2,9 +2,9 @@
 
 With an epoch (SOURCE_DATE_EPOCH, or `reproducible = true` in the recipe with `epoch` or a snapshot
 mirror's date), a build derives filesystem UUIDs, directory hash seeds and the MBR signature from the
-recipe, makes mke2fs write its own times as the epoch (E2FSPROGS_FAKE_TIME), clamps every file's
-mtime to the epoch and sets atime to it in the staging tree, and, since no user can set a ctime,
-rewrites each inode's ctime (and atime, which reading the tree moves) to the epoch with debugfs after mke2fs has copied the tree in. mke2fs -d
+recipe, makes mke2fs write its own times as the epoch (E2FSPROGS_FAKE_TIME), and after mke2fs has
+copied the tree in, sets every inode's ctime and atime to the epoch and clamps its mtime to it with
+one debugfs script (no user can set a ctime, and the staged tree is the bootstrap cache's). mke2fs -d
 adds files in sorted order (scandir), so inode numbers do not depend on the host's directory order.
 Reproducible images are ext2/3/4 ones: mkfs.xfs and mkfs.btrfs stamp their own times.
 """
@@ -47,38 +47,29 @@ def resolve_epoch(recipe: Recipe) -> int | None:
                       "needs an epoch: set epoch, rootfs.snapshot, or SOURCE_DATE_EPOCH in the environment")
 
 
-def clamp_tree(path: Path, epoch: int) -> None:
-    """mtime := min(mtime, epoch) for every entry of the tree (symlinks themselves); atime := epoch."""
-    for root, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            _clamp(os.path.join(root, name), epoch)
-    _clamp(os.fspath(path), epoch)
-
-
-def _clamp(p: str, epoch: int) -> None:
-    st = os.lstat(p)
-    os.utime(p, (epoch, min(int(st.st_mtime), epoch)), follow_symlinks=False)
-
-
 def _quote(path: str) -> str:
     if '"' in path or "\n" in path:
         raise UsageError(f"reproducible build: cannot name {path!r} to debugfs (quote or newline in the name)")
     return f'"{path}"'
 
 
-def clamp_ctimes(image: Path, offset: int, tree: Path, epoch: int, scratch: Path) -> None:
-    """Set ctime and atime of every inode copied from `tree` (and the root) to the epoch, with debugfs.
+def clamp_times(image: Path, offset: int, tree: Path, epoch: int, scratch: Path) -> None:
+    """In the built filesystem, set every inode's ctime and atime to the epoch and clamp its mtime to it.
 
-    mke2fs copies both from the staging tree, where ctime is the time of unpacking and atime moves
-    whenever mke2fs reads a file; neither can be set beforehand.
+    mke2fs copies all three from the staging tree, where ctime is the time of staging and atime
+    moves whenever mke2fs reads a file: neither can be set beforehand, and the staged files are hard
+    links into the bootstrap cache, which a build never changes. So the times are set with one
+    debugfs script after mke2fs.
     """
-    lines = [f"sif / {field} @{epoch}" for field in ("ctime", "atime")]
+    root_mtime = min(int(os.lstat(tree).st_mtime), epoch)
+    lines = [f"sif / ctime @{epoch}", f"sif / atime @{epoch}", f"sif / mtime @{root_mtime}"]
     for root, dirs, files in os.walk(tree):
         rel = os.path.relpath(root, tree)
         base = "" if rel == "." else "/" + rel
         for name in sorted((*dirs, *files)):
             path = _quote(f"{base}/{name}")
-            lines += [f"sif {path} ctime @{epoch}", f"sif {path} atime @{epoch}"]
+            mtime = min(int(os.lstat(os.path.join(root, name)).st_mtime), epoch)
+            lines += [f"sif {path} ctime @{epoch}", f"sif {path} atime @{epoch}", f"sif {path} mtime @{mtime}"]
     script = scratch / "ctime.debugfs"
     script.write_text("\n".join(lines) + "\n")
     device = f"{image}?offset={offset}" if offset else os.fspath(image)

@@ -123,6 +123,45 @@ def _extract(tarball: Path, dest: Path, state: Path | None) -> None:
         run(["fakeroot", "-s", state, "--", *argv])
 
 
+def unpacked_tree(tarball: Path, progress: Progress) -> Tree:
+    """The cached tarball unpacked once, beside it (`NAME.tree`, plus `NAME.tree.state` when rootless).
+
+    Builds stage it with hard links (`cp -al`), which takes a fraction of unpacking; nothing in a
+    build writes to a staged file in place (files are replaced, see configure._write), so the
+    cached tree never changes.
+    """
+    tree_dir = tarball.with_name(tarball.name + ".tree")
+    state = None if is_root() else tarball.with_name(tarball.name + ".tree.state")
+    if tree_dir.is_dir() and (state is None or state.is_file()):
+        return Tree(tree_dir, state)
+    partial = tarball.with_name(f".{tarball.name}.tree.{os.getpid()}.partial")
+    partial_state = None if state is None else partial.with_name(partial.name + ".state")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        with progress.stage("rootfs", f"unpack {tarball.name} into the cache"):
+            if partial_state is not None:
+                partial_state.touch()
+            _extract(tarball, partial, partial_state)
+        if partial_state is not None and state is not None:
+            partial_state.replace(state)
+        partial.replace(tree_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        if partial_state is not None:
+            partial_state.unlink(missing_ok=True)
+    return Tree(tree_dir, state)
+
+
+def _link_tree(cached: Tree, dest: Path, state: Path | None) -> None:
+    """Stage a cached tree by hard links; rootless, replay its fakeroot state and record the copy's."""
+    argv: list[Arg] = ["cp", "-al", f"{cached.path}/.", dest]
+    if state is None or cached.fakeroot_state is None:
+        run(argv)
+    else:
+        run(["fakeroot", "-i", cached.fakeroot_state, "-s", state, "--", *argv])
+
+
 def _copy_directory(src: Path, dest: Path, state: Path | None) -> None:
     argv: list[Arg] = ["cp", "-a", "--reflink=auto", f"{src}/.", dest]
     if state is None:
@@ -143,9 +182,10 @@ def prepare_rootfs(recipe: Recipe, profile: KernelProfile, workdir: Path, progre
         if shutil.which(src.tool) is None:
             raise UsageError(f"rootfs.tool: {src.tool} is not installed", hint="run scripts/setup")
         tarball, cached = bootstrap_tarball(recipe, profile, progress)
-        with progress.stage("rootfs", "unpack bootstrap") as st:
+        unpacked = unpacked_tree(tarball, progress)
+        with progress.stage("rootfs", "stage the bootstrap (hard links)") as st:
             st.set_note("cached bootstrap" if cached else "fresh bootstrap")
-            _extract(tarball, dest, state)
+            _link_tree(unpacked, dest, state)
     elif isinstance(src, Tarball):
         path = src.path if src.path.is_absolute() else recipe.directory / src.path
         if not path.is_file():

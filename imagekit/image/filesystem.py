@@ -16,7 +16,7 @@ from pathlib import Path
 from imagekit.errors import CommandFailed, ImagekitError
 from imagekit.image.layout import Placement
 from imagekit.image.sparse import copy_range
-from imagekit.recipe import FsType
+from imagekit.recipe import Filesystem, FsType
 from imagekit.rootfs import Tree
 from imagekit.run import run
 
@@ -30,29 +30,31 @@ class TooSmall(ImagekitError):
     pass
 
 
-def _mke2fs_env(epoch: int | None) -> dict[str, str]:
+def mke2fs_env(epoch: int | None) -> dict[str, str]:
     env = {"MKE2FS_CONFIG": str(resources.files("imagekit") / "data" / "mke2fs.conf")}
     if epoch is not None:
         env["E2FSPROGS_FAKE_TIME"] = str(epoch)
     return env
 
 
+def mke2fs_argv(fs: Filesystem, *, boot: bool) -> list[str]:
+    """mke2fs and the options that decide the filesystem's geometry (shared with the size probe)."""
+    features = fs.features or (PVGRUB_EXT4_FEATURES if boot and fs.type == FsType.EXT4 else None)
+    return ["mke2fs", "-F", "-q", "-t", fs.type.value, *(["-O", features] if features else [])]
+
+
 def make_ext(place: Placement, image: Path, tree: Tree, uuid: str, *, boot: bool,
              hash_seed: str | None = None, epoch: int | None = None) -> None:
     fs = place.fs
-    features = fs.features or (PVGRUB_EXT4_FEATURES if boot and fs.type == FsType.EXT4 else None)
     extended = ["root_owner=0:0"]
     if place.offset:
         extended.append(f"offset={place.offset}")
     if hash_seed:
         extended.append(f"hash_seed={hash_seed}")
-    argv = ["mke2fs", "-F", "-q", "-t", fs.type.value, "-L", fs.label, "-U", uuid,
-            "-E", ",".join(extended), "-d", os.fspath(tree.path)]
-    if features:
-        argv += ["-O", features]
-    argv += [os.fspath(image), f"{place.size // 1024}k"]
+    argv = [*mke2fs_argv(fs, boot=boot), "-L", fs.label, "-U", uuid, "-E", ",".join(extended),
+            "-d", os.fspath(tree.path), os.fspath(image), f"{place.size // 1024}k"]
     try:
-        tree.run(argv, env=_mke2fs_env(epoch))
+        tree.run(argv, env=mke2fs_env(epoch))
     except CommandFailed as exc:
         if "Could not allocate" in exc.output or "No space left" in exc.output or "ext2fs_" in exc.output:
             raise TooSmall(f"{place.mountpoint}: the tree does not fit in {place.size // (1024 * 1024)} MiB "

@@ -25,9 +25,17 @@ def align_up(n: int, to: int = ALIGN) -> int:
     return -(-n // to) * to
 
 
-def plan_layout(recipe: Recipe) -> tuple[int, list[Placement]]:
+def boot_overhead(recipe: Recipe) -> int:
+    """Bytes of the disk before the root filesystem: the MBR gap and a separate /boot."""
+    if recipe.layout == Layout.HD0:
+        return 0
+    boot = recipe.filesystems.boot
+    return ALIGN + (align_up(boot.size) if boot is not None and boot.size else 0)
+
+
+def plan_layout(recipe: Recipe, size: int) -> tuple[int, list[Placement]]:
     """(disk size, placements in partition order). hd00 puts /boot (or /) on the first partition."""
-    disk = align_up(recipe.size)
+    disk = align_up(size)
     fss = recipe.filesystems
     if recipe.layout == Layout.HD0:
         return disk, [Placement("/", fss.root, None, 0, disk)]
@@ -40,6 +48,6 @@ def plan_layout(recipe: Recipe) -> tuple[int, list[Placement]]:
         offset += boot_size
     root_size = disk - offset
     if root_size < 16 * MiB:
-        raise RecipeError(recipe.path, "size", f"{recipe.size} bytes leaves no room for the root filesystem")
+        raise RecipeError(recipe.path, "size", f"{size} bytes leaves no room for the root filesystem")
     placements.append(Placement("/", fss.root, len(placements) + 1, offset, root_size))
     return disk, placements

@@ -1,0 +1,124 @@
+"""scripts/bench-build: how fast imagekit builds compared with the floor and a peer tool.
+
+Warm build: `imagekit build --no-lint` with the bootstrap cached (stage times from the manifest),
+median of --runs. Floor: `mkfs.ext4 -d` of the very tree imagekit stages (the cached bootstrap,
+unpacked) into a sparse file of the image's size. Peer: `virt-make-fs` of the same tree. Cold
+(--cold): a build with an empty cache against a bare `mmdebstrap` of the same package set.
+Prints figures; asserts nothing (targets: warm <= 2x floor, cold <= 1.2x bare mmdebstrap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imagekit.accel import detect
+from imagekit.cache import cache_dir
+from imagekit.image.filesystem import mke2fs_env
+from imagekit.kernels import load_profile
+from imagekit.recipe import Bootstrap, load_recipe
+from imagekit.rootfs import bootstrap_key, bootstrap_packages
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   env={**os.environ, **(env or {})})
+    return time.monotonic() - start
+
+
+def build(recipe: Path, out: Path, env: dict[str, str] | None = None) -> dict:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "imagekit", "build", str(recipe), "-o", str(out), "--no-lint",
+                           "--json"], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise SystemExit(f"imagekit build {recipe} failed:\n{proc.stderr}")
+    manifest = json.loads(proc.stdout)
+    manifest["wall"] = time.monotonic() - start
+    return manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe", nargs="?", default="recipes/debian-12-pvgrub-hd0.toml")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cold", action="store_true")
+    args = ap.parse_args()
+    recipe = load_recipe(args.recipe)
+    profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
+    with tempfile.TemporaryDirectory(prefix="imagekit-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
+        work = Path(tmp)
+        build(recipe.path, work / "warmup.img")  # fills the cache if it is empty
+        runs = [build(recipe.path, work / f"run{i}.img") for i in range(args.runs)]
+        walls = [r["wall"] for r in runs]
+        last = runs[-1]
+        size = last["image"]["size"]
+        print(f"recipe                {recipe.path} ({recipe.layout.value}, {size >> 20} MiB)")
+        print(f"warm build (median of {args.runs}) {statistics.median(walls):6.2f} s wall")
+        for stage, seconds in last["timings"].items():
+            print(f"  {stage:<18} {seconds:6.2f} s")
+        print(f"image allocated       {last['image']['allocated'] >> 20} MiB of {size >> 20} MiB")
+
+        src = recipe.rootfs
+        assert isinstance(src, Bootstrap), "the floor needs a bootstrap recipe"
+        tarball = cache_dir() / "rootfs" / f"{src.suite}-{bootstrap_key(recipe, profile)}.tar"
+        tree = work / "tree"
+        tree.mkdir()
+        untar = timed(["tar", "--numeric-owner", "-xpf", str(tarball), "-C", str(tree)])
+        usage = subprocess.run(["du", "-s", "--apparent-size", "-B1", str(tree)], capture_output=True, text=True)
+        apparent = int(usage.stdout.split()[0])
+        floors = []
+        for i in range(args.runs):
+            target = work / f"floor{i}.img"
+            with open(target, "wb") as f:
+                f.truncate(size)
+            floors.append(timed(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(target)], env=mke2fs_env(None)))
+            target.unlink()
+        floor = statistics.median(floors)
+        print(f"floor: mkfs.ext4 -d   {floor:6.2f} s (median of {args.runs}; unpacking the tree took {untar:.2f} s)")
+        print(f"ratio warm / floor    {statistics.median(walls) / floor:6.2f}  (target <= 2.0)")
+        print(f"ratio image stage / floor {last['timings']['image'] / floor:6.2f}")
+        if shutil.which("virt-make-fs"):
+            env = detect().libguestfs_env()
+            peer = timed(["virt-make-fs", "--format=raw", "--type=ext4", f"--size={size}", str(tree),
+                          str(work / "peer.img")], env=env)
+            print(f"peer: virt-make-fs    {peer:6.2f} s   ratio warm / peer {statistics.median(walls) / peer:5.2f}")
+        print(f"tree apparent size    {apparent >> 20} MiB; used in the image "
+              f"{last['filesystems'][-1].get('usage', {}).get('used', 0) >> 20} MiB")
+
+        auto = work / "auto.toml"
+        text = recipe.path.read_text()
+        auto.write_text(text.replace(f'size = "{_size_text(text)}"', 'size = "auto"\nfree = "0"')
+                        .replace('src = "files/', f'src = "{recipe.directory.resolve()}/files/'))
+        auto_run = build(auto, work / "auto.img")
+        print(f"size = auto (free 0)  {auto_run['image']['size'] >> 20} MiB disk for {apparent >> 20} MiB apparent; "
+              f"filesystem free {auto_run['filesystems'][-1]['usage']['free'] >> 20} MiB")
+
+        if args.cold:
+            cold_cache = work / "cache"
+            cold = build(recipe.path, work / "cold.img", env={"IMAGEKIT_CACHE_DIR": str(cold_cache)})
+            packages = bootstrap_packages(recipe, profile)
+            bare = timed(["mmdebstrap", f"--variant={src.variant}", f"--components={','.join(src.components)}",
+                          f"--include={','.join(packages)}", "--format=tar", src.suite, str(work / "bare.tar"),
+                          src.source_url])
+            print(f"cold build            {cold['wall']:6.2f} s; bare mmdebstrap {bare:6.2f} s; "
+                  f"ratio {cold['wall'] / bare:5.2f} (target <= 1.2)")
+
+
+def _size_text(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("size = "):
+            return line.split('"')[1]
+    raise SystemExit("recipe has no size line")
+
+
+if __name__ == "__main__":
+    main()

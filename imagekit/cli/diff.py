@@ -1,0 +1,34 @@
+"""`imagekit diff A B`: what differs between two images or two build manifests."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("diff")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--json", "json_output", is_flag=True, help="Print the changes as JSON.")
+def command(a: Path, b: Path, json_output: bool) -> None:
+    """Packages added, removed and changed (with versions), files changed (with sizes) and boot
+    configuration (menu.lst, fstab, kernel command line) between images A and B, or manifests A and B.
+    Exit 0 when they are the same, 1 when they differ."""
+    from imagekit.diff import diff
+    from imagekit.progress import Progress
+
+    changes = diff(a, b, Progress.for_cli(json_output))
+    if json_output:
+        click.echo(json.dumps([dataclasses.asdict(c) for c in changes], indent=2))
+    else:
+        for c in changes:
+            click.echo(c.line())
+            if c.kind == "boot":
+                for line in difflib.unified_diff((c.old or "").splitlines(), (c.new or "").splitlines(),
+                                                 str(a), str(b), lineterm="", n=1):
+                    click.echo(f"    {line}")
+    raise SystemExit(1 if changes else 0)

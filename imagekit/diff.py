@@ -1,0 +1,217 @@
+"""What differs between two images (or two build manifests): packages, files, boot configuration.
+
+Images are opened read-only in one libguestfs appliance (both disks attached): every file's sha256
+and every path, then the boot configuration (menu.lst, fstab, kernel command line) as the image holds
+it. Packages come from the build manifests when both have them, else from each image's dpkg database.
+Two manifests compare without opening anything (packages and boot configuration only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
+from imagekit.errors import ImagekitError, UsageError
+from imagekit.manifest import read_manifest
+from imagekit.progress import Progress
+
+
+@dataclass
+class Side:
+    """What one image or manifest says about itself."""
+
+    packages: dict[str, str] = field(default_factory=dict)
+    boot: dict[str, str] = field(default_factory=dict)  # "menu.lst", "fstab", "cmdline" -> text
+    sums: dict[str, str] | None = None  # path -> sha256 of every regular file (images only)
+    paths: set[str] | None = None  # every path (images only)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "package" | "file" | "boot"
+    change: str  # "added" | "removed" | "changed"
+    name: str
+    old: str | None = None
+    new: str | None = None
+
+    def line(self) -> str:
+        mark = {"added": "+", "removed": "-", "changed": "~"}[self.change]
+        detail = ""
+        if self.change == "changed" and self.kind != "boot":
+            detail = f" {self.old} -> {self.new}"
+        elif self.change != "changed" and (self.new or self.old):
+            detail = f" {self.new or self.old}"
+        return f"{mark} {self.kind} {self.name}{detail}"
+
+
+def _dpkg_status(text: str) -> dict[str, str]:
+    out = {}
+    for para in text.split("\n\n"):
+        fields = dict(re.findall(r"^(Package|Version|Status): (.+)$", para, re.M))
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            out[fields["Package"]] = fields.get("Version", "")
+    return out
+
+
+def from_manifest(data: dict[str, Any]) -> Side:
+    side = Side(packages={p["name"]: p["version"] for p in data.get("packages") or []})
+    if data.get("menu_lst"):
+        side.boot["menu.lst"] = data["menu_lst"]["text"]
+    if data.get("cmdline"):
+        side.boot["cmdline"] = data["cmdline"]
+    if data.get("fstab"):
+        side.boot["fstab"] = data["fstab"]
+    return side
+
+
+def _cmdline(menu: str) -> str | None:
+    try:
+        parsed = parse_menu_lst(menu)
+    except MenuLstError:
+        return None
+    choice = parsed.pick()
+    return choice.entry.kernel_args if choice else None
+
+
+def _mount_image(g: Any, disk: str, at: str) -> None:
+    """Mount the root filesystem of `disk` (a /dev/sdX) at `at`, and a separate /boot under it."""
+    fss = {d: t for d, t in g.list_filesystems().items() if d.startswith(disk) and t not in ("swap", "unknown")}
+    if not fss:
+        raise ImagekitError(f"{disk}: no filesystem libguestfs can read")
+    probe = f"{at}.probe"
+    g.mkmountpoint(probe)
+    root = boot = None
+    for dev in sorted(fss):
+        try:
+            g.mount_ro(dev, probe)
+        except RuntimeError:
+            continue
+        if g.is_file(f"{probe}/etc/fstab") and root is None:
+            root = dev
+        elif (g.is_dir(f"{probe}/grub") or g.is_dir(f"{probe}/boot/grub")) and boot is None:
+            boot = dev
+        g.umount(probe)
+    if root is None:
+        raise ImagekitError(f"{disk}: no filesystem holds /etc/fstab (not a Linux root?)")
+    g.mount_ro(root, at)
+    if boot is not None and g.is_dir(f"{at}/boot"):
+        g.mount_ro(boot, f"{at}/boot")
+
+
+def _read_image(g: Any, at: str, manifest: dict[str, Any] | None, scratch: Path) -> Side:
+    side = from_manifest(manifest) if manifest else Side()
+    if not side.packages and g.is_file(f"{at}/var/lib/dpkg/status"):
+        side.packages = _dpkg_status(g.cat(f"{at}/var/lib/dpkg/status"))
+    for rel in ("boot/grub/menu.lst", "boot/boot/grub/menu.lst"):
+        if g.is_file(f"{at}/{rel}"):
+            side.boot["menu.lst"] = g.cat(f"{at}/{rel}")
+            side.boot["cmdline"] = _cmdline(side.boot["menu.lst"]) or ""
+            break
+    if g.is_file(f"{at}/etc/fstab"):
+        side.boot["fstab"] = g.cat(f"{at}/etc/fstab")
+    sums = scratch / "sums"
+    g.checksums_out("sha256", at, str(sums))
+    side.sums = {}
+    for line in sums.read_text(errors="surrogateescape").splitlines():
+        digest, _, path = line.partition("  ")
+        side.sums[path[1:] if path.startswith(".") else path] = digest
+    names = scratch / "names"
+    g.find0(at, str(names))
+    side.paths = {"/" + n.decode(errors="surrogateescape") for n in names.read_bytes().split(b"\0") if n}
+    return side
+
+
+def _sizes(g: Any, at: str, paths: list[str]) -> dict[str, int]:
+    out = {}
+    for p in paths:
+        try:
+            out[p] = int(g.lstatns(f"{at}{p}")["st_size"])
+        except RuntimeError:
+            continue
+    return out
+
+
+def read_sides(a: Path, b: Path, progress: Progress) -> tuple[Side, Side]:
+    for p in (a, b):
+        if not p.is_file():
+            raise UsageError(f"{p}: no such image or manifest")
+    if a.suffix == ".json" and b.suffix == ".json":
+        return from_manifest(_load_json(a)), from_manifest(_load_json(b))
+    if a.suffix == ".json" or b.suffix == ".json":
+        raise UsageError("diff: give two images or two manifests, not one of each")
+    import guestfs
+
+    from imagekit.accel import detect
+    from imagekit.lint.view import _drive_format
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        if detect().name == "tcg":
+            g.set_backend("direct")
+            g.set_backend_settings(["force_tcg"])
+        for p in (a, b):
+            g.add_drive_opts(os.fspath(p), readonly=True, format=_drive_format(p))
+        with progress.stage("diff", "launch libguestfs"):
+            g.launch()
+        sides = []
+        with tempfile.TemporaryDirectory(prefix="imagekit-diff-") as tmp:
+            for disk, at, path in (("/dev/sda", "/a", a), ("/dev/sdb", "/b", b)):
+                with progress.stage("diff", f"read {path.name}"):
+                    g.mkmountpoint(at)
+                    _mount_image(g, disk, at)
+                    sides.append(_read_image(g, at, read_manifest(path), Path(tmp)))
+        changed = _file_changes(sides[0], sides[1])
+        sides[0].sizes = _sizes(g, "/a", [c.name for c in changed if c.change != "added"])
+        sides[1].sizes = _sizes(g, "/b", [c.name for c in changed if c.change != "removed"])
+        return sides[0], sides[1]
+    except RuntimeError as exc:
+        raise ImagekitError(f"diff: libguestfs: {exc}") from None
+    finally:
+        g.shutdown()
+        g.close()
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a JSON manifest: {exc}") from None
+
+
+def _file_changes(a: Side, b: Side) -> list[Change]:
+    if a.paths is None or b.paths is None or a.sums is None or b.sums is None:
+        return []
+    out = [Change("file", "added", p) for p in sorted(b.paths - a.paths)]
+    out += [Change("file", "removed", p) for p in sorted(a.paths - b.paths)]
+    out += [Change("file", "changed", p) for p in sorted(a.sums.keys() & b.sums.keys()) if a.sums[p] != b.sums[p]]
+    return out
+
+
+def compare(a: Side, b: Side) -> list[Change]:
+    changes: list[Change] = []
+    for name in sorted(a.packages.keys() | b.packages.keys()):
+        old, new = a.packages.get(name), b.packages.get(name)
+        if old != new:
+            kind = "added" if old is None else "removed" if new is None else "changed"
+            changes.append(Change("package", kind, name, old, new))
+    for c in _file_changes(a, b):
+        old = str(a.sizes[c.name]) + " B" if c.name in a.sizes else None
+        new = str(b.sizes[c.name]) + " B" if c.name in b.sizes else None
+        changes.append(Change("file", c.change, c.name, old, new))
+    for key in sorted(a.boot.keys() | b.boot.keys()):
+        if a.boot.get(key) != b.boot.get(key):
+            changes.append(Change("boot", "changed", key, a.boot.get(key), b.boot.get(key)))
+    return changes
+
+
+def diff(a: Path, b: Path, progress: Progress) -> list[Change]:
+    side_a, side_b = read_sides(a, b, progress)
+    return compare(side_a, side_b)

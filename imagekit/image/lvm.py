@@ -1,0 +1,187 @@
+"""The LVM layout (seeds 001, 002): hd00 with /boot on the first partition, an LVM PV on the rest.
+
+PV-GRUB reads the first partition only and knows nothing of LVM, so /boot stays a plain partition.
+Making LVM metadata needs a kernel (device-mapper, block devices), so imagekit launches libguestfs
+once to create the physical volume, the volume group, the logical volumes and their swap areas.
+Everything else happens on the host: LVM's metadata (read back from the image by lvm_metadata.py)
+says where each logical volume's bytes are, and the host's mkfs writes each filesystem straight
+there (`mke2fs -d -E offset=`), as for any partition. No file data crosses the appliance.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagekit.configure import FsIds
+from imagekit.errors import ImagekitError, RecipeError
+from imagekit.image.filesystem import EXT, TooSmall, make_filesystem
+from imagekit.image.layout import Placement
+from imagekit.image.lvm_metadata import LogicalExtent, logical_extents
+from imagekit.image.partition import write_mbr
+from imagekit.recipe import Filesystem, FsType, LogicalVolume, Recipe
+from imagekit.rootfs import Tree
+
+LV_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/logical-volumes")
+MBR_LINUX_LVM = 0x8E
+
+
+@dataclass(frozen=True)
+class LvPlan:
+    """One logical volume to create: its size in MiB (None: the rest), and a swap label when it is swap."""
+
+    name: str
+    mib: int | None
+    swap_label: str | None = None
+    swap_uuid: str | None = None
+
+
+def lvm_fstab_lines(recipe: Recipe) -> list[str]:
+    """fstab lines for the logical volumes other than / (fstab_text writes /), by LABEL."""
+    if recipe.lvm is None:
+        return []
+    lines = []
+    for lv in recipe.lvm.volumes:
+        if lv.mountpoint == "/":
+            continue
+        if lv.type == "swap":
+            lines.append(f"LABEL={lv.label}\tnone\tswap\tsw\t0\t0")
+        else:
+            fsck = 0 if lv.type in ("xfs", "btrfs") else 2
+            lines.append(f"LABEL={lv.label}\t{lv.mountpoint}\t{lv.type}\tdefaults\t0\t{fsck}")
+    return lines
+
+
+def lv_uuid(recipe: Recipe, lv: LogicalVolume, ids: FsIds, epoch: int | None) -> str:
+    if lv.mountpoint == "/":
+        return ids.root_uuid
+    if epoch is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(LV_NAMESPACE, f"{recipe.sha256}:{epoch}:{lv.name}"))
+
+
+def lv_filesystem(recipe: Recipe, lv: LogicalVolume) -> Filesystem | None:
+    """The filesystem an LV holds (None for swap)."""
+    if lv.mountpoint == "/":
+        return recipe.filesystems.root
+    if lv.type == "swap":
+        return None
+    assert lv.type is not None and lv.label is not None
+    return Filesystem(type=FsType(lv.type), label=lv.label)
+
+
+def set_mbr_type(image: Path, partition: int, type_id: int) -> None:
+    """Set a primary partition's MBR type byte (0x8e: Linux LVM), which pyparted's write_mbr leaves 0x83."""
+    with open(image, "r+b") as f:
+        f.seek(446 + 16 * (partition - 1) + 4)
+        f.write(bytes([type_id]))
+
+
+def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan]) -> None:
+    """One libguestfs launch: PV on partition N, the VG, the LVs in order, mkswap on the swap ones."""
+    import guestfs
+
+    from imagekit.accel import detect
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        if detect().name == "tcg":
+            g.set_backend("direct")
+            g.set_backend_settings(["force_tcg"])
+        g.add_drive_opts(os.fspath(image), format="raw", readonly=False)
+        g.launch()
+        device = f"{g.list_devices()[0]}{partition}"
+        g.pvcreate(device)
+        g.vgcreate(vg, [device])
+        for plan in plans:
+            if plan.mib is None:
+                g.lvcreate_free(plan.name, vg, 100)
+            else:
+                g.lvcreate(plan.name, vg, plan.mib)
+        for plan in plans:
+            if plan.swap_label is not None:
+                g.mkswap(f"/dev/{vg}/{plan.name}", label=plan.swap_label, uuid=plan.swap_uuid)
+        g.sync()
+        g.shutdown()
+    except RuntimeError as exc:
+        raise ImagekitError(f"{image}: creating LVM volume group {vg} with libguestfs failed: {exc}",
+                            hint="do the logical volumes fit? (sizes are rounded up to 4 MiB extents)") from None
+    finally:
+        g.close()
+
+
+def plan_volumes(recipe: Recipe, ids: FsIds, epoch: int | None) -> list[LvPlan]:
+    assert recipe.lvm is not None
+    plans = []
+    for lv in recipe.lvm.volumes:
+        mib = None if lv.size is None else -(-lv.size // (1 << 20))
+        if lv.type == "swap":
+            plans.append(LvPlan(lv.name, mib, lv.label, lv_uuid(recipe, lv, ids, epoch)))
+        else:
+            plans.append(LvPlan(lv.name, mib))
+    return plans
+
+
+def assemble_lvm(recipe: Recipe, image: Path, disk_size: int, placements: list[Placement], tree: Tree,
+                 boot_tree: Tree | None, trees: dict[str, Tree], ids: FsIds, workdir: Path,
+                 epoch: int | None) -> tuple[list[dict[str, Any]], list[Placement]]:
+    """MBR, /boot on partition 1, LVM on partition 2 and a filesystem in each LV.
+
+    Returns the manifest's filesystem records and the placements of every filesystem made (for fsck).
+    """
+    from imagekit.build import UUID_NAMESPACE  # the build's namespace for reproducible hash seeds
+
+    assert recipe.lvm is not None and boot_tree is not None and ids.boot_uuid is not None
+    boot, pv = placements
+    with open(image, "wb") as f:
+        f.truncate(disk_size)
+    disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if epoch is not None else None
+    write_mbr(image, placements, disk_id=disk_id)
+    assert pv.partition is not None
+    set_mbr_type(image, pv.partition, MBR_LINUX_LVM)
+
+    def make(place: Placement, source: Tree, fs_uuid: str, key: str, *, holds_boot: bool) -> None:
+        seed = str(uuid.uuid5(UUID_NAMESPACE, fs_uuid)) if epoch is not None else None
+        try:
+            make_filesystem(place, image, source, fs_uuid, workdir, boot=holds_boot, hash_seed=seed, epoch=epoch)
+        except TooSmall as exc:
+            raise RecipeError(recipe.path, key, exc.message) from None
+        if epoch is not None and place.fs.type in EXT:
+            from imagekit.reproducible import clamp_times
+
+            clamp_times(image, place.offset, source.path, epoch, workdir)
+
+    make(boot, boot_tree, ids.boot_uuid, "filesystems.boot.size", holds_boot=True)
+    records = [_record(boot, ids.boot_uuid, None)]
+    made = [boot]
+
+    create_volume_group(image, pv.partition, recipe.lvm.vg, plan_volumes(recipe, ids, epoch))
+    extents = logical_extents(image, pv.offset)
+    for n, lv in enumerate(recipe.lvm.volumes):
+        ext = extents[lv.name]
+        fs = lv_filesystem(recipe, lv)
+        fs_uuid = lv_uuid(recipe, lv, ids, epoch)
+        if fs is None:  # swap: made by create_volume_group
+            records.append({"mountpoint": None, "type": "swap", "label": lv.label, "uuid": fs_uuid,
+                            "partition": pv.partition, "offset": ext.offset, "size": ext.size,
+                            "lvm": {"vg": recipe.lvm.vg, "lv": lv.name}})
+            continue
+        assert lv.mountpoint is not None
+        place = Placement(lv.mountpoint, fs, pv.partition, ext.offset, ext.size)
+        source = tree if lv.mountpoint == "/" else trees[lv.mountpoint]
+        make(place, source, fs_uuid, f"lvm.volumes.{n}.size", holds_boot=False)
+        records.append(_record(place, fs_uuid, (recipe.lvm.vg, ext)))
+        made.append(place)
+    return records, made
+
+
+def _record(place: Placement, fs_uuid: str, lvm: tuple[str, LogicalExtent] | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"mountpoint": place.mountpoint, "type": place.fs.type.value, "label": place.fs.label,
+                              "uuid": fs_uuid, "partition": place.partition, "offset": place.offset,
+                              "size": place.size}
+    if lvm is not None:
+        record["lvm"] = {"vg": lvm[0], "lv": lvm[1].name}
+    return record
