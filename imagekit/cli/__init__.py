@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "kernel": "kernel",
     "lint": "lint",
     "local-cloud": "local_cloud", "publish": "publish", "published": "published",
+    "userdata": "userdata",
 }
 
 

@@ -83,10 +83,8 @@ class ImageView:
         found = []
         for device, fstype in sorted(self.g.list_filesystems().items()):
             label = uuid = ""
-            if fstype not in ("unknown", "swap"):
+            if fstype not in ("unknown", "swap") or fstype == "swap":
                 label, uuid = self._safe(self.g.vfs_label, device), self._safe(self.g.vfs_uuid, device)
-            elif fstype == "swap":
-                uuid = self._safe(self.g.vfs_uuid, device)
             part = self._partition_number(device)
             lvm = device.startswith("/dev/mapper/") or (part is None and device != self.disk)
             found.append(Filesystem(device, fstype, label, uuid, part, lvm))

@@ -49,6 +49,18 @@ ARCHES = ("x86_64", "i386", "arm64")
 
 
 @dataclass(frozen=True)
+class DataVolumeFacts:
+    """A data volume image the build wrote beside the disk image (manifest "data_volumes")."""
+
+    name: str
+    device: str  # /dev/sdh
+    path: Path
+    size: int
+    sha256: str | None
+    delete_on_termination: bool
+
+
+@dataclass(frozen=True)
 class ImageFacts:
     path: Path
     size: int
@@ -61,6 +73,7 @@ class ImageFacts:
     manifest_path: Path | None
     manifest_sha256: str | None
     recipe: dict[str, Any] | None
+    data_volumes: tuple[DataVolumeFacts, ...] = ()
 
 
 def manifest_path_for(image: Path) -> Path:
@@ -127,7 +140,24 @@ def facts_from_manifest(image: Path, manifest: Path, overrides: dict[str, Any]) 
         manifest_path=manifest,
         manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(),
         recipe=recipe,
+        data_volumes=data_volumes_of(image, manifest, data),
     )
+
+
+def data_volumes_of(image: Path, manifest: Path, data: dict[str, Any]) -> tuple[DataVolumeFacts, ...]:
+    """The manifest's data volumes that have an image (imagekit/volumes.py), each checked to be there."""
+    found = []
+    for n, vol in enumerate(data.get("data_volumes") or []):
+        if not vol.get("image"):
+            continue
+        path = image.with_name(vol["image"])
+        if not path.is_file():
+            raise UsageError(f"{manifest}: data_volumes.{n}.image: {path} is missing",
+                             hint="publish it beside the disk image, as `imagekit build` wrote it")
+        found.append(DataVolumeFacts(name=vol["name"], device=vol["device"], path=path, size=path.stat().st_size,
+                                     sha256=vol.get("sha256"),
+                                     delete_on_termination=bool(vol["delete_on_termination"])))
+    return tuple(found)
 
 
 def facts_by_inspection(image: Path, overrides: dict[str, Any]) -> ImageFacts:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -22,7 +22,7 @@ from imagekit.progress import Progress
 from imagekit.publish import ebs_direct
 from imagekit.publish import import_snapshot as imp
 from imagekit.publish.awserrors import describe
-from imagekit.publish.facts import ImageFacts
+from imagekit.publish.facts import DataVolumeFacts, ImageFacts
 from imagekit.publish.regions import (
     CopyJob,
     RegionImage,
@@ -120,8 +120,10 @@ def publish_here(clients: Any, req: PublishRequest, sha: str, result: PublishRes
     snapshot_completed(ec2, snapshot, timeout=req.timeout, interval=req.poll_interval)
     tags = tags_for(req, sha)
     apply_tags(ec2, [snapshot], tags)
+    data = data_volume_snapshots(clients, req, result, progress)
+    snapshots = (snapshot, *(snap for _, snap in data))
     opts = RegisterOptions(**{**req.register.__dict__, "kernel_id": kernel})
-    params = register_params(req.facts, opts, snapshot, ebs_direct.volume_size_gib(req.facts.size))
+    params = register_params(req.facts, opts, snapshot, ebs_direct.volume_size_gib(req.facts.size), data)
     try:
         image_id = ec2.register_image(**params)["ImageId"]
     except Exception as exc:
@@ -130,9 +132,29 @@ def publish_here(clients: Any, req: PublishRequest, sha: str, result: PublishRes
             hint=f"snapshot {snapshot} is kept (tagged {SHA_TAG}); a re-run registers it without uploading again",
         ) from exc
     apply_tags(ec2, [image_id], tags)
-    apply_sharing(ec2, image_id, (snapshot,), req.sharing)
+    apply_sharing(ec2, image_id, snapshots, req.sharing)
     image_available(ec2, image_id, timeout=req.timeout, interval=req.poll_interval)
-    return RegionImage(req.region, image_id, (snapshot,), "registered")
+    return RegionImage(req.region, image_id, snapshots, "registered")
+
+
+def data_volume_snapshots(clients: Any, req: PublishRequest, result: PublishResult,
+                          progress: Progress) -> list[tuple[DataVolumeFacts, str]]:
+    """Each data volume image of the build (seed 000) as a snapshot, reused when an earlier run made it."""
+    ec2 = clients.client("ec2", req.region)
+    done = []
+    for vol in req.facts.data_volumes:
+        facts = replace(req.facts, path=vol.path, size=vol.size, sha256=vol.sha256, data_volumes=())
+        vreq = replace(req, facts=facts, register=replace(req.register, name=f"{req.register.name} {vol.name}"))
+        sha = image_sha256(facts)
+        snap = find_finished_snapshot(ec2, sha, vreq.register.name, progress)
+        if snap is None:
+            root_upload = result.upload
+            snap = upload(clients, vreq, sha, result, progress)
+            result.upload = root_upload
+        snapshot_completed(ec2, snap, timeout=req.timeout, interval=req.poll_interval)
+        apply_tags(ec2, [snap], tags_for(vreq, sha))
+        done.append((vol, snap))
+    return done
 
 
 def find_finished_snapshot(ec2: Any, sha: str, name: str, progress: Progress) -> str | None:

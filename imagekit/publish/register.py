@@ -11,11 +11,12 @@ Architecture and virtualization type are always passed: EC2 defaults to i386 and
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from imagekit.errors import UsageError
-from imagekit.publish.facts import ARCHES, BootMode, ImageFacts, Layout, Virtualization
+from imagekit.publish.facts import ARCHES, BootMode, DataVolumeFacts, ImageFacts, Layout, Virtualization
 
 NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 PV_NOTE = "PV AMIs run only on previous-generation instance types (m1, m2, m3, c1, c3, t1, ...)"
@@ -111,8 +112,9 @@ def root_device(facts: ImageFacts) -> str:
     return "/dev/sda" if facts.layout.partitioned else "/dev/sda1"
 
 
-def register_params(facts: ImageFacts, opts: RegisterOptions, snapshot_id: str, volume_gib: int) -> dict[str, Any]:
-    """The exact RegisterImage request for this image (check_combination first)."""
+def register_params(facts: ImageFacts, opts: RegisterOptions, snapshot_id: str, volume_gib: int,
+                    data_snapshots: Sequence[tuple[DataVolumeFacts, str]] = ()) -> dict[str, Any]:
+    """The exact RegisterImage request for this image (check_combination first); data volumes mapped last."""
     pv = is_pv(facts)
     root = root_device(facts)
     ebs = {
@@ -135,16 +137,28 @@ def register_params(facts: ImageFacts, opts: RegisterOptions, snapshot_id: str, 
             raise UsageError("a paravirtual image needs a PV-GRUB kernel: pass --kernel-id auto or an aki- id")
         params["KernelId"] = opts.kernel_id
         params["BlockDeviceMappings"].append({"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"})
+        params["BlockDeviceMappings"] += data_mappings(data_snapshots, str(ebs["VolumeType"]))
         return params
     params["EnaSupport"] = opts.ena is not False
     if opts.sriov is not False:
         params["SriovNetSupport"] = "simple"
     params["BootMode"] = boot_mode(facts, opts).value
+    params["BlockDeviceMappings"] += data_mappings(data_snapshots, str(ebs["VolumeType"]))
     if opts.imds_v2:
         params["ImdsSupport"] = "v2.0"
     if opts.tpm:
         params["TpmSupport"] = "v2.0"
     return params
+
+
+def data_mappings(data_snapshots: Sequence[tuple[DataVolumeFacts, str]], volume_type: str) -> list[dict[str, Any]]:
+    """One EBS mapping per data volume (seed 000): its snapshot on its device, DeleteOnTermination as built."""
+    return [
+        {"DeviceName": vol.device,
+         "Ebs": {"SnapshotId": snap, "VolumeSize": max(1, -(-vol.size // 2**30)), "VolumeType": volume_type,
+                 "DeleteOnTermination": vol.delete_on_termination}}
+        for vol, snap in data_snapshots
+    ]
 
 
 def pvgrub_image_name(arch: str, version: str = "1.05") -> str:

@@ -1,0 +1,84 @@
+"""`imagekit userdata render TEMPLATE.j2 --var k=v [--gzip] [-o OUT]` and `... render --check FILE`.
+
+stdout: the user-data itself (without -o), or with -o / --check a one-line summary (or --json);
+notes on stderr. Over EC2's 16384-byte limit: exit 1, saying by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from imagekit.errors import UsageError
+
+
+@click.group("userdata")
+def command() -> None:
+    """EC2 user-data: render a template within EC2's 16 KB limit, or check a file."""
+
+
+def _summary(name: str, ud: object, json_output: bool) -> None:
+    from imagekit.userdata import LIMIT, UserData
+
+    assert isinstance(ud, UserData)
+    if json_output:
+        click.echo(json.dumps({"file": name, "bytes": ud.size, "raw_bytes": ud.raw_size, "gzip": ud.gzipped,
+                               "kind": ud.kind, "limit": LIMIT, "spare": ud.spare}, indent=2))
+    else:
+        click.echo(f"{name}: {ud.size} bytes ({ud.kind}), {ud.spare} to spare of {LIMIT}")
+
+
+@command.command("render")
+@click.argument("template", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="A template variable (repeatable); NAME=@FILE reads the value from FILE.")
+@click.option("--gzip", "use_gzip", is_flag=True, help="gzip the output (it must still fit in 16384 bytes).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the user-data here (default: stdout).")
+@click.option("--check", "check_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Only check FILE (size, kind, cloud-config YAML); render nothing.")
+@click.option("--json", "json_output", is_flag=True, help="Print a JSON summary (with -o or --check).")
+def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, output: Path | None,
+           check_file: Path | None, json_output: bool) -> None:
+    """Render TEMPLATE (jinja2: a shell script or #cloud-config) into EC2 user-data."""
+    from imagekit.userdata import check_cloud_config, check_data, encode, parse_vars, render_template, write_atomic
+
+    if check_file is not None:
+        if template is not None or variables or use_gzip or output is not None:
+            raise UsageError("--check FILE takes no TEMPLATE, --var, --gzip or -o")
+        try:
+            data = check_file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--check: cannot read {check_file}: {exc.strerror}") from None
+        _summary(str(check_file), check_data(data, str(check_file)), json_output)
+        return
+    if template is None:
+        raise UsageError("give a TEMPLATE to render, or --check FILE")
+    text = render_template(template, parse_vars(variables))
+    ud = encode(text, use_gzip=use_gzip, name=str(template))
+    if ud.kind.endswith("cloud-config") or ud.kind == "gzip (cloud-config)":
+        check_cloud_config(text.encode(), f"{template} (rendered)")
+    if output is None:
+        if json_output:
+            raise UsageError("--json needs -o OUT (stdout carries the user-data)")
+        if ud.gzipped and sys.stdout.isatty():
+            raise UsageError("--gzip output is binary: write it with -o OUT or redirect stdout")
+        sys.stdout.buffer.write(ud.data)
+        sys.stdout.flush()
+        click.echo(f"{ud.size} bytes ({ud.kind}), {ud.spare} to spare", err=True)
+        return
+    write_atomic(output, ud.data)
+    _summary(str(output), ud, json_output)
+
+
+@command.command("check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "json_output", is_flag=True, help="Print a JSON summary.")
+@click.pass_context
+def check(ctx: click.Context, file: Path, json_output: bool) -> None:
+    """Check FILE as user-data (same as `render --check FILE`)."""
+    ctx.invoke(render, template=None, variables=(), use_gzip=False, output=None, check_file=file,
+               json_output=json_output)
