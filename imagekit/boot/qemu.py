@@ -83,12 +83,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def qemu_process(argv: Sequence[str], stderr_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """QEMU, started in its own session; stopped (TERM, then KILL) when the block ends, however it ends."""
+def qemu_process(argv: Sequence[str], stderr_path: Path,
+                 stdout_path: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """QEMU (or `xl console`), started in its own session; stopped (TERM, then KILL) when the block ends,
+    however it ends. Its stdout goes to `stdout_path` when given (a console read from stdout)."""
     log.info("+ %s", shlex.join(argv))
-    with open(stderr_path, "wb") as err:
+    with open(stderr_path, "wb") as err, open(stdout_path or stderr_path, "ab") as out:
         try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                     start_new_session=True, preexec_fn=_die_with_parent)
         except FileNotFoundError:
             raise CommandFailed(list(argv), 127) from None
@@ -134,7 +136,7 @@ class _LogReader:
 
 
 def run_qemu(argv: Sequence[str], serial_log: Path, watcher: Watcher, *, timeout: float,
-             silence: float) -> Outcome:
+             silence: float, console_on_stdout: bool = False) -> Outcome:
     """Run QEMU until the watcher sees an end state, QEMU exits, `timeout` passes or `silence` seconds pass
     without console output. Returns how it ended; QEMU is gone when this returns."""
     serial_log.write_bytes(b"")
@@ -143,7 +145,7 @@ def run_qemu(argv: Sequence[str], serial_log: Path, watcher: Watcher, *, timeout
     start = time.monotonic()
     last_output = start
     timed_out, silent_for, stop_at = False, None, None
-    with qemu_process(argv, stderr_path) as proc:
+    with qemu_process(argv, stderr_path, serial_log if console_on_stdout else None) as proc:
         while True:
             now = time.monotonic()
             lines = reader.read(now)

@@ -8,7 +8,10 @@ console is GRUB's console). The disk is `xvda`; an hd0 image is attached as the 
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,19 +27,22 @@ if TYPE_CHECKING:
     from imagekit.progress import Progress
 
 GRUB_XEN_DIR = Path("/usr/lib/grub/x86_64-xen")
-XEN_MODULES = tuple(m for m in MODULES if m not in ("biosdisk", "linux16", "serial", "terminfo"))
+XEN_MODULES = (*(m for m in MODULES if m not in ("biosdisk", "linux16", "serial", "terminfo")), "search")
 
 
 def xen_grub_cfg(variant: Variant) -> str:
-    """pvgrub2's config: find the disk holding menu.lst the way the AKI variant names it, then load it."""
-    device = "xvda1" if variant is Variant.HD0 else "xvda"
-    root = f"(xen/{device})" if variant is Variant.HD0 else f"(xen/{device},msdos1)"
+    """pvgrub2's config: find menu.lst on the one disk attached, then read it as PV-GRUB would.
+
+    GRUB names Xen disks after their xenstore ids, so the device is found with `search` rather than
+    named: the hd0/hd00 difference is in how the disk is attached (see xl_config). This accepts a
+    menu.lst on a later partition too, which PV-GRUB 1.03 would not (the QEMU loader is exact).
+    """
     return "\n".join([
         "set pager=0",
-        f"set root={root}",
         f"echo \"imagekit-pvgrub: {variant} AKI (pvgrub2), reading {variant.legacy_root}{MENU_LST}\"",
-        f"if [ -f {root}{MENU_LST} ]; then",
-        f"  legacy_configfile {root}{MENU_LST}",
+        f"if search --no-floppy --file --set=root {MENU_LST}; then",
+        f"  legacy_source ($root){MENU_LST}",
+        "  set timeout=0",
         "else",
         f"  echo \"imagekit-pvgrub: {variant.legacy_root}{MENU_LST} not found (the {variant} AKI looks only there)\"",
         "fi",
@@ -94,7 +100,45 @@ def check_dom0() -> None:
                          hint="boot under QEMU instead (the default), or run on a Xen dom0") from None
 
 
+@contextmanager
+def xen_domain(config: Path, name: str) -> Iterator[str]:
+    """A PV domain from `config`, destroyed when the block ends."""
+    run(["xl", "create", config])
+    try:
+        yield name
+    finally:
+        with suppress(CommandFailed):
+            run(["xl", "destroy", name])
+
+
 def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport:
+    """Boot under a real dom0 with pvgrub2; the console is read through `xl console`. Not run in CI."""
+    from imagekit.accel import Accel, detect
+    from imagekit.boot import guest
+    from imagekit.boot.console import Watcher
+    from imagekit.boot.harness import build_report, prepare_overlay, save_log
+    from imagekit.boot.overlay import overlay
+    from imagekit.boot.qemu import run_qemu
+
     check_dom0()
-    raise ImagekitError("--hypervisor xen: booting under a dom0 is not implemented yet "
-                        "(the xl config and the pvgrub2 image are: see imagekit.boot.xen)")
+    libguestfs_accel = detect(opts.accel)
+    with tempfile.TemporaryDirectory(prefix="imagekit-boot-xen-") as tmp:
+        workdir = Path(tmp)
+        with overlay(image, workdir) as ov:
+            with progress.stage("prepare", "overlay, probe") as stage, \
+                    guest.open_guest(ov, libguestfs_accel, image.path.name) as g:
+                prepared = prepare_overlay(g, image, opts, "pvgrub", workdir)
+            if prepared.disk.variant is None:
+                raise ImagekitError("--hypervisor xen: not a PV-GRUB image")
+            name = f"imagekit-boot-{os.getpid()}"
+            config = workdir / "domain.cfg"
+            config.write_text(xl_config(name, kernel=build_pvgrub2(prepared.disk.variant), disk=ov,
+                                        disk_format="qcow2", variant=prepared.disk.variant,
+                                        memory_mb=opts.memory_mb, cpus=opts.cpus))
+            log, watcher = workdir / "console.log", Watcher()
+            with progress.stage("boot", "pvgrub2 under Xen"), xen_domain(config, name):
+                outcome = run_qemu(["xl", "console", name], log, watcher, timeout=opts.timeout,
+                                   silence=opts.silence, console_on_stdout=True)
+            saved = save_log(log, opts.serial_log or image.path.with_name(image.path.name + ".serial.log"))
+    return build_report(opts, image, "pvgrub", Accel("xen", "Xen dom0 (xl info works)"), prepared, watcher,
+                        outcome, saved, stage.seconds)

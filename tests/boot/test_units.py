@@ -79,7 +79,7 @@ def test_pvgrub2_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image = xen.build_pvgrub2(Variant.HD0)
     assert image.read_bytes()[:4] == b"\x7fELF"
     strings = subprocess.run(["strings", image], capture_output=True, text=True).stdout
-    assert "legacy_configfile (xen/xvda1)/boot/grub/menu.lst" in strings
+    assert "legacy_source ($root)/boot/grub/menu.lst" in strings
 
 
 def test_xen_without_dom0_exits_2(tmp_path: Path) -> None:
