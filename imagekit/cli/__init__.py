@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "aki": "aki",
     "boot": "boot",
     "build": "build",
+    "diff": "diff",
     "kernel": "kernel",
     "lint": "lint",
     "local-cloud": "local_cloud", "publish": "publish", "published": "published",
