@@ -36,7 +36,7 @@ class RecipeError(UsageError):
 
     def __init__(self, path: str | PathLike[str], key: str | None, message: str, **kw: str | None) -> None:
         where = f"{path}: {key}: " if key else f"{path}: "
-        super().__init__(where + message, **kw)  # type: ignore[arg-type]
+        super().__init__(where + message, **kw)
         self.path = str(path)
         self.key = key
 

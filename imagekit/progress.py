@@ -13,7 +13,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Bar(Protocol):
@@ -55,7 +58,7 @@ class Progress:
             return cls("quiet")
         return cls("tty" if sys.stderr.isatty() else "plain")
 
-    def _console(self):  # type: ignore[no-untyped-def]
+    def _console(self) -> Console:
         from rich.console import Console
 
         return Console(stderr=True, highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -327,7 +328,7 @@ class Recipe(_Model):
         return self.filesystems.boot or self.filesystems.root
 
 
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     """(key, message) for one pydantic error, in imagekit's words."""
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))]
     # drop discriminator tags pydantic inserts, e.g. ('rootfs', 'bootstrap', 'suite')

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from imagekit.image.sizing import measure_tree, read_superblock
+from imagekit.image.sizing import read_superblock
 from tests.util import run_imagekit
 
 
