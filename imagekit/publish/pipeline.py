@@ -158,20 +158,23 @@ def data_volume_snapshots(clients: Any, req: PublishRequest, result: PublishResu
 
 
 def find_finished_snapshot(ec2: Any, sha: str, name: str, progress: Progress) -> str | None:
-    """A completed snapshot of this very image from an earlier run that stopped before registering."""
-    snaps = ec2.describe_snapshots(
-        OwnerIds=["self"],
-        Filters=[{"Name": f"tag:{SHA_TAG}", "Values": [sha]}, {"Name": f"tag:{NAME_TAG}", "Values": [name]}],
-    )["Snapshots"]
+    """A completed snapshot of this very image (same sha256), whatever AMI name it was uploaded for.
+
+    Keyed on the image's sha256 alone: an interrupted run's snapshot is reused, and so is the snapshot
+    of an identical (reproducible) rebuild published before under another name: nothing is uploaded.
+    """
+    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{SHA_TAG}", "Values": [sha]}])
+    snaps = found["Snapshots"]
     for snap in snaps:
         if snap.get("State") != "completed":
             progress.warn(
                 f"snapshot {snap['SnapshotId']} ({snap.get('State')}) is left from an interrupted upload of this "
                 f"image: delete it with `aws ec2 delete-snapshot --snapshot-id {snap['SnapshotId']}`"
             )
-    done = [s for s in snaps if s.get("State") == "completed"]
+    done = sorted((s for s in snaps if s.get("State") == "completed"),
+                  key=lambda s: not any(t.get("Key") == NAME_TAG and t.get("Value") == name for t in s.get("Tags", [])))
     if done:
-        progress.info(f"reusing snapshot {done[0]['SnapshotId']} from an earlier run")
+        progress.info(f"reusing snapshot {done[0]['SnapshotId']}: it holds this very image (sha256 {sha[:12]}...)")
         return str(done[0]["SnapshotId"])
     return None
 

@@ -66,6 +66,21 @@ def test_republish_uploads_nothing_and_copies_are_tagged_and_shared(
     assert {r.how for r in second.regions.values()} == {"existing"}
 
 
+def test_identical_rebuild_under_a_new_name_uploads_nothing(
+    recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    """Publishing keys on the image's sha256: the same bytes under a new AMI name reuse the snapshot."""
+    image = make_image("pv")
+    first = publish(recorded_clients, request(image, unique_name), Progress())
+    recorder.calls.clear()
+    second = publish(recorded_clients, request(image, unique_name + "-again"), Progress())
+    names = recorder.names()
+    assert not ({"StartSnapshot", "PutSnapshotBlock", "CompleteSnapshot"} & names), names
+    assert "RegisterImage" in names  # a new name is a new AMI, from the snapshot already there
+    assert second.regions["us-east-1"].snapshot_ids == first.regions["us-east-1"].snapshot_ids
+    assert second.regions["us-east-1"].image_id != first.regions["us-east-1"].image_id
+
+
 def test_failed_upload_leaves_no_snapshot_behind(
     clients: Any, make_image: Callable[..., SparseImage], unique_name: str
 ) -> None:
