@@ -146,18 +146,12 @@ def read_sides(a: Path, b: Path, progress: Progress) -> tuple[Side, Side]:
         return from_manifest(_load_json(a)), from_manifest(_load_json(b))
     if a.suffix == ".json" or b.suffix == ".json":
         raise UsageError("diff: give two images or two manifests, not one of each")
-    import guestfs
+    from imagekit.appliance import drive_format, guestfs_handle
 
-    from imagekit.accel import detect
-    from imagekit.lint.view import _drive_format
-
-    g = guestfs.GuestFS(python_return_dict=True)
+    g = guestfs_handle()
     try:
-        if detect().name == "tcg":
-            g.set_backend("direct")
-            g.set_backend_settings(["force_tcg"])
         for p in (a, b):
-            g.add_drive_opts(os.fspath(p), readonly=True, format=_drive_format(p))
+            g.add_drive_opts(os.fspath(p), readonly=True, format=drive_format(p))
         with progress.stage("diff", "launch libguestfs"):
             g.launch()
         sides = []

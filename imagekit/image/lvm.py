@@ -82,15 +82,10 @@ def set_mbr_type(image: Path, partition: int, type_id: int) -> None:
 
 def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan]) -> None:
     """One libguestfs launch: PV on partition N, the VG, the LVs in order, mkswap on the swap ones."""
-    import guestfs
+    from imagekit.appliance import guestfs_handle
 
-    from imagekit.accel import detect
-
-    g = guestfs.GuestFS(python_return_dict=True)
+    g = guestfs_handle()
     try:
-        if detect().name == "tcg":
-            g.set_backend("direct")
-            g.set_backend_settings(["force_tcg"])
         g.add_drive_opts(os.fspath(image), format="raw", readonly=False)
         g.launch()
         device = f"{g.list_devices()[0]}{partition}"

@@ -169,28 +169,17 @@ class ImageView:
             return Path(local).read_bytes()
 
 
-def _drive_format(image: Path) -> str:
-    with open(image, "rb") as f:
-        head = f.read(4)
-    return "qcow2" if head == b"QFI\xfb" else "raw"
-
-
 @contextmanager
 def open_view(image: str | os.PathLike[str]) -> Iterator[ImageView]:
     """Launch libguestfs on `image`, read-only, and close it (shutdown, then close) on the way out."""
-    import guestfs
-
-    from imagekit.accel import detect
+    from imagekit.appliance import drive_format, guestfs_handle
 
     path = Path(image)
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
-    g = guestfs.GuestFS(python_return_dict=True)
+    g = guestfs_handle()
     try:
-        if detect().name == "tcg":
-            g.set_backend("direct")
-            g.set_backend_settings(["force_tcg"])
-        g.add_drive_opts(os.fspath(path), readonly=True, format=_drive_format(path))
+        g.add_drive_opts(os.fspath(path), readonly=True, format=drive_format(path))
         try:
             g.launch()
         except RuntimeError as exc:
