@@ -38,7 +38,7 @@ from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_file
 from imagekit.image.layout import Placement, align_up, boot_overhead, plan_layout
 from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
-from imagekit.image.sizing import BLOCK, fits, measure_tree, probe, read_superblock, smallest_size
+from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
 from imagekit.kernels import KernelProfile, load_profile
 from imagekit.manifest import image_facts, write_manifest
 from imagekit.progress import Progress
@@ -76,9 +76,8 @@ def _fs_key(place: Placement) -> str:
     return "filesystems.boot.size" if place.mountpoint == "/boot" else "size"
 
 
-def check_fits(recipe: Recipe, place: Placement, tree: Tree, *, boot: bool) -> None:
+def check_fits(recipe: Recipe, place: Placement, usage: TreeUsage, *, boot: bool) -> None:
     """Fail before writing anything when the tree cannot fit its filesystem, saying by how much."""
-    usage = measure_tree(tree.path)
     if place.fs.type not in EXT:  # xfs, btrfs: no probe; their metadata is small next to a /boot
         if usage.bytes + (16 << 20) > place.size:
             short = -(-(usage.bytes + (16 << 20) - place.size) // MiB)
@@ -95,11 +94,10 @@ def check_fits(recipe: Recipe, place: Placement, tree: Tree, *, boot: bool) -> N
                       f"journal included) but gets {place.size >> 20} MiB: short by {(need - place.size) >> 20} MiB")
 
 
-def decide_size(recipe: Recipe, tree: Tree, *, boot: bool) -> int:
+def decide_size(recipe: Recipe, usage: TreeUsage, *, boot: bool) -> int:
     """The disk size: the recipe's, or for size = "auto" the smallest whole GiB holding the tree plus `free`."""
     if recipe.size != "auto":
         return int(recipe.size)
-    usage = measure_tree(tree.path)
     free = int(usage.bytes * recipe.free) if isinstance(recipe.free, float) else recipe.free
     root = recipe.filesystems.root
     if root.type not in EXT:
@@ -163,11 +161,12 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         packages = installed_packages(tree)
         trees = split_mounts(recipe, tree, workdir)  # logical volumes and copy-initialised data volumes
         with progress.stage("size", "measure the tree against mke2fs"):
-            disk_size, placements = plan_layout(recipe, decide_size(recipe, tree, boot=boot_tree is None))
+            root_usage = measure_tree(tree.path)
+            boot_usage = measure_tree(boot_tree.path) if boot_tree else root_usage
+            disk_size, placements = plan_layout(recipe, decide_size(recipe, root_usage, boot=boot_tree is None))
             for place in placements:
                 is_boot = place.mountpoint == "/boot"
-                check_fits(recipe, place, boot_tree if is_boot and boot_tree else tree,
-                           boot=is_boot or boot_tree is None)
+                check_fits(recipe, place, boot_usage if is_boot else root_usage, boot=is_boot or boot_tree is None)
 
         with progress.stage("image", f"{recipe.layout.value}, {disk_size >> 20} MiB"):
             if recipe.lvm is not None:  # /boot + LVM physical volume (imagekit/image/lvm.py)
