@@ -40,7 +40,7 @@ from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
 from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
 from imagekit.kernels import KernelProfile, load_profile
-from imagekit.manifest import image_facts, write_manifest
+from imagekit.manifest import start_image_facts, write_manifest
 from imagekit.progress import Progress
 from imagekit.recipe import GiB, Layout, MiB, Recipe
 from imagekit.reproducible import clamp_times, resolve_epoch
@@ -181,10 +181,9 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         if recipe.volumes:
             with progress.stage("volumes", ", ".join(v.name for v in recipe.volumes)):
                 volume_images = make_volume_images(recipe, output, trees, workdir, epoch, stack)
-        with progress.stage("manifest", "sha256"):
-            facts = image_facts(partial)
-        facts["path"] = output.name
-        manifest = {
+        pending = start_image_facts(partial)  # the sha256 runs beside the rest of the build
+        shutil.rmtree(tree.path, ignore_errors=True)  # the staged tree is no longer needed
+        manifest: dict[str, Any] = {
             "imagekit": __version__,
             "name": recipe.name,
             "recipe": {"path": str(recipe.path), "sha256": recipe.sha256},
@@ -192,7 +191,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             "layout": recipe.layout.value,
             "virtualization": "paravirtual",
             "boot_mode": None,
-            "image": facts,
+            "image": None,  # filled in when the digest is done
             "filesystems": filesystems,
             "kernel": {"profile": profile.name, "version": kernel.version,
                        "path": boot_path(recipe, kernel.kernel), "xen_pv": profile.xen_pv},
@@ -205,6 +204,8 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         }
         manifest["data_volumes"] = volume_records(recipe, volume_images)
         manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
+        with progress.stage("manifest", "sha256"):
+            manifest["image"] = {**pending.result(), "path": output.name}
         manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
         os.replace(partial, output)
         commit_volume_images(volume_images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
 def image_facts(path: Path) -> dict[str, Any]:
     st = path.stat()
     return {"path": path.name, "size": st.st_size, "allocated": st.st_blocks * 512, "sha256": sha256_file(path)}
+
+
+def start_image_facts(path: Path) -> Future[dict[str, Any]]:
+    """`image_facts` in a background thread (hashlib releases the GIL), so the digest of a finished image
+    overlaps whatever the build still has to do: removing the staged tree, reading usage, linting."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagekit-sha256")
+    future = pool.submit(image_facts, path)
+    pool.shutdown(wait=False)
+    return future
 
 
 def write_manifest(image: Path, data: dict[str, Any]) -> Path:
