@@ -13,14 +13,18 @@ from imagekit.progress import Progress
 
 @click.command("lint")
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--target", type=click.Choice(["pv", "hvm", "nitro"]), default="pv", show_default=True,
-              help="Where the image must boot: pv (PV-GRUB), hvm (Xen HVM and Nitro), nitro.")
+@click.option("--target", type=click.Choice(["pv", "hvm", "nitro"]), default=None,
+              help="Where the image must boot: pv (PV-GRUB), hvm (Xen HVM and Nitro), nitro (NVMe, ENA, serial "
+                   "console). Default: hvm for an HVM image (its manifest, else GPT or GRUB in the MBR), else pv.")
 @click.option("--arch", default=None, help="x86_64 or i386 (default: the build manifest's, else x86_64).")
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def command(image: str, target: str, arch: str | None, json_output: bool) -> None:
+def command(image: str, target: str | None, arch: str | None, json_output: bool) -> None:
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error."""
-    from imagekit.lint import Severity, has_errors, lint_image
+    from pathlib import Path
 
+    from imagekit.lint import Severity, default_target, has_errors, lint_image
+
+    target = target or default_target(Path(image))
     progress = Progress.for_cli(json_output)
     findings = lint_image(image, target=target, progress=progress, arch=arch)
     errors = sum(f.severity is Severity.ERROR for f in findings)

@@ -18,13 +18,21 @@ from imagekit.errors import UsageError
 from imagekit.kernel.config import Target
 from imagekit.lint.disk import boot_filesystem, check_disk, grub_device, mountable
 from imagekit.lint.findings import RULES, Finding, Severity, finding
+from imagekit.lint.grubcfg import (
+    CFG_PATHS,
+    check_esp,
+    check_grub_cfg,
+    check_nitro_cmdline,
+    entry_kernels,
+    find_grub_cfg,
+)
 from imagekit.lint.kernel import KernelFiles, check_cmdline, check_kernel
 from imagekit.lint.menu import BootMenu, check_menu
 from imagekit.lint.system import check_fstab, check_hvm_boot, check_root_arg, root_filesystem
 from imagekit.lint.view import Filesystem, ImageView, open_view
 from imagekit.progress import Progress
 
-__all__ = ["RULES", "Finding", "Severity", "has_errors", "lint_image", "lint_view"]
+__all__ = ["RULES", "Finding", "Severity", "default_target", "has_errors", "lint_image", "lint_view"]
 
 MAX_KERNELS = 3  # kernels judged per image (each one is read out of the appliance)
 
@@ -49,13 +57,30 @@ def _read_manifest(image: Path) -> dict[str, Any] | None:
         return None
 
 
+def default_target(image: Path) -> str:
+    """pv or hvm, for an image linted without --target: its manifest's virtualization, else its first
+    sector (a GPT protective MBR or GRUB 2 boot code means HVM; PV-GRUB images carry no boot code)."""
+    manifest = _read_manifest(image) if image.is_file() else None
+    if manifest and manifest.get("virtualization") in ("hvm", "paravirtual"):
+        return "hvm" if manifest["virtualization"] == "hvm" else "pv"
+    try:
+        with open(image, "rb") as f:
+            mbr = f.read(512)
+    except OSError:
+        return "pv"
+    if len(mbr) == 512 and mbr[510:512] == b"\x55\xaa" and (mbr[450] == 0xEE or b"GRUB" in mbr[:440]):
+        return "hvm"
+    return "pv"
+
+
 def lint_image(
-    path: str | os.PathLike[str], target: str = "pv", progress: Progress | None = None,
+    path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
     arch: str | None = None,
 ) -> list[Finding]:
-    """Every finding for the image at `path` on `target` (pv, hvm or nitro). Never writes to it."""
-    tgt = _target(target)
+    """Every finding for the image at `path` on `target` (pv, hvm or nitro; default: `default_target`).
+    Never writes to it."""
     image = Path(path)
+    tgt = _target(target or default_target(image))
     manifest = _read_manifest(image) if image.is_file() else None
     arch = arch or (manifest or {}).get("arch") or "x86_64"
     progress = progress or Progress("quiet")
@@ -94,16 +119,24 @@ def _hvm_kernels(view: ImageView) -> list[KernelFiles]:
     return kernels
 
 
-def _grub_cfg_args(view: ImageView) -> tuple[str, str] | None:
-    """The first `linux` line's arguments in a GRUB 2 grub.cfg (HVM images), with where it was."""
-    for fs in mountable(view):
-        for path in ("/boot/grub/grub.cfg", "/grub/grub.cfg"):
-            text = view.read_text(fs.device, path)
-            for line in (text or "").splitlines():
-                words = line.split()
-                if words and words[0] in ("linux", "linuxefi") and len(words) > 1:
-                    return f"{fs.device}:{path}", " ".join(words[2:])
-    return None
+def _hvm_boot(view: ImageView, findings: list[Finding]) -> tuple[list[tuple[str, str]], list[KernelFiles]]:
+    """grub.cfg's entries (the default first): their kernel command lines and the kernels they load."""
+    menu, problems = find_grub_cfg(view)
+    findings += problems
+    if menu is None:
+        if not problems:
+            grub_in_mbr = b"GRUB" in view.disk_bytes(0, 440)
+            findings.append(finding("grubcfg-missing", "disk", f"no {' or '.join(CFG_PATHS)} on any filesystem"
+                                    + (": GRUB in the MBR stops at its prompt" if grub_in_mbr else ""),
+                                    "generate grub.cfg (imagekit writes one for the HVM layouts)",
+                                    severity=None if grub_in_mbr else Severity.WARNING))
+        return [], _hvm_kernels(view)
+    problems, loaded = check_grub_cfg(view, menu)
+    findings += problems
+    chosen = menu.cfg.pick(menu.cfg.default or "0")
+    loaded.sort(key=lambda item: item.entry is not chosen)
+    cmdlines = [(f"{menu.where} entry {item.entry.title!r}", item.entry.args) for item in loaded if item.entry.linux]
+    return cmdlines, entry_kernels(loaded) or _hvm_kernels(view)
 
 
 def _root_arg(args: str) -> str | None:
@@ -133,11 +166,11 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
                 chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
                 cmdlines.insert(0, chosen)
     else:
-        kernels = _hvm_kernels(view)
-        found = _grub_cfg_args(view)
-        cmdlines = [found] if found else []
+        cmdlines, kernels = _hvm_boot(view, findings)
+        findings += check_esp(view)
     for where, args in cmdlines:
         findings += check_cmdline(where, args, target)
+        findings += check_nitro_cmdline(where, args, target)
         findings += check_root_arg(view, where, _root_arg(args), target)
     root_fs = root_filesystem(view, _root_arg(cmdlines[0][1]) if cmdlines else None)
     fs_types = _fs_types(view, root_fs)

@@ -68,6 +68,17 @@ RULES: dict[str, tuple[Severity, str]] = {
     # HVM / Nitro
     "hvm-driver-missing": (Severity.ERROR, "NVMe or ENA driver neither built in nor in the initrd"),
     "hvm-bootloader-missing": (Severity.ERROR, "no bootloader for the boot mode"),
+    "grubcfg-missing": (Severity.ERROR, "GRUB 2 is installed but there is no grub.cfg"),
+    "grubcfg-parse": (Severity.ERROR, "grub.cfg does not parse"),
+    "grubcfg-no-entries": (Severity.ERROR, "grub.cfg has no menuentry"),
+    "grubcfg-default": (Severity.ERROR, "set default names no entry"),
+    "grubcfg-fallback": (Severity.ERROR, "set fallback names no entry"),
+    "grubcfg-search-unresolved": (Severity.ERROR, "an entry's search or root finds no filesystem in the image"),
+    "grubcfg-kernel-missing": (Severity.ERROR, "an entry's linux file does not exist"),
+    "grubcfg-initrd-missing": (Severity.ERROR, "an entry's initrd file does not exist"),
+    "grubcfg-no-serial": (Severity.WARNING, "GRUB's menu and errors do not reach the serial console"),
+    "esp-not-fat32": (Severity.ERROR, "the EFI system partition is not FAT32"),
+    "cmdline-nvme-timeout": (Severity.WARNING, "nvme_core.io_timeout is not raised for EBS on Nitro"),
 }
 
 

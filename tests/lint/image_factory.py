@@ -58,9 +58,10 @@ def partitioned(image: Path, label: str, parts: list[tuple[Path, str]]) -> None:
         offset += -(-size // MiB) * MiB
 
 
-def mkvfat(image: Path, tree: Path, size: int) -> None:
+def mkvfat(image: Path, tree: Path, size: int, fat: int | None = None) -> None:
     image.unlink(missing_ok=True)
-    sh("mkfs.vfat", "-C", image, str(size // 1024))
+    fat_args = (["-F", str(fat)] if fat else []) + (["-s", "1"] if fat == 32 else [])
+    sh("mkfs.vfat", *fat_args, "-C", image, str(size // 1024))
     for path in sorted(tree.rglob("*")):
         inner = "::/" + str(path.relative_to(tree))
         if path.is_dir():
