@@ -8,9 +8,12 @@ e2fsck -fn. No libguestfs, so these are fast.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import re
+import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,3 +148,98 @@ def test_hvm_separate_boot(small_recipe: Callable[..., Path], tmp_path: Path) ->
     assert_grub_cfg(image, manifest, boot["offset"], boot["uuid"], "")
     assert "\tlinux /vmlinuz-" in manifest["grub_cfg"]["text"]
     e2fsck(image, boot["offset"])
+
+
+@pytest.mark.parametrize(("layout", "extra", "key", "message"), [
+    ("mbr-bios", '[filesystems.esp]\nsize = "64M"\n', "filesystems.esp",
+     "layout mbr-bios has no EFI system partition (gpt-uefi and gpt-hybrid have one)"),
+    ("hd00", '[filesystems.esp]\nsize = "64M"\n', "filesystems.esp",
+     "layout hd00 has no EFI system partition (gpt-uefi and gpt-hybrid have one)"),
+    ("gpt-uefi", '[filesystems.esp]\nsize = "32M"\n', "filesystems.esp.size",
+     "size 32 MiB is too small for FAT32 (at least 33 MiB)"),
+    ("gpt-hybrid", '[filesystems.esp]\nlabel = "efi part"\n', "filesystems.esp.label",
+     "label 'efi part' must be 1-11 characters of A-Z 0-9 _ - (a FAT label)"),
+    ("hd0", BOOTPART, "filesystems.boot",
+     'a separate /boot needs a partition table: use layout = "hd00" (PV) or an HVM layout'),
+], ids=["esp-on-mbr-bios", "esp-on-hd00", "esp-too-small", "esp-label", "boot-on-hd0"])
+def test_bad_hvm_recipe(small_recipe: Callable[..., Path], tmp_path: Path, layout: str, extra: str, key: str,
+                        message: str) -> None:
+    recipe = small_recipe(layout=layout, extra=extra)
+    proc = run_imagekit("build", recipe, "-o", tmp_path / "x.img")
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {recipe}: {key}: {message}\n"
+    assert not (tmp_path / "x.img").exists()
+
+
+def test_layout_option_overrides_recipe(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    """One PV recipe, two images: --layout picks the HVM layout and the HVM command line follows it."""
+    recipe = small_recipe(layout="hd00")
+    pv = build(recipe, tmp_path / "pv.img")
+    hvm = build(recipe, tmp_path / "hvm.img", "--layout", "gpt-hybrid")
+    assert (pv["layout"], pv["virtualization"], pv["boot_mode"]) == ("hd00", "paravirtual", None)
+    assert (hvm["layout"], hvm["virtualization"], hvm["boot_mode"]) == ("gpt-hybrid", "hvm", "uefi-preferred")
+    assert pv["cmdline"] == "root=LABEL=root ro console=tty0 console=hvc0"
+    assert hvm["cmdline"] == "root=LABEL=root ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+    assert "grub_cfg" not in pv and "partitions" not in pv
+    assert hvm["menu_lst"] is None and partitions(tmp_path / "hvm.img")[0] == "gpt"
+
+
+def test_layout_option_checked_like_the_recipe(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    recipe = small_recipe(layout="mbr-bios", extra=BOOTPART)
+    proc = run_imagekit("build", recipe, "-o", tmp_path / "x.img", "--layout", "hd0")
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: --layout hd0: {recipe}: filesystems.boot: a separate /boot needs a partition "
+                           'table: use layout = "hd00" (PV) or an HVM layout\n')
+    proc = run_imagekit("build", recipe, "-o", tmp_path / "x.img", "--layout", "gpt")
+    assert proc.returncode == 2 and "Invalid value for '--layout': 'gpt' is not one of" in proc.stderr
+
+
+def test_reproducible_hvm_images(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    """SOURCE_DATE_EPOCH: the same bytes twice (GPT GUIDs, FAT volume id and times, GRUB images)."""
+    recipe = small_recipe(layout="gpt-hybrid")
+    env = {"SOURCE_DATE_EPOCH": "1767225600"}
+    for name in ("a.img", "b.img"):
+        proc = run_imagekit("build", recipe, "-o", tmp_path / name, "--no-lint", env=env)
+        assert proc.returncode == 0, proc.stderr
+    assert filecmp.cmp(tmp_path / "a.img", tmp_path / "b.img", shallow=False)
+
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+SENTINEL = b"imagekit-small-init"
+
+
+def boot_firmware(image: Path, firmware: str, serial: Path, timeout: float = 180) -> bytes:
+    """Boot `image` through SeaBIOS or OVMF under QEMU (TCG); the serial output up to the sentinel."""
+    argv = ["qemu-system-x86_64", "-machine", "q35" if firmware == "ovmf" else "pc", "-accel", "tcg", "-m", "1024",
+            "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{serial}",
+            "-drive", f"file={image},format=raw,if=virtio,snapshot=on"]
+    if firmware == "ovmf":
+        variables = serial.with_suffix(".vars")
+        shutil.copyfile(OVMF_VARS, variables)
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,file={variables}"]
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and qemu.poll() is None:
+                if serial.exists() and SENTINEL in serial.read_bytes():
+                    break
+                time.sleep(1)
+        finally:
+            qemu.kill()
+    return serial.read_bytes() if serial.exists() else b""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("layout", "firmware"), [("mbr-bios", "seabios"), ("gpt-uefi", "ovmf"),
+                                                  ("gpt-hybrid", "seabios"), ("gpt-hybrid", "ovmf")])
+def test_firmware_boot(small_recipe: Callable[..., Path], tmp_path: Path, layout: str, firmware: str) -> None:
+    """The real firmware path: SeaBIOS runs boot.img/core.img, OVMF runs BOOTX64.EFI; GRUB's grub.cfg
+    boots the kernel on ttyS0 and the busybox init prints the sentinel."""
+    image = tmp_path / f"{layout}.img"
+    build(small_recipe(layout=layout), image)
+    out = boot_firmware(image, firmware, tmp_path / "serial.log")
+    assert b"GNU GRUB" in out, out[-2000:]
+    assert b"Command line: BOOT_IMAGE=/boot/vmlinuz-" in out and b"console=ttyS0,115200" in out, out[-2000:]
+    assert SENTINEL in out, out[-2000:]
