@@ -243,3 +243,21 @@ def test_firmware_boot(small_recipe: Callable[..., Path], tmp_path: Path, layout
     assert b"GNU GRUB" in out, out[-2000:]
     assert b"Command line: BOOT_IMAGE=/boot/vmlinuz-" in out and b"console=ttyS0,115200" in out, out[-2000:]
     assert SENTINEL in out, out[-2000:]
+
+
+def test_esp_on_a_big_disk(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    """mkfs.fat sizes clusters by the whole file: a 2 GiB disk must still get a valid FAT32 ESP."""
+    image = tmp_path / "big.img"
+    build(small_recipe(layout="gpt-uefi", size="2G", extra='[filesystems.esp]\nsize = "40M"\n'), image)
+    _, parts = partitions(image)
+    esp = next(p for p in parts if p["type"] == ESP)
+    assert esp["size"] == 40 * 2048
+    fat = tmp_path / "esp.fat"
+    with open(image, "rb") as f:
+        f.seek(esp["start"] * 512)
+        fat.write_bytes(f.read(esp["size"] * 512))
+    check = subprocess.run(["fsck.fat", "-n", fat], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Number of clusters" not in check.stdout + check.stderr
+    out = subprocess.run(["mdir", "-b", "-i", fat, "::/EFI/BOOT"], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["::/EFI/BOOT/BOOTX64.EFI"]
