@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from imagekit.boot.console import SENTINEL
+from imagekit.boot.mounts import MOUNTS_SCRIPT
 
 SERIAL_ARG = "console=ttyS0"
 PROBE_SCRIPT = "/usr/local/libexec/imagekit-probe"
@@ -43,6 +44,7 @@ failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager 2>/d
   while read -r a b rest; do case $a in *.*) printf '%s ' "$a";; *) printf '%s ' "$b";; esac; done)
 say() {{ for c in /dev/ttyS0 /dev/console; do echo "$*" 2>/dev/null > $c; done; }}
 say "IMAGEKIT-PROBE: state=${{state:-unknown}} failed=${{failed}}"
+[ -r {MOUNTS_SCRIPT} ] && . {MOUNTS_SCRIPT}
 say "{SENTINEL}"
 sleep 1
 systemctl poweroff --force --force 2>/dev/null || echo o > /proc/sysrq-trigger
