@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import imagekit
 from imagekit.boot import mounts
 from imagekit.boot.console import Watcher
+from imagekit.boot.nocloud import make_seed
 from imagekit.boot.overlay import image_file
-from imagekit.boot.probe import ProbeKind
+from imagekit.boot.probe import ProbeKind, add_kernel_arg
+from imagekit.boot.pvgrub import MENU_LST
 from imagekit.errors import UsageError
 from imagekit.imds import Config as ImdsConfig
 from imagekit.imds import read_log
@@ -41,6 +43,8 @@ INSTANCE_STORE_DEVICE = "/dev/sdb"
 FREE_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnopqrstuvwxyz"]  # EC2's advice for EBS: sdf..sdp first
 IMDS_ADDRESS = "169.254.169.254"
 SLIRP_NET = "169.254.0.0/16"  # guestfwd reaches only addresses inside slirp's own network
+NIC_ARG = "net.ifnames=0"
+NIC_WHY = "the NIC is eth0 as on EC2 PV, not virtio's ens2"
 EC2_UUID = "ec2e1916-9099-7caf-fd21-012345abcdef"  # cloud-init asks IMDSv2 only of machines that look like EC2
 
 
@@ -50,11 +54,12 @@ class AttachOptions:
     no_volumes: bool = False
     instance_store: int = DEFAULT_INSTANCE_STORE  # bytes; 0: none
     user_data: Path | None = None
+    nocloud: bool = False  # also a NoCloud `cidata` seed disk (cloud-init images)
 
 
 @dataclass(frozen=True)
 class Attachment:
-    role: str  # "instance-store" or "volume"
+    role: str  # "instance-store", "volume" or "nocloud-seed"
     name: str
     ec2_device: str  # /dev/sdb, /dev/sdh: where EC2 attaches it
     qemu_device: str  # vdb, vdc: what the guest's kernel calls it (virtio, PCI order)
@@ -186,6 +191,9 @@ def attach_disks(image: Path, manifest: dict[str, Any] | None, opts: AttachOptio
         disks.append(Attachment("volume", wanted.name, wanted.ec2_device, qemu_disk_name(1 + len(disks)), str(ov),
                                 str(wanted.path), wanted.label, wanted.mountpoint))
     imds, cfg_path = start_imds(opts, disks, workdir)
+    if opts.nocloud:
+        seed = make_seed(workdir, opts.user_data, imds)
+        disks.append(Attachment("nocloud-seed", "cidata", "-", qemu_disk_name(1 + len(disks)), str(seed), None))
     return Attached(tuple(disks), imds, cfg_path)
 
 
@@ -197,7 +205,7 @@ def block_device_mapping(disks: tuple[Attachment, ...] | list[Attachment]) -> di
         short = d.ec2_device.removeprefix("/dev/")
         if d.role == "instance-store":
             mapping["ephemeral0"] = short
-        else:
+        elif d.role == "volume":
             volumes += 1
             mapping[f"ebs{volumes}"] = short
     return mapping
@@ -231,8 +239,9 @@ def netdev_args(config: Path) -> list[str]:
 def drive_args(disks: tuple[Attachment, ...]) -> list[str]:
     args = []
     for d in disks:
-        fmt = "raw" if d.role == "instance-store" else "qcow2"
-        args += ["-drive", f"file={d.file.replace(',', ',,')},if=virtio,format={fmt},cache=unsafe"]
+        fmt = "qcow2" if d.role == "volume" else "raw"
+        ro = ",readonly=on" if d.role == "nocloud-seed" else ""
+        args += ["-drive", f"file={d.file.replace(',', ',,')},if=virtio,format={fmt},cache=unsafe{ro}"]
     return args
 
 
@@ -264,13 +273,36 @@ def attachments_report(attached: Attached) -> list[dict[str, Any]]:
     return [asdict(d) for d in attached.disks]
 
 
+def prepare_instance(g: Any, prepared: Prepared, manifest: dict[str, Any] | None, attached: Attached) -> Prepared:
+    """What the overlay gets for the instance beyond its root: the mounts probe, the NIC named eth0."""
+    return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), attached)
+
+
 def with_mounts_probe(g: Any, prepared: Prepared, manifest: dict[str, Any] | None) -> Prepared:
     """The systemd probe also reports mounts and the services ordered after them (mounts.py)."""
-    from dataclasses import replace
-
     if prepared.kind is not ProbeKind.SYSTEMD:
         return prepared
     return replace(prepared, added=(*prepared.added, *mounts.install_mounts_probe(g, manifest)))
+
+
+def name_nic_eth0(g: Any, prepared: Prepared, attached: Attached) -> Prepared:
+    """With a metadata service the guest needs its network: EC2 PV's netfront NIC is eth0 (what the images'
+    ifupdown configures), QEMU's virtio-net-pci would be ens2; `net.ifnames=0` keeps it eth0."""
+    if attached.imds is None:
+        return prepared
+    if prepared.direct is not None:
+        direct = replace(prepared.direct, append=f"{NIC_ARG} {prepared.direct.append}")
+        return replace(prepared, direct=direct, added=(*prepared.added, f"kernel command line: {NIC_ARG} ({NIC_WHY})"))
+    if prepared.menu_text is None:
+        return prepared
+    path = prepared.disk.boot_path(MENU_LST)
+    text, changed = add_kernel_arg(str(g.cat(path)), NIC_ARG)
+    if not changed:
+        return prepared
+    g.write(path, text.encode())
+    assert prepared.disk.variant is not None
+    note = f"{prepared.disk.variant.legacy_root}{MENU_LST}: {NIC_ARG} on {changed} kernel line(s) ({NIC_WHY})"
+    return replace(prepared, added=(*prepared.added, note))
 
 
 def instance_fields(attached: Attached, watcher: Watcher) -> dict[str, Any]:

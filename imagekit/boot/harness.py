@@ -21,7 +21,7 @@ from imagekit.boot.attach import (
     check_attach,
     extend_argv,
     instance_fields,
-    with_mounts_probe,
+    prepare_instance,
 )
 from imagekit.boot.console import EXPLAIN, Reason, Verdict, Watcher, context
 from imagekit.boot.direct import DirectBoot, prepare_direct
@@ -203,7 +203,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
         with overlay(image, workdir) as ov:
             with progress.stage("prepare", "overlay, probe") as stage, \
                     guest.open_guest(ov, accel, image.path.name) as g:
-                prepared = with_mounts_probe(g, prepare_overlay(g, image, opts, loader, workdir), manifest)
+                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir), manifest, attached)
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
             argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)

@@ -82,14 +82,19 @@ echo o > /proc/sysrq-trigger
 
 def add_serial_console(menu_lst: str) -> tuple[str, int]:
     """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed."""
+    return add_kernel_arg(menu_lst, SERIAL_ARG)
+
+
+def add_kernel_arg(menu_lst: str, arg: str) -> tuple[str, int]:
+    """menu.lst with `arg` put first on each kernel line that lacks it; and how many lines changed."""
     changed = 0
 
     def fix(m: re.Match[str]) -> str:
         nonlocal changed
-        if SERIAL_ARG in m["args"].split():
+        if arg in m["args"].split():
             return m[0]
         changed += 1
-        return f"{m['head']}{m['path']} {SERIAL_ARG}{' ' if m['args'] else ''}{m['args']}"
+        return f"{m['head']}{m['path']} {arg}{' ' if m['args'] else ''}{m['args']}"
 
     pattern = re.compile(r"^(?P<head>\s*kernel\s*(?:=\s*)?)(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$", re.M)
     return pattern.sub(fix, menu_lst), changed

@@ -87,8 +87,9 @@ class BootReport:
 
 def instance_lines(report: BootReport) -> list[str]:
     """Disks attached, mounts, services after mounts, user-data: the instance beyond its root volume."""
-    lines = [f"attached: {a['qemu_device']} = {a['ec2_device']} {a['role']} {a['name']}"
-             + (f" ({a['source']}, through an overlay)" if a.get("source") else "") for a in report.attachments]
+    lines = [f"attached: {a['qemu_device']} = " + (f"{a['ec2_device']} " if a["ec2_device"] != "-" else "")
+             + f"{a['role']} {a['name']}" + (f" ({a['source']}, through an overlay)" if a.get("source") else "")
+             for a in report.attachments]
     lines += describe(report.mounts, report.missing_mounts, report.services)
     if report.user_data is not None:
         got = "fetched" if report.user_data["fetched"] else "NOT fetched"

@@ -38,18 +38,21 @@ from imagekit.progress import Progress
               help="Size of the scratch instance store on the second disk (sdb, ephemeral0); 0 for none.")
 @click.option("--user-data", type=click.Path(path_type=Path), default=None,
               help="Serve this file as user-data from a local metadata service at http://169.254.169.254/.")
+@click.option("--nocloud", is_flag=True,
+              help="Also attach a NoCloud seed (FAT, label cidata: user-data, meta-data) for cloud-init images.")
 @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON.")
 def command(image: Path, loader: str | None, hypervisor: str, variant: str | None, accel: str | None,
             memory_mb: int, cpus: int, timeout: float, silence: float, serial_log: Path | None,
             volumes: tuple[Path, ...], no_volumes: bool, instance_store: str, user_data: Path | None,
-            json_output: bool) -> None:
+            nocloud: bool, json_output: bool) -> None:
     """Boot-test IMAGE; exit 0 only if it reached userspace."""
     from imagekit.boot import BootOptions, boot_image
     from imagekit.boot.attach import AttachOptions, parse_store_size
     from imagekit.boot.pvgrub import Variant
 
     attach = AttachOptions(volumes=volumes or None, no_volumes=no_volumes,
-                           instance_store=parse_store_size(instance_store), user_data=user_data)
+                           instance_store=parse_store_size(instance_store), user_data=user_data,
+                           nocloud=nocloud)
     opts = BootOptions(image=image, loader=loader, hypervisor=hypervisor,
                        variant=Variant(variant) if variant else None, accel=accel, memory_mb=memory_mb,
                        cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log, attach=attach)

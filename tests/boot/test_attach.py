@@ -180,3 +180,25 @@ def test_probe_script_is_valid_sh_and_lists_template_instances() -> None:
     assert "for pattern in postgresql.service 'postgresql@*.service'; do" in text
     assert "bad;name" not in text
     assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0
+
+
+def test_nocloud_seed_is_a_cidata_fat_disk_attached_read_only(tmp_path: Path) -> None:
+    img = tmp_path / "plain.img"
+    img.write_bytes(b"\0" * 2 * MIB)
+    user_data = tmp_path / "ud.yaml"
+    user_data.write_text("#cloud-config\nruncmd: [echo hi]\n")
+    attached = attach_disks(img, None, AttachOptions(instance_store=0, user_data=user_data, nocloud=True), tmp_path)
+    [seed] = attached.disks
+    assert (seed.role, seed.qemu_device, seed.ec2_device) == ("nocloud-seed", "vdb", "-")
+    blkid = subprocess.run(["blkid", "-o", "export", seed.file], capture_output=True, text=True).stdout
+    assert "LABEL=CIDATA" in blkid and "TYPE=vfat" in blkid
+
+    def mtype(name: str) -> str:
+        return subprocess.run(["mtype", "-i", seed.file, f"::{name}"], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert mtype("user-data") == user_data.read_text()
+    assert mtype("meta-data") == "instance-id: i-0123456789abcdef0\nlocal-hostname: ip-169-254-0-15.ec2.internal\n"
+    argv = extend_argv(ROOT_ARGV, attached)
+    assert f"file={seed.file},if=virtio,format=raw,cache=unsafe,readonly=on" in argv
+    assert Config.load(tmp_path / "imds.json").block_devices == {"ami": "sda1", "root": "/dev/sda1"}
