@@ -91,7 +91,9 @@ def parse_store_size(value: str) -> int:
     return size
 
 
-def check_attach(opts: AttachOptions) -> None:
+def check_attach(opts: AttachOptions, hypervisor: str = "qemu") -> None:
+    if hypervisor != "qemu" and (opts.volumes or opts.user_data or opts.nocloud):
+        raise UsageError(f"--hypervisor {hypervisor}: --volume, --user-data and --nocloud work under QEMU only")
     if opts.no_volumes and opts.volumes:
         raise UsageError("--no-volumes: cannot be combined with --volume")
     for path in opts.volumes or ():

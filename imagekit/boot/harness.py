@@ -185,7 +185,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     """Boot-test one image; the report says whether it reached userspace and, if not, why."""
     progress = progress or Progress()
     check_options(opts)
-    check_attach(opts.attach)
+    check_attach(opts.attach, opts.hypervisor)
     image = image_file(opts.image)
     manifest = read_manifest(image.path)
     check_paravirtual(image.path, manifest)

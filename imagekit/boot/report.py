@@ -60,6 +60,7 @@ class BootReport:
 
     def to_text(self) -> str:
         head = "booted" if self.booted else f"did not boot: {self.reason}"
+        head += " (degraded)" if self.degraded else ""
         lines = [f"{self.image}: {head}", f"  {self.explanation}: {self.detail}"]
         if self.entry:
             which = "fallback" if self.entry.fallback else "default"

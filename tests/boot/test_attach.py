@@ -125,6 +125,7 @@ def test_bad_options_exit_2(image: tuple[Path, dict], tmp_path: Path) -> None:
         (["--volume", tmp_path / "db.img.logs.img", "--no-volumes"], "error: --no-volumes: cannot be combined"),
         (["--instance-store", "lots"], "error: --instance-store: 'lots' is not a size"),
         (["--user-data", tmp_path / "nope"], "error: --user-data: "),
+        (["--hypervisor", "xen", "--volume", tmp_path / "db.img.logs.img"], "error: --hypervisor xen: --volume"),
     ]
     big = tmp_path / "big"
     big.write_bytes(b"x" * 16385)
