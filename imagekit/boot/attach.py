@@ -5,8 +5,7 @@
   degraded case). Each is attached through its own qcow2 overlay: a volume image is never written.
 - an instance store (seed 000: "a local instance-store scratch space (/dev/sdb), by default"): a sparse
   raw file in the workdir, preformatted ext3 as m1/m3 instance stores came, on the SECOND disk.
-- user-data: a local metadata service (imagekit/imds.py) reached at http://169.254.169.254/ through
-  QEMU user networking (`guestfwd=...-cmd:`), one process per guest connection, every request logged.
+- user-data: the local metadata service and its network (metadata.py); a NoCloud seed (nocloud.py).
 
 Disks are ordered as EC2 orders them: root, instance store (sdb, ephemeral0), then the volumes by
 their EC2 device name. virtio disks are named by PCI order, which is command-line order: vda, vdb, ...
@@ -14,23 +13,18 @@ their EC2 device name. virtio disks are named by PCI order, which is command-lin
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import imagekit
 from imagekit.boot import mounts
 from imagekit.boot.console import Watcher
+from imagekit.boot.metadata import name_nic_eth0, netdev_args, start_imds, user_data_report
 from imagekit.boot.nocloud import make_seed
 from imagekit.boot.overlay import image_file
-from imagekit.boot.probe import ProbeKind, add_kernel_arg
-from imagekit.boot.pvgrub import MENU_LST
+from imagekit.boot.probe import ProbeKind
 from imagekit.errors import UsageError
 from imagekit.imds import Config as ImdsConfig
-from imagekit.imds import read_log
 from imagekit.run import run
 from imagekit.userdata import LIMIT as USER_DATA_LIMIT
 
@@ -41,11 +35,6 @@ GIB = 1 << 30
 DEFAULT_INSTANCE_STORE = 4 * GIB  # m3.medium's 4 GB SSD (the instance type imds.py reports)
 INSTANCE_STORE_DEVICE = "/dev/sdb"
 FREE_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnopqrstuvwxyz"]  # EC2's advice for EBS: sdf..sdp first
-IMDS_ADDRESS = "169.254.169.254"
-SLIRP_NET = "169.254.0.0/16"  # guestfwd reaches only addresses inside slirp's own network
-NIC_ARG = "net.ifnames=0"
-NIC_WHY = "the NIC is eth0 as on EC2 PV, not virtio's ens2"
-EC2_UUID = "ec2e1916-9099-7caf-fd21-012345abcdef"  # cloud-init asks IMDSv2 only of machines that look like EC2
 
 
 @dataclass(frozen=True)
@@ -149,7 +138,10 @@ def choose_volumes(image: Path, manifest: dict[str, Any] | None, opts: AttachOpt
     for path, w in zip(opts.volumes, chosen, strict=True):
         if any(r.path == path.resolve() for r in result):
             raise UsageError(f"--volume: {path} is given twice")
-        result.append(w or Wanted(path.resolve(), next(free), path.name))
+        device = w.ec2_device if w else next(free, None)
+        if device is None:
+            raise UsageError(f"--volume: {path}: no free EC2 device name left (sdf..sdz)")
+        result.append(w or Wanted(path.resolve(), device, path.name))
     return sorted(result, key=lambda w: _device_key(w.ec2_device))
 
 
@@ -192,7 +184,7 @@ def attach_disks(image: Path, manifest: dict[str, Any] | None, opts: AttachOptio
         ov = volume_overlay(workdir, n, wanted)
         disks.append(Attachment("volume", wanted.name, wanted.ec2_device, qemu_disk_name(1 + len(disks)), str(ov),
                                 str(wanted.path), wanted.label, wanted.mountpoint))
-    imds, cfg_path = start_imds(opts, disks, workdir)
+    imds, cfg_path = start_imds(opts.user_data, block_device_mapping(disks), workdir)
     if opts.nocloud:
         seed = make_seed(workdir, opts.user_data, imds)
         disks.append(Attachment("nocloud-seed", "cidata", "-", qemu_disk_name(1 + len(disks)), str(seed), None))
@@ -211,31 +203,6 @@ def block_device_mapping(disks: tuple[Attachment, ...] | list[Attachment]) -> di
             volumes += 1
             mapping[f"ebs{volumes}"] = short
     return mapping
-
-
-def start_imds(opts: AttachOptions, disks: list[Attachment], workdir: Path) -> tuple[ImdsConfig | None, Path | None]:
-    """The metadata service's config (user-data, block devices, request log), when there is user-data."""
-    if opts.user_data is None:
-        return None, None
-    cfg = ImdsConfig(user_data=str(opts.user_data.resolve()), block_devices=block_device_mapping(disks),
-                     log=str(workdir / "imds.log"))
-    path = workdir / "imds.json"
-    cfg.save(path)
-    return cfg, path
-
-
-def imds_command(config: Path) -> str:
-    """The command QEMU runs per guest connection: this Python, this imagekit, one HTTP exchange."""
-    root = Path(imagekit.__file__).resolve().parent.parent
-    return shlex.join(["env", f"PYTHONPATH={root}", sys.executable, "-m", "imagekit.imds", os.fspath(config)])
-
-
-def netdev_args(config: Path) -> list[str]:
-    """User networking inside 169.254.0.0/16 (DHCP still works: the guest gets 169.254.0.15) with
-    169.254.169.254:80 forwarded to the metadata service."""
-    cmd = imds_command(config).replace(",", ",,")  # QEMU's option syntax: a comma inside a value is doubled
-    netdev = f"user,id=n0,net={SLIRP_NET},guestfwd=tcp:{IMDS_ADDRESS}:80-cmd:{cmd}"
-    return ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0", "-smbios", f"type=1,uuid={EC2_UUID}"]
 
 
 def drive_args(disks: tuple[Attachment, ...]) -> list[str]:
@@ -260,24 +227,13 @@ def extend_argv(argv: list[str], attached: Attached) -> list[str]:
     return out
 
 
-def user_data_report(attached: Attached) -> dict[str, Any] | None:
-    """What the guest asked the metadata service, and whether it got the user-data."""
-    if attached.imds is None or attached.imds.log is None:
-        return None
-    requests = read_log(Path(attached.imds.log))
-    fetched = any(r.get("path") in ("/latest/user-data", "/latest/user-data/") and r.get("status") == 200
-                  for r in requests)
-    return {"file": attached.imds.user_data, "fetched": fetched, "imdsv2": any(r.get("token") for r in requests),
-            "requests": [f"{r['method']} {r['path']} {r['status']}" for r in requests]}
-
-
 def attachments_report(attached: Attached) -> list[dict[str, Any]]:
     return [asdict(d) for d in attached.disks]
 
 
 def prepare_instance(g: Any, prepared: Prepared, manifest: dict[str, Any] | None, attached: Attached) -> Prepared:
     """What the overlay gets for the instance beyond its root: the mounts probe, the NIC named eth0."""
-    return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), attached)
+    return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), attached.imds)
 
 
 def with_mounts_probe(g: Any, prepared: Prepared, manifest: dict[str, Any] | None) -> Prepared:
@@ -287,29 +243,9 @@ def with_mounts_probe(g: Any, prepared: Prepared, manifest: dict[str, Any] | Non
     return replace(prepared, added=(*prepared.added, *mounts.install_mounts_probe(g, manifest)))
 
 
-def name_nic_eth0(g: Any, prepared: Prepared, attached: Attached) -> Prepared:
-    """With a metadata service the guest needs its network: EC2 PV's netfront NIC is eth0 (what the images'
-    ifupdown configures), QEMU's virtio-net-pci would be ens2; `net.ifnames=0` keeps it eth0."""
-    if attached.imds is None:
-        return prepared
-    if prepared.direct is not None:
-        direct = replace(prepared.direct, append=f"{NIC_ARG} {prepared.direct.append}")
-        return replace(prepared, direct=direct, added=(*prepared.added, f"kernel command line: {NIC_ARG} ({NIC_WHY})"))
-    if prepared.menu_text is None:
-        return prepared
-    path = prepared.disk.boot_path(MENU_LST)
-    text, changed = add_kernel_arg(str(g.cat(path)), NIC_ARG)
-    if not changed:
-        return prepared
-    g.write(path, text.encode())
-    assert prepared.disk.variant is not None
-    note = f"{prepared.disk.variant.legacy_root}{MENU_LST}: {NIC_ARG} on {changed} kernel line(s) ({NIC_WHY})"
-    return replace(prepared, added=(*prepared.added, note))
-
-
 def instance_fields(attached: Attached, watcher: Watcher) -> dict[str, Any]:
     """The report's fields for disks, mounts, services and user-data (BootReport's, by name)."""
     found = mounts.read_mounts(watcher.lines)
     degraded = bool(found["missing_mounts"]) or watcher.system_state == "degraded"
-    return {"attachments": attachments_report(attached), "user_data": user_data_report(attached),
+    return {"attachments": attachments_report(attached), "user_data": user_data_report(attached.imds),
             "degraded": degraded, **found}

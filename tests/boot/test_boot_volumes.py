@@ -101,3 +101,28 @@ def test_user_data_is_fetched_from_the_metadata_service(recipe_images: Callable[
     ud = report["user_data"]
     assert ud["fetched"] and ud["imdsv2"] and ud["file"] == str(user_data)
     assert ud["requests"][:2] == ["PUT /latest/api/token 200", "GET /latest/user-data 200"]
+
+
+CLOUD_CONFIG = """#cloud-config
+runcmd:
+  - echo "IMAGEKIT-CLOUDINIT: marker 91c2" > /dev/ttyS0
+"""
+
+
+def test_cloud_init_reads_the_nocloud_seed(tmp_path: Path) -> None:
+    """debian-12-pvgrub-hd0 plus cloud-init, booted with --nocloud: cloud-init finds the cidata disk and
+    runs its user-data (runcmd) before the probe reports."""
+    recipe = tmp_path / "debian-12-cloud-init.toml"
+    text = (RECIPES / "debian-12-pvgrub-hd0.toml").read_text()
+    recipe.write_text(text.replace('"openssh-server"]', '"openssh-server", "cloud-init"]', 1)
+                      .replace('name = "debian-12-pvgrub-hd0"', 'name = "debian-12-cloud-init"', 1))
+    (tmp_path / "files").symlink_to(RECIPES / "files")
+    image = tmp_path / "cloud-init.img"
+    run_imagekit("build", recipe, "-o", image, check=True)
+    user_data = tmp_path / "user-data"
+    user_data.write_text(CLOUD_CONFIG)
+    log = tmp_path / "serial.log"
+    report = boot_json(image, "--nocloud", "--user-data", user_data, "--instance-store", "0", "--serial-log", log)
+    assert [(a["role"], a["qemu_device"]) for a in report["attachments"]] == [("nocloud-seed", "vdb")]
+    assert "IMAGEKIT-CLOUDINIT: marker 91c2" in log.read_text(errors="replace"), report
+    assert report["booted"], report
