@@ -12,6 +12,8 @@ lines what /etc/fstab asks for, `unit` lines `systemctl show` of each fstab moun
 service ordered after a mount: the services the manifest's data volumes name and every
 `RequiresMountsFor=` drop-in found in the image (templates expanded to their instances).
 `active_us` is ActiveEnterTimestampMonotonic (microseconds since boot, 0 when never active).
+For each failed unit it also prints the last journal lines (`IMAGEKIT-PROBE: journal unit=X: ...`), so
+the saved serial log says why (e.g. cloud-init's locale module in a minbase system).
 `read_mounts` turns those lines into the report's `mounts`, `missing_mounts` and `services`.
 """
 
@@ -51,6 +53,10 @@ while read -r spec target fstype rest; do
   say "IMAGEKIT-PROBE: fstab target=$target spec=$spec fstype=$fstype"
   show "$(systemd-escape -p --suffix=mount "$target")"
 done < /etc/fstab
+for unit in $failed; do  # the probe's failed units: their last journal lines, for whoever reads the log
+  journalctl -b -u "$unit" -n 10 --no-pager -o cat 2>/dev/null |
+    while read -r line; do say "IMAGEKIT-PROBE: journal unit=$unit: $line"; done
+done
 for pattern in @UNITS@; do
   systemctl list-units --all --plain --no-legend --no-pager "$pattern" 2>/dev/null |
     while read -r unit rest; do show "$unit"; done

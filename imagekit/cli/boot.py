@@ -34,8 +34,8 @@ from imagekit.progress import Progress
 @click.option("--volume", "volumes", type=click.Path(path_type=Path), multiple=True,
               help="Attach this data volume image (repeatable; default: the manifest's data_volumes beside IMAGE).")
 @click.option("--no-volumes", is_flag=True, help="Boot without the data volumes (the instance should still boot).")
-@click.option("--instance-store", "instance_store", default="4G", show_default=True,
-              help="Size of the scratch instance store on the second disk (sdb, ephemeral0); 0 for none.")
+@click.option("--instance-store", "instance_store", metavar="SIZE", default="4G", show_default=True,
+              help="Scratch instance store on the second disk (sdb, ephemeral0), sparse, ext3; 0 for none.")
 @click.option("--user-data", type=click.Path(path_type=Path), default=None,
               help="Serve this file as user-data from a local metadata service at http://169.254.169.254/.")
 @click.option("--nocloud", is_flag=True,
