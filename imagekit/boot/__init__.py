@@ -5,6 +5,9 @@ The pipeline of `imagekit boot`, one module a step:
   overlay  a qcow2 overlay backed by the image: the image itself is never written
   guest    one libguestfs session on the overlay: find the filesystems, read menu.lst
   probe    what the overlay gets: a sentinel probe, console=ttyS0 on the kernel lines
+  mounts   the probe's report of mounts and of the services ordered after them, parsed back
+  attach   the instance beyond its root: instance store, data volumes (overlays), metadata service
+  nocloud  a `cidata` seed disk for cloud-init images
   pvgrub   real GRUB code (GRUB 2's legacycfg) reading the image's menu.lst as PV-GRUB would
   direct   the entry PV-GRUB would pick, its kernel and initrd given straight to QEMU
   qemu     the QEMU process: owned, bounded, always reaped; the serial log streamed and saved

@@ -2,8 +2,8 @@
 
 The session is opened read-write on the overlay only (the image is its read-only backing file).
 Which filesystem PV-GRUB reads is fixed by the layout: the whole disk (hd0) or the first partition
-(hd00). The root filesystem is the one with /sbin/init (or /etc); when it is not the boot one, it is
-a separate-/boot layout and the boot filesystem is mounted at /boot.
+(hd00). The root filesystem is the one with /sbin/init (or /etc), on a partition or a logical volume;
+when it is not the boot one, it is a separate-/boot layout and the boot filesystem is mounted at /boot.
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ def _looks_like_root(g: Any, device: str) -> bool:
         g.umount_all()
 
 
+def logical_volumes(g: Any) -> list[str]:
+    """The LVM logical volumes libguestfs activated (an LVM image's root is one of them; seeds 001, 002)."""
+    try:
+        return [str(lv) for lv in g.lvs()]
+    except RuntimeError:
+        return []
+
+
 def find_disk(g: Any, image_name: str, variant: Variant | None = None) -> Disk:
     """The disk as PV-GRUB sees it. `variant` forces the AKI to emulate (default: from the partition table)."""
     device = g.list_devices()[0]
@@ -85,7 +93,7 @@ def find_disk(g: Any, image_name: str, variant: Variant | None = None) -> Disk:
         return Disk(None, parts[0], None, False)
     if variant is None:
         variant = Variant.HD00 if parts else Variant.HD0
-    candidates = parts or [device]
+    candidates = [*(parts or [device]), *logical_volumes(g)]
     boot = device if variant is Variant.HD0 else (parts[0] if parts else device)
     fs = [d for d in candidates if _fstype(g, d) in FILESYSTEMS]
     if not fs and _fstype(g, boot) not in FILESYSTEMS:

@@ -9,12 +9,20 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from imagekit.accel import Accel, detect
 from imagekit.boot import guest, probe
+from imagekit.boot.attach import (
+    AttachOptions,
+    attach_disks,
+    check_attach,
+    extend_argv,
+    instance_fields,
+    prepare_instance,
+)
 from imagekit.boot.console import EXPLAIN, Reason, Verdict, Watcher, context
 from imagekit.boot.direct import DirectBoot, prepare_direct
 from imagekit.boot.overlay import ImageFile, image_file, overlay
@@ -42,6 +50,7 @@ class BootOptions:
     timeout: float = 300.0
     silence: float = 120.0  # stop when the console has been quiet this long
     serial_log: Path | None = None  # default: <image>.serial.log beside the image
+    attach: AttachOptions = field(default_factory=AttachOptions)  # instance store, data volumes, user-data (attach.py)
 
 
 @dataclass(frozen=True)
@@ -176,8 +185,10 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     """Boot-test one image; the report says whether it reached userspace and, if not, why."""
     progress = progress or Progress()
     check_options(opts)
+    check_attach(opts.attach, opts.hypervisor)
     image = image_file(opts.image)
-    check_paravirtual(image.path, read_manifest(image.path))
+    manifest = read_manifest(image.path)
+    check_paravirtual(image.path, manifest)
     if opts.hypervisor == "xen":
         from imagekit.boot.xen import boot_xen
 
@@ -188,18 +199,21 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     machine = Machine(opts.memory_mb, opts.cpus, accel)
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp:
         workdir = Path(tmp)
+        attached = attach_disks(image.path, manifest, opts.attach, workdir)
         with overlay(image, workdir) as ov:
             with progress.stage("prepare", "overlay, probe") as stage, \
                     guest.open_guest(ov, accel, image.path.name) as g:
-                prepared = prepare_overlay(g, image, opts, loader, workdir)
+                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir), manifest, attached)
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
-            argv = qemu_command(prepared, machine, ov, log)
+            argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)
             watcher = Watcher()
             with progress.stage("boot", f"{loader} under QEMU ({accel.name})"):
                 outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
             saved = save_log(log, opts.serial_log or default_log_path(image.path))
-    return build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare)
+            extra = instance_fields(attached, watcher)
+    return replace(build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare),
+                   **extra)
 
 
 def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel, prepared: Prepared,

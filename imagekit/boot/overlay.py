@@ -23,19 +23,19 @@ class ImageFile:
     virtual_size: int
 
 
-def image_file(path: Path) -> ImageFile:
-    """What qemu-img says the image is; UsageError when it is not a readable image."""
+def image_file(path: Path, option: str = "IMAGE") -> ImageFile:
+    """What qemu-img says the image is; UsageError (naming `option`) when it is not a readable image."""
     if not path.is_file():
-        raise UsageError(f"IMAGE: {path} does not exist or is not a file")
+        raise UsageError(f"{option}: {path} does not exist or is not a file")
     try:
         info = json.loads(output(["qemu-img", "info", "--output=json", "-U", path]))
     except CommandFailed as exc:
-        raise UsageError(f"IMAGE: {path} is not a disk image qemu-img can read: {exc.output.strip()}") from None
+        raise UsageError(f"{option}: {path} is not a disk image qemu-img can read: {exc.output.strip()}") from None
     if info.get("backing-filename"):
-        raise UsageError(f"IMAGE: {path} has a backing file; boot the image it is backed by, or flatten it")
+        raise UsageError(f"{option}: {path} has a backing file; boot the image it is backed by, or flatten it")
     size = int(info.get("virtual-size", 0))
     if size < 1024 * 1024:
-        raise UsageError(f"IMAGE: {path} is {size} bytes: too small to be a bootable disk image")
+        raise UsageError(f"{option}: {path} is {size} bytes: too small to be a bootable disk image")
     return ImageFile(path.resolve(), str(info["format"]), size)
 
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from imagekit.boot.console import SENTINEL
+from imagekit.boot.mounts import MOUNTS_SCRIPT
 
 SERIAL_ARG = "console=ttyS0"
 PROBE_SCRIPT = "/usr/local/libexec/imagekit-probe"
@@ -43,6 +44,7 @@ failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager 2>/d
   while read -r a b rest; do case $a in *.*) printf '%s ' "$a";; *) printf '%s ' "$b";; esac; done)
 say() {{ for c in /dev/ttyS0 /dev/console; do echo "$*" 2>/dev/null > $c; done; }}
 say "IMAGEKIT-PROBE: state=${{state:-unknown}} failed=${{failed}}"
+[ -r {MOUNTS_SCRIPT} ] && . {MOUNTS_SCRIPT}
 say "{SENTINEL}"
 sleep 1
 systemctl poweroff --force --force 2>/dev/null || echo o > /proc/sysrq-trigger
@@ -80,14 +82,19 @@ echo o > /proc/sysrq-trigger
 
 def add_serial_console(menu_lst: str) -> tuple[str, int]:
     """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed."""
+    return add_kernel_arg(menu_lst, SERIAL_ARG)
+
+
+def add_kernel_arg(menu_lst: str, arg: str) -> tuple[str, int]:
+    """menu.lst with `arg` put first on each kernel line that lacks it; and how many lines changed."""
     changed = 0
 
     def fix(m: re.Match[str]) -> str:
         nonlocal changed
-        if SERIAL_ARG in m["args"].split():
+        if arg in m["args"].split():
             return m[0]
         changed += 1
-        return f"{m['head']}{m['path']} {SERIAL_ARG}{' ' if m['args'] else ''}{m['args']}"
+        return f"{m['head']}{m['path']} {arg}{' ' if m['args'] else ''}{m['args']}"
 
     pattern = re.compile(r"^(?P<head>\s*kernel\s*(?:=\s*)?)(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$", re.M)
     return pattern.sub(fix, menu_lst), changed

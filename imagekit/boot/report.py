@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from imagekit.boot.mounts import describe
+
 
 @dataclass(frozen=True)
 class EntryBooted:
@@ -41,6 +43,13 @@ class BootReport:
     added: list[str] = field(default_factory=list)  # what the overlay got
     mappings: list[str] = field(default_factory=list)  # kernel argument rewrites (direct loader)
     notes: list[str] = field(default_factory=list)
+    # what the instance had besides its root volume, and what came up (imagekit/boot/attach.py, mounts.py)
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # instance store, data volumes
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # target, source, fstype, label
+    missing_mounts: list[dict[str, Any]] = field(default_factory=list)  # fstab entries that did not come up
+    services: list[dict[str, Any]] = field(default_factory=list)  # units ordered after mounts, with times
+    user_data: dict[str, Any] | None = None  # what the guest fetched from the local metadata service
+    degraded: bool = False  # system degraded, or a mount in fstab did not come up
 
     @property
     def exit_code(self) -> int:
@@ -51,6 +60,7 @@ class BootReport:
 
     def to_text(self) -> str:
         head = "booted" if self.booted else f"did not boot: {self.reason}"
+        head += " (degraded)" if self.degraded else ""
         lines = [f"{self.image}: {head}", f"  {self.explanation}: {self.detail}"]
         if self.entry:
             which = "fallback" if self.entry.fallback else "default"
@@ -68,8 +78,25 @@ class BootReport:
         lines += [f"  added to the overlay: {a}" for a in self.added]
         lines += [f"  mapped: {m}" for m in self.mappings]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  {line}" for line in instance_lines(self)]
         lines.append(f"  serial log: {self.serial_log}")
         if not self.booted and self.context:
             lines.append("  console:")
             lines += [f"    | {c}" for c in self.context]
         return "\n".join(lines)
+
+
+def instance_lines(report: BootReport) -> list[str]:
+    """Disks attached, mounts, services after mounts, user-data: the instance beyond its root volume."""
+    lines = [f"attached: {a['qemu_device']} = " + (f"{a['ec2_device']} " if a["ec2_device"] != "-" else "")
+             + f"{a['role']} {a['name']}" + (f" ({a['source']}, through an overlay)" if a.get("source") else "")
+             for a in report.attachments]
+    lines += describe(report.mounts, report.missing_mounts, report.services)
+    if report.user_data is not None:
+        got = "fetched" if report.user_data["fetched"] else "NOT fetched"
+        lines.append(f"user-data {report.user_data['file']}: {got} by the guest "
+                     f"({len(report.user_data['requests'])} metadata requests)")
+    if report.degraded:
+        lines.append("degraded: " + ("; ".join(f"{m['target']} not mounted" for m in report.missing_mounts)
+                                     or f"system {report.system_state}"))
+    return lines

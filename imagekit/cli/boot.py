@@ -31,17 +31,31 @@ from imagekit.progress import Progress
               help="Stop after this many seconds without console output.")
 @click.option("--serial-log", type=click.Path(path_type=Path), default=None,
               help="Where to save the serial console (default: IMAGE.serial.log).")
+@click.option("--volume", "volumes", type=click.Path(path_type=Path), multiple=True,
+              help="Attach this data volume image (repeatable; default: the manifest's data_volumes beside IMAGE).")
+@click.option("--no-volumes", is_flag=True, help="Boot without the data volumes (the instance should still boot).")
+@click.option("--instance-store", "instance_store", metavar="SIZE", default="4G", show_default=True,
+              help="Scratch instance store on the second disk (sdb, ephemeral0), sparse, ext3; 0 for none.")
+@click.option("--user-data", type=click.Path(path_type=Path), default=None,
+              help="Serve this file as user-data from a local metadata service at http://169.254.169.254/.")
+@click.option("--nocloud", is_flag=True,
+              help="Also attach a NoCloud seed (FAT, label cidata: user-data, meta-data) for cloud-init images.")
 @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON.")
 def command(image: Path, loader: str | None, hypervisor: str, variant: str | None, accel: str | None,
             memory_mb: int, cpus: int, timeout: float, silence: float, serial_log: Path | None,
-            json_output: bool) -> None:
+            volumes: tuple[Path, ...], no_volumes: bool, instance_store: str, user_data: Path | None,
+            nocloud: bool, json_output: bool) -> None:
     """Boot-test IMAGE; exit 0 only if it reached userspace."""
     from imagekit.boot import BootOptions, boot_image
+    from imagekit.boot.attach import AttachOptions, parse_store_size
     from imagekit.boot.pvgrub import Variant
 
+    attach = AttachOptions(volumes=volumes or None, no_volumes=no_volumes,
+                           instance_store=parse_store_size(instance_store), user_data=user_data,
+                           nocloud=nocloud)
     opts = BootOptions(image=image, loader=loader, hypervisor=hypervisor,
                        variant=Variant(variant) if variant else None, accel=accel, memory_mb=memory_mb,
-                       cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log)
+                       cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log, attach=attach)
     report = boot_image(opts, Progress.for_cli(json_output))
     if json_output:
         click.echo(json.dumps(report.to_json(), indent=2))

@@ -1,0 +1,205 @@
+"""What `imagekit boot` attaches besides the root disk, and what it reads back, without a guest: real files,
+real qemu-img and mkfs, the exact QEMU arguments; the probe's mount lines parsed into report fields."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imagekit.boot.attach import (
+    Attached,
+    AttachOptions,
+    attach_disks,
+    choose_volumes,
+    extend_argv,
+    parse_store_size,
+)
+from imagekit.boot.console import Line
+from imagekit.boot.mounts import mount_unit_name, read_mounts, script
+from imagekit.errors import UsageError
+from imagekit.imds import Config
+from tests.util import run_imagekit
+
+MIB = 1 << 20
+ROOT_ARGV = ["qemu-system-x86_64", "-m", "512", "-drive", "file=/w/overlay.qcow2,if=virtio,format=qcow2,cache=unsafe",
+             "-chardev", "file,id=console,path=/w/serial.log", "-serial", "chardev:console",
+             "-nic", "user,model=virtio-net-pci", "-kernel", "/k"]
+
+
+def volume(path: Path, label: str, size: int = 8 * MIB) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> tuple[Path, dict]:
+    """An image with two data volumes beside it, listed in its manifest out of device order."""
+    img = tmp_path / "db.img"
+    img.write_bytes(b"\0" * 2 * MIB)
+    volume(tmp_path / "db.img.logs.img", "logs")
+    volume(tmp_path / "db.img.pgdata.img", "pgdata")
+    manifest = {"data_volumes": [
+        {"name": "logs", "image": "db.img.logs.img", "device": "/dev/sdj", "label": "logs", "mountpoint": "/var/log"},
+        {"name": "pgdata", "image": "db.img.pgdata.img", "device": "/dev/sdh", "label": "pgdata",
+         "mountpoint": "/var/lib/postgresql"},
+        {"name": "nofile", "image": None, "device": "/dev/sdk", "label": "x", "mountpoint": "/x"}]}
+    return img, manifest
+
+
+def test_manifest_volumes_in_ec2_device_order(image: tuple[Path, dict]) -> None:
+    img, manifest = image
+    assert [(w.name, w.ec2_device) for w in choose_volumes(img, manifest, AttachOptions())] == [
+        ("pgdata", "/dev/sdh"), ("logs", "/dev/sdj")]
+    assert choose_volumes(img, manifest, AttachOptions(no_volumes=True)) == []
+
+
+def test_volume_option_chooses_and_unknown_files_take_sdf(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, manifest = image
+    extra = volume(tmp_path / "scratch.img", "scratch")
+    chosen = choose_volumes(img, manifest, AttachOptions(volumes=(extra, tmp_path / "db.img.logs.img")))
+    assert [(w.name, w.ec2_device, w.label) for w in chosen] == [("scratch.img", "/dev/sdf", None),
+                                                                 ("logs", "/dev/sdj", "logs")]
+
+
+def test_a_missing_manifest_volume_is_a_usage_error(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, manifest = image
+    (tmp_path / "db.img.pgdata.img").unlink()
+    with pytest.raises(UsageError, match=r"data volume 'pgdata' should be .*db.img.pgdata.img, which is missing"):
+        choose_volumes(img, manifest, AttachOptions())
+
+
+def test_disks_are_overlays_after_the_instance_store(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, manifest = image
+    work = tmp_path / "work"
+    work.mkdir()
+    before = (tmp_path / "db.img.pgdata.img").read_bytes()
+    user_data = tmp_path / "ud.sh"
+    user_data.write_text("#!/bin/sh\necho hi\n")
+    attached = attach_disks(img, manifest, AttachOptions(instance_store=64 * MIB, user_data=user_data), work)
+    assert [(d.qemu_device, d.ec2_device, d.role, d.name) for d in attached.disks] == [
+        ("vdb", "/dev/sdb", "instance-store", "ephemeral0"), ("vdc", "/dev/sdh", "volume", "pgdata"),
+        ("vdd", "/dev/sdj", "volume", "logs")]
+    store = work / "instance-store.raw"
+    assert store.stat().st_size == 64 * MIB and store.stat().st_blocks * 512 < 64 * MIB  # sparse
+    assert subprocess.run(["blkid", "-o", "value", "-s", "TYPE", store], capture_output=True,
+                          text=True).stdout.strip() == "ext3"
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", work / "volume-0-pgdata.qcow2"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert (info["format"], info["backing-filename"]) == ("qcow2", str(tmp_path / "db.img.pgdata.img"))
+    argv = extend_argv(ROOT_ARGV, attached)
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives == ["file=/w/overlay.qcow2,if=virtio,format=qcow2,cache=unsafe",
+                      f"file={store},if=virtio,format=raw,cache=unsafe",
+                      f"file={work}/volume-0-pgdata.qcow2,if=virtio,format=qcow2,cache=unsafe",
+                      f"file={work}/volume-1-logs.qcow2,if=virtio,format=qcow2,cache=unsafe"]
+    assert "-nic" not in argv
+    netdev = argv[argv.index("-netdev") + 1]
+    assert netdev.startswith("user,id=n0,net=169.254.0.0/16,guestfwd=tcp:169.254.169.254:80-cmd:env PYTHONPATH=")
+    assert netdev.endswith(f" -m imagekit.imds {work}/imds.json")
+    assert argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=n0"
+    cfg = Config.load(work / "imds.json")
+    assert cfg.block_devices == {"ami": "sda1", "root": "/dev/sda1", "ephemeral0": "sdb", "ebs1": "sdh", "ebs2": "sdj"}
+    assert cfg.user_data == str(user_data) and cfg.log == str(work / "imds.log")
+    assert (tmp_path / "db.img.pgdata.img").read_bytes() == before
+
+
+def test_without_user_data_the_network_is_left_alone() -> None:
+    assert extend_argv(ROOT_ARGV, Attached()) == ROOT_ARGV
+
+
+def test_instance_store_sizes() -> None:
+    assert parse_store_size("4G") == 4 << 30 and parse_store_size("0") == 0 and parse_store_size("none") == 0
+    with pytest.raises(UsageError, match="--instance-store: '1M' is too small"):
+        parse_store_size("1M")
+
+
+def test_bad_options_exit_2(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, _ = image
+    cases = [
+        (["--volume", tmp_path / "nope.img"], "error: --volume: "),
+        (["--volume", tmp_path / "db.img.logs.img", "--no-volumes"], "error: --no-volumes: cannot be combined"),
+        (["--instance-store", "lots"], "error: --instance-store: 'lots' is not a size"),
+        (["--user-data", tmp_path / "nope"], "error: --user-data: "),
+        (["--hypervisor", "xen", "--volume", tmp_path / "db.img.logs.img"], "error: --hypervisor xen: --volume"),
+    ]
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 16385)
+    cases.append((["--user-data", big], "error: --user-data: " + f"{big} is 16385 bytes; EC2 takes at most 16384"))
+    for args, message in cases:
+        proc = run_imagekit("boot", img, *args)
+        assert proc.returncode == 2 and proc.stderr.startswith(message), (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+PROBE_LINES = """\
+IMAGEKIT-PROBE: state=running failed=
+IMAGEKIT-PROBE: mount target=/ source=/dev/vda fstype=ext4 label=root
+IMAGEKIT-PROBE: fstab target=/ spec=LABEL=root fstype=ext4
+IMAGEKIT-PROBE: unit id=-.mount state=active result=success active_us=0 mounts=
+IMAGEKIT-PROBE: fstab target=/var/lib/postgresql spec=LABEL=pgdata fstype=ext4
+IMAGEKIT-PROBE: unit id=var-lib-postgresql.mount state=inactive result=success active_us=0 mounts=/var/lib
+IMAGEKIT-PROBE: fstab target=/srv spec=LABEL=srv fstype=ext4
+IMAGEKIT-PROBE: unit id=srv.mount state=active result=success active_us=9000000 mounts=
+IMAGEKIT-PROBE: mount target=/srv source=/dev/vdc fstype=ext4 label=srv
+IMAGEKIT-PROBE: unit id=postgresql@15-main.service state=inactive result=success active_us=0 \
+mounts=/etc/postgresql/15/main,/var/lib/postgresql/15/main,/var/lib/postgresql
+IMAGEKIT-PROBE: unit id=web.service state=active result=success active_us=12345678 mounts=/srv/www
+IMAGEKIT-PROBE: done
+"""
+
+
+def test_probe_lines_become_mounts_missing_mounts_and_services() -> None:
+    lines = [Line(float(n), t) for n, t in enumerate(PROBE_LINES.splitlines() * 2)]  # ttyS0 and /dev/console
+    found = read_mounts(lines)
+    assert found["mounts"] == [{"target": "/", "source": "/dev/vda", "fstype": "ext4", "label": "root"},
+                               {"target": "/srv", "source": "/dev/vdc", "fstype": "ext4", "label": "srv"}]
+    assert found["missing_mounts"] == [{"target": "/var/lib/postgresql", "spec": "LABEL=pgdata",
+                                        "unit": "var-lib-postgresql.mount", "state": "inactive",
+                                        "result": "success"}]
+    assert found["services"] == [
+        {"unit": "postgresql@15-main.service", "state": "inactive", "result": "success", "active_at": None,
+         "requires_mounts": [{"target": "/var/lib/postgresql", "unit": "var-lib-postgresql.mount",
+                              "active_at": None}], "after_mounts": None},
+        {"unit": "web.service", "state": "active", "result": "success", "active_at": 12.35,
+         "requires_mounts": [{"target": "/srv", "unit": "srv.mount", "active_at": 9.0}], "after_mounts": True}]
+
+
+@pytest.mark.parametrize("path", ["/", "/var/lib/postgresql", "/srv/my-data", "/opt/a b", "/home/x.y"])
+def test_mount_unit_names_match_systemd_escape(path: str) -> None:
+    expected = subprocess.run(["systemd-escape", "-p", "--suffix=mount", path], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert mount_unit_name(path) == expected
+
+
+def test_probe_script_is_valid_sh_and_lists_template_instances() -> None:
+    text = script(["postgresql.service", "postgresql@.service", "bad;name"])
+    assert "for pattern in postgresql.service 'postgresql@*.service'; do" in text
+    assert "bad;name" not in text
+    assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0
+
+
+def test_nocloud_seed_is_a_cidata_fat_disk_attached_read_only(tmp_path: Path) -> None:
+    img = tmp_path / "plain.img"
+    img.write_bytes(b"\0" * 2 * MIB)
+    user_data = tmp_path / "ud.yaml"
+    user_data.write_text("#cloud-config\nruncmd: [echo hi]\n")
+    attached = attach_disks(img, None, AttachOptions(instance_store=0, user_data=user_data, nocloud=True), tmp_path)
+    [seed] = attached.disks
+    assert (seed.role, seed.qemu_device, seed.ec2_device) == ("nocloud-seed", "vdb", "-")
+    blkid = subprocess.run(["blkid", "-o", "export", seed.file], capture_output=True, text=True).stdout
+    assert "LABEL=CIDATA" in blkid and "TYPE=vfat" in blkid
+
+    def mtype(name: str) -> str:
+        return subprocess.run(["mtype", "-i", seed.file, f"::{name}"], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert mtype("user-data") == user_data.read_text()
+    assert mtype("meta-data") == "instance-id: i-0123456789abcdef0\nlocal-hostname: ip-169-254-0-15.ec2.internal\n"
+    argv = extend_argv(ROOT_ARGV, attached)
+    assert f"file={seed.file},if=virtio,format=raw,cache=unsafe,readonly=on" in argv
+    assert Config.load(tmp_path / "imds.json").block_devices == {"ami": "sda1", "root": "/dev/sda1"}
