@@ -11,15 +11,14 @@ from __future__ import annotations
 import filecmp
 import json
 import re
-import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.image.firmware import boot_firmware
 from tests.util import run_imagekit
 
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
@@ -204,31 +203,7 @@ def test_reproducible_hvm_images(small_recipe: Callable[..., Path], tmp_path: Pa
     assert filecmp.cmp(tmp_path / "a.img", tmp_path / "b.img", shallow=False)
 
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 SENTINEL = b"imagekit-small-init"
-
-
-def boot_firmware(image: Path, firmware: str, serial: Path, timeout: float = 180) -> bytes:
-    """Boot `image` through SeaBIOS or OVMF under QEMU (TCG); the serial output up to the sentinel."""
-    argv = ["qemu-system-x86_64", "-machine", "q35" if firmware == "ovmf" else "pc", "-accel", "tcg", "-m", "1024",
-            "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{serial}",
-            "-drive", f"file={image},format=raw,if=virtio,snapshot=on"]
-    if firmware == "ovmf":
-        variables = serial.with_suffix(".vars")
-        shutil.copyfile(OVMF_VARS, variables)
-        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,file={variables}"]
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline and qemu.poll() is None:
-                if serial.exists() and SENTINEL in serial.read_bytes():
-                    break
-                time.sleep(1)
-        finally:
-            qemu.kill()
-    return serial.read_bytes() if serial.exists() else b""
 
 
 @pytest.mark.slow
@@ -239,7 +214,7 @@ def test_firmware_boot(small_recipe: Callable[..., Path], tmp_path: Path, layout
     boots the kernel on ttyS0 and the busybox init prints the sentinel."""
     image = tmp_path / f"{layout}.img"
     build(small_recipe(layout=layout), image)
-    out = boot_firmware(image, firmware, tmp_path / "serial.log")
+    out = boot_firmware(image, firmware, tmp_path / "serial.log", SENTINEL)
     assert b"GNU GRUB" in out, out[-2000:]
     assert b"Command line: BOOT_IMAGE=/boot/vmlinuz-" in out and b"console=ttyS0,115200" in out, out[-2000:]
     assert SENTINEL in out, out[-2000:]
