@@ -20,19 +20,9 @@ MODES = {"bios": ("mbr-bios", "legacy-bios"), "uefi": ("gpt-uefi", "uefi"), "hyb
 
 
 @pytest.fixture(scope="session")
-def hvm_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Build a shipped debian-12-hvm-* recipe once per session (lint included); returns the image."""
-    out = tmp_path_factory.mktemp("debian-hvm")
-    built: dict[str, Path] = {}
-
-    def get(variant: str) -> Path:
-        if variant not in built:
-            image = out / f"debian-12-hvm-{variant}.img"
-            run_imagekit("build", RECIPES / f"debian-12-hvm-{variant}.toml", "-o", image, check=True)
-            built[variant] = image
-        return built[variant]
-
-    return get
+def hvm_images(shipped_images: Callable[[str], Path]) -> Callable[[str], Path]:
+    """A shipped debian-12-hvm-* recipe's image by variant (bios, uefi, hybrid), built once (lint included)."""
+    return lambda variant: shipped_images(f"debian-12-hvm-{variant}")
 
 
 def manifest_of(image: Path) -> dict[str, Any]:
