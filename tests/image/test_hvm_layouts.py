@@ -236,3 +236,12 @@ def test_esp_on_a_big_disk(small_recipe: Callable[..., Path], tmp_path: Path) ->
     assert "Number of clusters" not in check.stdout + check.stderr
     out = subprocess.run(["mdir", "-b", "-i", fat, "::/EFI/BOOT"], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["::/EFI/BOOT/BOOTX64.EFI"]
+
+
+def test_diff_names_a_changed_grub_cfg(tmp_path: Path) -> None:
+    base = {"packages": [], "menu_lst": None, "grub_cfg": {"text": "set default=0\n"}, "cmdline": "ro"}
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps({**base, "grub_cfg": {"text": "set default=1\n"}}))
+    proc = run_imagekit("diff", tmp_path / "a.json", tmp_path / "b.json")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == "~ boot grub.cfg" and "+set default=1" in proc.stdout
