@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.image.firmware import boot_firmware
-from tests.util import run_imagekit
+from tests.util import SMALL_RECIPE, make_small_tree, run_imagekit
 
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -245,3 +245,33 @@ def test_diff_names_a_changed_grub_cfg(tmp_path: Path) -> None:
     proc = run_imagekit("diff", tmp_path / "a.json", tmp_path / "b.json")
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[0] == "~ boot grub.cfg" and "+set default=1" in proc.stdout
+
+
+FALLBACK = """\
+[boot]
+default = 0
+fallback = 1
+timeout = 0
+[[boot.entries]]
+title = "broken: not a kernel"
+kernel = "not-a-kernel"
+[[boot.entries]]
+title = "good"
+args = "imagekit.entry=good"
+"""
+
+
+@pytest.mark.slow
+def test_grub_falls_back_when_the_default_cannot_load(tmp_path: Path) -> None:
+    """GRUB 2 keeps menu.lst's semantics: entry 0's kernel is not a kernel, so GRUB boots `fallback` 1."""
+    tree = make_small_tree(tmp_path / "tree")
+    (tree / "boot/not-a-kernel").write_bytes(b"this is not a bzImage\n" * 64)
+    recipe = tmp_path / "fallback.toml"
+    recipe.write_text(SMALL_RECIPE.format(name="fallback", layout="mbr-bios", size="256M", extra="") + FALLBACK)
+    image = tmp_path / "fallback.img"
+    manifest = build(recipe, image)
+    cfg = manifest["grub_cfg"]["text"]
+    assert "set default=0\nset fallback=1\nset timeout=0\n" in cfg
+    assert cfg.index("menuentry 'broken: not a kernel'") < cfg.index("menuentry 'good'")
+    out = boot_firmware(image, "seabios", tmp_path / "serial.log", SENTINEL)
+    assert b"imagekit.entry=good" in out and SENTINEL in out, out[-2000:]
