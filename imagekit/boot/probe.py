@@ -78,18 +78,20 @@ echo o > /proc/sysrq-trigger
 """
 
 
-def add_serial_console(menu_lst: str) -> tuple[str, int]:
-    """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed."""
+def add_serial_console(menu_lst: str, keywords: str = "kernel") -> tuple[str, int]:
+    """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed.
+    `keywords`: the command that loads a kernel (GRUB 2's grub.cfg: "linux16|linuxefi|linux")."""
     changed = 0
 
     def fix(m: re.Match[str]) -> str:
         nonlocal changed
-        if SERIAL_ARG in m["args"].split():
+        if any(a == SERIAL_ARG or a.startswith(SERIAL_ARG + ",") for a in m["args"].split()):
             return m[0]
         changed += 1
         return f"{m['head']}{m['path']} {SERIAL_ARG}{' ' if m['args'] else ''}{m['args']}"
 
-    pattern = re.compile(r"^(?P<head>\s*kernel\s*(?:=\s*)?)(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$", re.M)
+    pattern = re.compile(rf"^(?P<head>\s*(?:{keywords})(?:\s*=\s*|[ \t]+))(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$",
+                         re.M)
     return pattern.sub(fix, menu_lst), changed
 
 

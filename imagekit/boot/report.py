@@ -14,6 +14,21 @@ class EntryBooted:
 
 
 @dataclass(frozen=True)
+class FirmwareResult:
+    """One firmware's boot of an HVM image (a hybrid image has two)."""
+
+    firmware: str  # "bios" (SeaBIOS) or "uefi" (OVMF)
+    booted: bool
+    reason: str
+    detail: str
+    seconds_to_bootloader: float | None  # the firmware's own cost: QEMU start to GRUB's first line
+    seconds_to_first_kernel_line: float | None
+    seconds_to_sentinel: float | None
+    seconds_qemu: float
+    serial_log: str
+
+
+@dataclass(frozen=True)
 class BootReport:
     image: str
     loader: str  # "pvgrub" or "direct"
@@ -41,6 +56,11 @@ class BootReport:
     added: list[str] = field(default_factory=list)  # what the overlay got
     mappings: list[str] = field(default_factory=list)  # kernel argument rewrites (direct loader)
     notes: list[str] = field(default_factory=list)
+    # HVM images only (None / empty for PV-GRUB): firmware "bios", "uefi" or "both", one result each
+    firmware: str | None = None
+    disk_interface: str | None = None
+    seconds_to_bootloader: float | None = None
+    firmwares: list[FirmwareResult] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -68,8 +88,15 @@ class BootReport:
         lines += [f"  added to the overlay: {a}" for a in self.added]
         lines += [f"  mapped: {m}" for m in self.mappings]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  firmware {f.firmware}: {'booted' if f.booted else f.reason}, GRUB "
+                  f"{_seconds(f.seconds_to_bootloader)}, sentinel {_seconds(f.seconds_to_sentinel)}"
+                  for f in self.firmwares]
         lines.append(f"  serial log: {self.serial_log}")
         if not self.booted and self.context:
             lines.append("  console:")
             lines += [f"    | {c}" for c in self.context]
         return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}s"
