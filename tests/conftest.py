@@ -40,15 +40,17 @@ def small_recipe(tmp_path: Path, small_tree: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def debian_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Build a shipped Debian recipe once per session (one shared, cached bootstrap); returns the image."""
+    """Build a shipped Debian recipe once per session (one shared, cached bootstrap); returns the image.
+    `variant`: a PV-GRUB layout ("hd0" for debian-12-pvgrub-hd0) or a whole recipe name ("debian-12-hvm-uefi")."""
     out = tmp_path_factory.mktemp("debian")
     built: dict[str, Path] = {}
 
     def get(variant: str) -> Path:
-        if variant not in built:
-            image = out / f"debian-12-pvgrub-{variant}.img"
-            run_imagekit("build", RECIPES / f"debian-12-pvgrub-{variant}.toml", "-o", image, check=True)
-            built[variant] = image
-        return built[variant]
+        name = variant if variant.startswith("debian-") else f"debian-12-pvgrub-{variant}"
+        if name not in built:
+            image = out / f"{name}.img"
+            run_imagekit("build", RECIPES / f"{name}.toml", "-o", image, check=True)
+            built[name] = image
+        return built[name]
 
     return get

@@ -104,7 +104,8 @@ _LOGIN = re.compile(r"^\S+ login:\s*$")
 _FAILED_START = re.compile(r"\[FAILED\] Failed to start (?P<what>.+?)\.?$")
 _PROBE_STATE = re.compile(r"IMAGEKIT-PROBE: state=(?P<state>\S*) failed=(?P<units>.*)$")
 _ALL_FAILED = "Failed to boot both default and fallback entries"
-_FOLLOW_ON = {"you need to load the kernel first"}  # an initrd line after a kernel that failed to load
+_FOLLOW_ON = {"you need to load the kernel first",  # an initrd line after a kernel that failed to load
+              "no suitable video mode found"}  # GRUB 2 on UEFI without a GOP: it boots "in blind mode"
 _GRUB_PROMPT = re.compile(r"^grub> ?$")
 # HVM: the firmware and GRUB 2 before any kernel. SeaBIOS prints "Boot failed: ..." per device, then
 # "No bootable device."; OVMF's BdsDxe prints "failed to load Boot000N ...: Not Found" per option, then
