@@ -17,6 +17,7 @@ SENTINEL = "IMAGEKIT-PROBE: done"
 PROBE_PREFIX = "IMAGEKIT-PROBE:"
 GRUB_PREFIX = "imagekit-pvgrub:"
 
+_SPACES = re.compile(r" {4,}")
 _ANSI = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1bc|\x1b[()][A-Z0-9]|\x1b[=>]")
 
 
@@ -27,6 +28,7 @@ class Reason(StrEnum):
     NO_ENTRY_LOADED = "no-entry-loaded"
     FIRMWARE_NO_BOOTABLE_DEVICE = "firmware-no-bootable-device"
     GRUB_RESCUE = "grub-rescue"
+    GRUB_CFG_NOT_FOUND = "grub-cfg-not-found"
     KERNEL_PANIC = "kernel-panic"
     ROOT_NOT_FOUND = "root-not-found"
     INITRAMFS_SHELL = "initramfs-shell"
@@ -44,6 +46,7 @@ EXPLAIN: dict[Reason, str] = {
     Reason.NO_ENTRY_LOADED: "GRUB could not load the default entry nor any fallback",
     Reason.FIRMWARE_NO_BOOTABLE_DEVICE: "the firmware found nothing it could boot on the disk",
     Reason.GRUB_RESCUE: "GRUB 2 could not find its own files and stopped at the rescue prompt",
+    Reason.GRUB_CFG_NOT_FOUND: "GRUB 2 found no grub.cfg (or no entry in it) and stopped at its prompt",
     Reason.KERNEL_PANIC: "the kernel panicked",
     Reason.ROOT_NOT_FOUND: "the kernel or initramfs could not find the root filesystem",
     Reason.INITRAMFS_SHELL: "the initramfs gave up and dropped to a shell",
@@ -116,7 +119,7 @@ _OVMF_FAILED = re.compile(r"BdsDxe: failed to load (?P<option>Boot\w+ \".*?\") f
 _OVMF_NONE = re.compile(r"BdsDxe: No bootable option or device was found|BdsDxe: (?:loading|starting) Boot\w+ "
                         r"\"EFI Internal Shell\"|UEFI Interactive Shell|^Shell> ?$")
 _GRUB_RESCUE = re.compile(r"^grub rescue> ?$")
-_GRUB_START = re.compile(r"Welcome to GRUB|GNU GRUB +version|Booting `|^\s*error: |^grub(?: rescue)?>|"
+_GRUB_START = re.compile(r"GRUB loading|Welcome to GRUB|GNU GRUB +version|Booting `|^\s*error: |^grub(?: rescue)?>|"
                          r"Entering rescue mode|" + re.escape(GRUB_PREFIX))
 
 
@@ -139,6 +142,7 @@ class Watcher:
     login_prompt: bool = False
     end: tuple[Reason, str, int] | None = None  # the end state, once seen
     root_cause: tuple[Reason, str, int] | None = None  # a root-not-found seen before the end
+    firmware_boot: bool = False  # an HVM boot: GRUB 2 reads the image's grub.cfg, not PV-GRUB's menu.lst
 
     @property
     def done(self) -> bool:
@@ -200,6 +204,8 @@ class Watcher:
             self._finish(Reason.NO_ENTRY_LOADED, self._grub_detail(), n)
         elif text.startswith(GRUB_PREFIX) and "not found" in text:
             self._finish(Reason.MENU_LST_NOT_FOUND, text[len(GRUB_PREFIX):].strip(), n)
+        elif _GRUB_PROMPT.match(text.strip()) and self.firmware_boot:
+            self._finish(Reason.GRUB_CFG_NOT_FOUND, f"{self._grub_detail()}; stopped at the grub> prompt", n)
         elif _GRUB_PROMPT.match(text.strip()):
             self._finish(Reason.MENU_LST_NOT_FOUND, "GRUB found no menu entries and stopped at its prompt", n)
 
@@ -291,4 +297,4 @@ def context(lines: list[Line], n: int | None, before: int = 6, after: int = 3) -
         n = len(lines) - 1
     picked = [line.text for line in lines[max(0, n - before * 3) : n + 1] if line.text.strip()][-before - 1 :]
     picked += [line.text for line in lines[n + 1 : n + 1 + after * 3] if line.text.strip()][:after]
-    return picked
+    return [_SPACES.sub("   ", text) for text in picked]  # GRUB 2's menu is one line padded with spaces

@@ -2,8 +2,9 @@
 
 The root filesystem is the one with /sbin/init, on whichever partition (GPT or MBR) or logical volume
 it is; GRUB 2's config is /boot/grub/grub.cfg on it, or /grub/grub.cfg on a separate /boot filesystem.
-The probe is the PV one (imagekit/boot/probe.py). Every `linux` line of grub.cfg gets console=ttyS0
-first unless it has one: EC2's HVM serial console is ttyS0 and so is QEMU's. Nothing else changes:
+The probe is the PV one (imagekit/boot/probe.py). Every `linux` line of grub.cfg whose last console= is
+not ttyS0 gets console=ttyS0 last: EC2's HVM serial console is ttyS0 and so is QEMU's, and the last
+console= is /dev/console, where the initramfs writes why it cannot find root. Nothing else changes:
 the firmware, GRUB's boot code, its config and the ESP are booted as they are.
 """
 
@@ -44,12 +45,12 @@ def add_grub_console(g: Any) -> list[str]:
     """console=ttyS0 first on grub.cfg's linux lines (in the overlay); what was changed, for the report."""
     if not guest.is_file(g, GRUB_CFG):
         return []
-    text, changed = probe.add_serial_console(str(g.cat(GRUB_CFG)), LINUX_COMMANDS)
+    text, changed = probe.add_serial_console(str(g.cat(GRUB_CFG)), LINUX_COMMANDS, last=True)
     if not changed:
         return []
     g.write(GRUB_CFG, text.encode())
-    return [f"{GRUB_CFG}: {probe.SERIAL_ARG} put first on {changed} linux line(s) (the serial console under QEMU "
-            "and on EC2 HVM)"]
+    return [f"{GRUB_CFG}: {probe.SERIAL_ARG} put last on {changed} linux line(s), so it is /dev/console (EC2 HVM's "
+            "serial console is ttyS0 too: with another console last, the initramfs' messages would not show there)"]
 
 
 def prepare_hvm(g: Any) -> Prepared:

@@ -89,7 +89,7 @@ def boot_once(opts: BootOptions, image: ImageFile, prepared: Prepared, firmware:
         log = workdir / f"serial.{firmware}.log"
         argv = hvm_argv(machine, firmware=firmware_argv(firmware, workdir), interface=interface, disk=disk,
                         serial_log=log)
-        watcher = Watcher()
+        watcher = Watcher(firmware_boot=True)
         with progress.stage("boot", f"{firmware} firmware, {interface} disk, under QEMU ({accel.name})"):
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
         saved = save_log(log, log_path(opts, image, firmware, several))

@@ -78,16 +78,24 @@ echo o > /proc/sysrq-trigger
 """
 
 
-def add_serial_console(menu_lst: str, keywords: str = "kernel") -> tuple[str, int]:
+def _serial(arg: str) -> bool:
+    return arg == SERIAL_ARG or arg.startswith(SERIAL_ARG + ",")
+
+
+def add_serial_console(menu_lst: str, keywords: str = "kernel", last: bool = False) -> tuple[str, int]:
     """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed.
-    `keywords`: the command that loads a kernel (GRUB 2's grub.cfg: "linux16|linuxefi|linux")."""
+    `keywords`: the command that loads a kernel (GRUB 2's grub.cfg: "linux16|linuxefi|linux"); `last`: put it
+    last, making it /dev/console, unless the line's last console= is ttyS0 already (HVM: ttyS0 is EC2's too)."""
     changed = 0
 
     def fix(m: re.Match[str]) -> str:
         nonlocal changed
-        if any(a == SERIAL_ARG or a.startswith(SERIAL_ARG + ",") for a in m["args"].split()):
+        consoles = [a for a in m["args"].split() if a.startswith("console=")]
+        if (consoles and _serial(consoles[-1])) or (not last and any(map(_serial, consoles))):
             return m[0]
         changed += 1
+        if last:
+            return f"{m['head']}{m['path']} {m['args']}{' ' if m['args'] else ''}{SERIAL_ARG}"
         return f"{m['head']}{m['path']} {SERIAL_ARG}{' ' if m['args'] else ''}{m['args']}"
 
     pattern = re.compile(rf"^(?P<head>\s*(?:{keywords})(?:\s*=\s*|[ \t]+))(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$",

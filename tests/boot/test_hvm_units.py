@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagekit.accel import Accel
-from imagekit.boot.console import Reason
+from imagekit.boot.console import Reason, Watcher
 from imagekit.boot.disklabel import parse_head
 from imagekit.boot.firmware import BOTH, Firmware, choose, firmware_argv
 from imagekit.boot.hvm import LINUX_COMMANDS
@@ -85,12 +85,15 @@ def test_firmware_choice() -> None:
         choose("efi", None, label)
 
 
-def test_grub_cfg_linux_lines_get_the_serial_console() -> None:
+def test_grub_cfg_linux_lines_get_the_serial_console_last() -> None:
     cfg = ("menuentry 'Debian' {\n\tlinux\t/boot/vmlinuz-6.1 root=UUID=abc ro console=tty0\n\tinitrd /boot/i\n}\n"
-           "menuentry 'EFI' {\n  linuxefi /vmlinuz ro console=ttyS0,115200\n}\n")
-    text, changed = add_serial_console(cfg, LINUX_COMMANDS)
-    assert changed == 1 and "\tlinux\t/boot/vmlinuz-6.1 console=ttyS0 root=UUID=abc ro console=tty0\n" in text
-    assert "linuxefi /vmlinuz ro console=ttyS0,115200\n" in text
+           "menuentry 'EFI' {\n  linuxefi /vmlinuz ro console=tty0 console=ttyS0,115200\n}\n"
+           "menuentry 'PV console' {\n  linux /vmlinuz console=ttyS0 console=hvc0\n}\n")
+    text, changed = add_serial_console(cfg, LINUX_COMMANDS, last=True)
+    assert changed == 2 and "\tlinux\t/boot/vmlinuz-6.1 root=UUID=abc ro console=tty0 console=ttyS0\n" in text
+    assert "linuxefi /vmlinuz ro console=tty0 console=ttyS0,115200\n" in text
+    assert "  linux /vmlinuz console=ttyS0 console=hvc0 console=ttyS0\n" in text
+    assert add_serial_console(text, LINUX_COMMANDS, last=True) == (text, 0)
 
 
 def test_qemu_command_line_for_ovmf_and_nvme(tmp_path: Path) -> None:
@@ -107,3 +110,13 @@ def test_qemu_command_line_for_ovmf_and_nvme(tmp_path: Path) -> None:
                                  "nvme,drive=root,serial=imagekit-root,bootindex=1"]
     assert argv[-4:] == ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile="]
     assert firmware_argv(Firmware.BIOS, tmp_path) == []
+
+
+def test_grub2_prompt_in_an_hvm_boot_is_grub_cfg_not_found() -> None:
+    w = Watcher(firmware_boot=True)
+    for i, line in enumerate(["Welcome to GRUB!", "error: file `/boot/grub/grub.cfg' not found.", "grub> "]):
+        w.feed(float(i), line)
+    v = w.verdict(timed_out=False)
+    assert v.reason is Reason.GRUB_CFG_NOT_FOUND
+    assert v.detail == "GRUB: file `/boot/grub/grub.cfg' not found; stopped at the grub> prompt"
+    assert watch("grub> ").verdict(timed_out=False).reason is Reason.MENU_LST_NOT_FOUND  # PV-GRUB: unchanged

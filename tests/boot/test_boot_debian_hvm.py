@@ -1,0 +1,35 @@
+"""Real TCG boots of the shipped Debian HVM recipes (built once per session by tests/conftest.py), each
+through its real firmware path to the probe's sentinel: SeaBIOS for mbr-bios, OVMF for gpt-uefi, both
+for gpt-hybrid. The disk is NVMe, as on Nitro.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit.boot import BootOptions, boot_image
+from tests.boot.conftest import requires_kernel
+from tests.util import RECIPES
+
+pytestmark = [pytest.mark.slow, requires_kernel()]
+
+
+@pytest.mark.parametrize(("recipe", "firmwares"), [
+    ("debian-12-hvm-bios", ["bios"]),
+    ("debian-12-hvm-uefi", ["uefi"]),
+    ("debian-12-hvm-hybrid", ["bios", "uefi"]),
+])
+def test_shipped_hvm_recipe_boots_through_its_firmware(debian_images: Callable[[str], Path], recipe: str,
+                                                       firmwares: list[str]) -> None:
+    if not (RECIPES / f"{recipe}.toml").is_file():
+        pytest.skip(f"recipes/{recipe}.toml is not in this tree (it comes with the HVM image builder)")
+    report = boot_image(BootOptions(debian_images(recipe)))
+    assert report.booted, report.to_text()
+    assert [(f.firmware, f.reason) for f in report.firmwares] == [(f, "booted") for f in firmwares]
+    assert (report.loader, report.disk_interface, report.probe, report.failed_units) == (
+        "firmware", "nvme", "systemd-unit", [])
+    assert report.system_state == "running" and report.kernel_version
+    assert report.entry is not None and not report.entry.fallback
