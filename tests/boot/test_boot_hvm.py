@@ -88,3 +88,10 @@ def test_grub_cannot_find_its_prefix(hvm_disks: Images) -> None:
     assert report.reason == "grub-rescue"
     assert report.detail == (f"GRUB: no such device: {WRONG_UUID}; unknown filesystem; stopped at the grub rescue> "
                              "prompt")
+
+
+@pytest.mark.parametrize("interface", ["virtio", "ide"])
+def test_other_disk_interfaces(hvm_disks: Images, interface: str) -> None:
+    report = boot_image(BootOptions(hvm_disks("bios"), disk_interface=interface))
+    assert report.booted, report.to_text()
+    assert (report.firmware, report.disk_interface) == ("bios", interface)
