@@ -22,27 +22,28 @@ from imagekit.configure import (
     FsIds,
     KernelInfo,
     _write,
+    boot_config,
     check_entry_files,
     copy_files,
     fstab_text,
     install_kernel,
     installed_packages,
     kernel_cmdline,
-    menu_lst_text,
     split_boot,
+    write_boot_config,
     write_identity,
-    write_menu_lst,
 )
 from imagekit.errors import ImagekitError, RecipeError, UsageError
 from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
-from imagekit.image.layout import Placement, align_up, boot_overhead, plan_layout
+from imagekit.image.firmware import install_bootloader, partition_records, write_table
+from imagekit.image.layout import Placement, align_up, boot_overhead, plan_firmware, plan_layout
 from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
 from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
 from imagekit.kernels import KernelProfile, load_profile
 from imagekit.manifest import image_facts, write_manifest
 from imagekit.progress import Progress
-from imagekit.recipe import GiB, Layout, MiB, Recipe
+from imagekit.recipe import GiB, Layout, MiB, Recipe, Virtualization
 from imagekit.reproducible import clamp_times, resolve_epoch
 from imagekit.rootfs import Tree, prepare_rootfs
 from imagekit.volumes import (
@@ -69,7 +70,10 @@ def assign_ids(recipe: Recipe, epoch: int | None) -> FsIds:
         if epoch is None:
             return str(uuid.uuid4())
         return str(uuid.uuid5(UUID_NAMESPACE, f"{recipe.sha256}:{epoch}:{label}"))
-    return FsIds(make("root"), make("boot") if recipe.separate_boot else None)
+
+    esp = make("esp")[:8].upper() if recipe.layout.uefi else None
+    return FsIds(make("root"), make("boot") if recipe.separate_boot else None,
+                 f"{esp[:4]}-{esp[4:]}" if esp else None)
 
 
 def _fs_key(place: Placement) -> str:
@@ -122,8 +126,10 @@ def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress
     from imagekit.lint import Severity, lint_view
     from imagekit.lint.view import open_view
 
-    with progress.stage("lint", "PV-GRUB and EC2 rules (libguestfs)"), open_view(partial) as view:
-        findings = lint_view(view, Target.PV, recipe.arch.value, manifest)
+    hvm = recipe.layout.virtualization is Virtualization.HVM
+    target, rules = (Target.HVM, "HVM") if hvm else (Target.PV, "PV-GRUB")
+    with progress.stage("lint", f"{rules} and EC2 rules (libguestfs)"), open_view(partial) as view:
+        findings = lint_view(view, target, recipe.arch.value, manifest)
     errors = [f for f in findings if f.severity is Severity.ERROR]
     for f in findings:
         if f.severity is not Severity.ERROR:
@@ -155,9 +161,10 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         stack.callback(partial.unlink, missing_ok=True)
 
         tree = prepare_rootfs(recipe, profile, workdir, progress)
-        with progress.stage("configure", "kernel, menu.lst, fstab, hostname, files"):
+        hvm = recipe.layout.virtualization is Virtualization.HVM
+        with progress.stage("configure", f"kernel, {'grub.cfg' if hvm else 'menu.lst'}, fstab, hostname, files"):
             kernel, ids, menu, cmdline = configure_tree(recipe, profile, tree, epoch)
-        boot_tree = split_boot(tree, workdir) if recipe.separate_boot else None
+        boot_tree = split_boot(tree, workdir, nest_grub=not hvm) if recipe.separate_boot else None
         packages = installed_packages(tree)
         trees = split_mounts(recipe, tree, workdir)  # logical volumes and copy-initialised data volumes
         with progress.stage("size", "measure the tree against mke2fs"):
@@ -174,6 +181,11 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
                                                        trees, ids, workdir, epoch)
             else:
                 filesystems = assemble(recipe, partial, disk_size, placements, tree, boot_tree, ids, workdir, epoch)
+        firmware = plan_firmware(recipe)
+        if hvm:
+            with progress.stage("bootloader", f"GRUB 2 for {recipe.layout.boot_mode}"):
+                install_bootloader(recipe, partial, firmware, boot_uuid=ids.boot_fs_uuid, esp_id=ids.esp_id,
+                                   workdir=workdir, epoch=epoch)
         with progress.stage("check", "e2fsck -fn"):
             for place in placements:
                 check_filesystem(place, partial)
@@ -190,19 +202,22 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             "recipe": {"path": str(recipe.path), "sha256": recipe.sha256},
             "arch": recipe.arch.value,
             "layout": recipe.layout.value,
-            "virtualization": "paravirtual",
-            "boot_mode": None,
+            "virtualization": recipe.layout.virtualization.value,
+            "boot_mode": recipe.layout.boot_mode.value if recipe.layout.boot_mode else None,
             "image": facts,
             "filesystems": filesystems,
             "kernel": {"profile": profile.name, "version": kernel.version,
                        "path": boot_path(recipe, kernel.kernel), "xen_pv": profile.xen_pv},
             "initrd": {"path": boot_path(recipe, kernel.initrd)} if kernel.initrd else None,
             "cmdline": cmdline,
-            "menu_lst": {"path": "/boot/grub/menu.lst", "text": menu},
+            "menu_lst": None if hvm else {"path": "/boot/grub/menu.lst", "text": menu},
             "fstab": fstab_text(recipe, ids),
             "source_date_epoch": epoch,
             "packages": packages,
         }
+        if hvm:
+            manifest["grub_cfg"] = {"path": "/boot/grub/grub.cfg", "text": menu}
+            manifest["partitions"] = partition_records(recipe, firmware, placements, ids.esp_id)
         manifest["data_volumes"] = volume_records(recipe, volume_images)
         manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
         manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
@@ -223,8 +238,8 @@ def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
     kernel = install_kernel(tree, profile)
     check_entry_files(recipe, tree)
     ids = assign_ids(recipe, epoch)
-    menu = menu_lst_text(recipe, profile, kernel, ids)
-    write_menu_lst(tree, menu)
+    path, menu = boot_config(recipe, profile, kernel, ids)
+    write_boot_config(tree, path, menu)
     _write(tree.path / "etc/fstab", fstab_text(recipe, ids))
     configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
     write_identity(tree, recipe)
@@ -239,6 +254,9 @@ def assemble(recipe: Recipe, image: Path, disk_size: int, placements: list[Place
     if recipe.layout == Layout.HD00:
         disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if epoch is not None else None
         write_mbr(image, placements, disk_id=disk_id)
+    elif recipe.layout.virtualization is Virtualization.HVM:
+        derive = uuid.uuid5(UUID_NAMESPACE, ids.root_uuid) if epoch is not None else None
+        write_table(recipe, image, plan_firmware(recipe), placements, derive=derive)
     records = []
     for place in placements:
         is_boot = place.mountpoint == "/boot"

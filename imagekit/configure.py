@@ -1,4 +1,4 @@
-"""Stage 2b: make the staged tree an EC2 image: kernel in /boot, menu.lst, fstab, hostname, files.
+"""Stage 2b: make the staged tree an EC2 image: kernel in /boot, menu.lst or grub.cfg, fstab, hostname, files.
 
 Everything here writes into the staging tree (never the host), through `Tree.run` when a command is
 involved, so a rootless build records ownership in its fakeroot state. Files are written fresh
@@ -13,10 +13,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit.bootloader.grub2 import render_grub_cfg
 from imagekit.bootloader.menulst import Entry, render_menu_lst
 from imagekit.errors import RecipeError, UsageError
 from imagekit.kernels import KernelProfile, host_files, kernel_version
-from imagekit.recipe import Layout, Recipe
+from imagekit.recipe import Layout, Recipe, Virtualization
 from imagekit.rootfs import Tree
 
 
@@ -33,6 +34,12 @@ class FsIds:
 
     root_uuid: str
     boot_uuid: str | None
+    esp_id: str | None = None  # FAT volume id of the ESP, as blkid shows it: 1A2B-3C4D
+
+    @property
+    def boot_fs_uuid(self) -> str:
+        """The filesystem GRUB reads grub.cfg and the kernel from."""
+        return self.boot_uuid or self.root_uuid
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -82,12 +89,14 @@ def root_spec(recipe: Recipe, ids: FsIds) -> str:
 
 
 def kernel_cmdline(recipe: Recipe, profile: KernelProfile, ids: FsIds) -> str:
-    words = [f"root={root_spec(recipe, ids)}", *profile.cmdline.split(), *recipe.kernel.cmdline.split()]
+    """root=, the profile's command line for the layout's virtualization (hvc0 or ttyS0), the recipe's."""
+    profile_words = profile.cmdline_for(recipe.layout.virtualization).split()
+    words = [f"root={root_spec(recipe, ids)}", *profile_words, *recipe.kernel.cmdline.split()]
     return " ".join(words)
 
 
-def menu_lst_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> str:
-    """menu.lst for the recipe's boot entries, paths relative to the boot filesystem."""
+def boot_entries(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> list[Entry]:
+    """The recipe's boot entries, paths relative to the boot filesystem (menu.lst and grub.cfg alike)."""
     prefix = "" if recipe.separate_boot else "/boot"
     cmdline = kernel_cmdline(recipe, profile, ids)
     entries = []
@@ -101,9 +110,30 @@ def menu_lst_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, id
         args = " ".join(x for x in (cmdline, e.args) if x)
         entries.append(Entry(title, kernel=f"{prefix}/{kfile}", kernel_args=args,
                              initrd=f"{prefix}/{ifile}" if ifile else None))
+    return entries
+
+
+def menu_lst_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> str:
+    """menu.lst for the recipe's boot entries, paths relative to the boot filesystem."""
     root_device = "(hd0)" if recipe.layout == Layout.HD0 else "(hd0,0)"
-    return render_menu_lst(entries, root_device=root_device, default=recipe.boot.default,
-                           fallback=recipe.boot.fallback, timeout=recipe.boot.timeout)
+    return render_menu_lst(boot_entries(recipe, profile, kernel, ids), root_device=root_device,
+                           default=recipe.boot.default, fallback=recipe.boot.fallback, timeout=recipe.boot.timeout)
+
+
+def grub_cfg_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> str:
+    """grub.cfg (HVM): the same entries, default, fallback and timeout as menu.lst would have."""
+    mode = recipe.layout.boot_mode
+    assert mode is not None
+    return render_grub_cfg(boot_entries(recipe, profile, kernel, ids), boot_uuid=ids.boot_fs_uuid,
+                           boot_mode=mode.value, default=recipe.boot.default, fallback=recipe.boot.fallback,
+                           timeout=recipe.boot.timeout)
+
+
+def boot_config(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> tuple[str, str]:
+    """(path in the tree, text): PV-GRUB's menu.lst, or GRUB 2's grub.cfg for an HVM layout."""
+    if recipe.layout.virtualization is Virtualization.HVM:
+        return "/boot/grub/grub.cfg", grub_cfg_text(recipe, profile, kernel, ids)
+    return "/boot/grub/menu.lst", menu_lst_text(recipe, profile, kernel, ids)
 
 
 def check_entry_files(recipe: Recipe, tree: Tree) -> None:
@@ -162,18 +192,24 @@ def write_menu_lst(tree: Tree, text: str) -> str:
     return "/boot/grub/menu.lst"
 
 
-def split_boot(tree: Tree, workdir: Path) -> Tree:
-    """Move /boot into a tree of its own for a /boot partition, menu.lst at boot/grub/menu.lst inside it.
+def write_boot_config(tree: Tree, path: str, text: str) -> None:
+    _write(tree.path / path.lstrip("/"), text)
 
-    Seed 002: PV-GRUB looks for /boot/grub/menu.lst on the first partition; with that partition
-    mounted at /boot the file is /boot/boot/grub/menu.lst in the running system.
+
+def split_boot(tree: Tree, workdir: Path, *, nest_grub: bool = True) -> Tree:
+    """Move /boot into a tree of its own for a /boot partition.
+
+    PV (nest_grub), seed 002: PV-GRUB looks for /boot/grub/menu.lst on the first partition; with that
+    partition mounted at /boot the file is /boot/boot/grub/menu.lst in the running system. HVM: GRUB 2
+    is told where grub.cfg is (grub/grub.cfg on the boot filesystem, /boot/grub/grub.cfg when running).
     """
     boot_tree = workdir / "boot"
     os.replace(tree.path / "boot", boot_tree)
     (tree.path / "boot").mkdir()
-    grub = boot_tree / "grub"
-    (boot_tree / "boot").mkdir()
-    os.replace(grub, boot_tree / "boot" / "grub")
+    if nest_grub:
+        grub = boot_tree / "grub"
+        (boot_tree / "boot").mkdir()
+        os.replace(grub, boot_tree / "boot" / "grub")
     return Tree(boot_tree, tree.fakeroot_state)
 
 

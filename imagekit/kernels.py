@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import ValidationError, model_validator
 
 from imagekit.errors import RecipeError, UsageError
-from imagekit.recipe import Arch, _describe, _Model
+from imagekit.recipe import Arch, Virtualization, _describe, _Model
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -27,6 +27,9 @@ class KernelFiles(_Model):
     initrd: str | None = None  # host path or glob; "{version}" is replaced by the kernel's version
 
 
+HVM_CMDLINE = "ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+
+
 class KernelProfile(_Model):
     name: str
     description: str = ""
@@ -34,7 +37,9 @@ class KernelProfile(_Model):
     packages: tuple[str, ...] = ()  # installed by a bootstrap
     files: KernelFiles | None = None  # copied from the build host
     initrd: Literal["initramfs-tools", "dracut", "file", "none"] = "initramfs-tools"
-    cmdline: str = "ro"
+    cmdline: str = "ro"  # PV (PV-GRUB): the console is hvc0
+    # HVM (GRUB 2, SeaBIOS/OVMF, Nitro): the console is the serial port; Nitro's NVMe must never time out.
+    cmdline_hvm: str = HVM_CMDLINE
     xen_pv: bool = True  # the kernel can run as a Xen PV guest (PV-GRUB)
 
     @model_validator(mode="after")
@@ -44,6 +49,9 @@ class KernelProfile(_Model):
         if self.initrd == "file" and not (self.files and self.files.initrd):
             raise ValueError("initrd = \"file\" needs files.initrd")
         return self
+
+    def cmdline_for(self, virtualization: Virtualization) -> str:
+        return self.cmdline_hvm if virtualization is Virtualization.HVM else self.cmdline
 
 
 def profile_path(name: str, directory: Path = KERNELS_DIR) -> Path:

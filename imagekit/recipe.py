@@ -1,7 +1,7 @@
 """Stage 1: a recipe (TOML, one file per image) validated into typed, frozen objects.
 
 Stages never see raw dicts. Every error names the file and the key:
-    recipes/x.toml: layout: 'hd1' is not one of hd0, hd00
+    recipes/x.toml: layout: 'hd1' is not one of hd0, hd00, mbr-bios, gpt-uefi, gpt-hybrid
 """
 
 from __future__ import annotations
@@ -24,9 +24,53 @@ class Arch(StrEnum):
     I386 = "i386"
 
 
+class Virtualization(StrEnum):
+    PARAVIRTUAL = "paravirtual"
+    HVM = "hvm"
+
+
+class BootMode(StrEnum):
+    """EC2's RegisterImage BootMode."""
+
+    LEGACY_BIOS = "legacy-bios"
+    UEFI = "uefi"
+    UEFI_PREFERRED = "uefi-preferred"
+
+
 class Layout(StrEnum):
     HD0 = "hd0"  # partitionless: the filesystem is the whole disk, PV-GRUB root (hd0)
     HD00 = "hd00"  # MBR, first partition is the boot partition, PV-GRUB root (hd0,0)
+    MBR_BIOS = "mbr-bios"  # HVM: MBR, GRUB 2 i386-pc in the MBR gap
+    GPT_UEFI = "gpt-uefi"  # HVM: GPT, EFI system partition with GRUB 2 x86_64-efi as EFI/BOOT/BOOTX64.EFI
+    GPT_HYBRID = "gpt-hybrid"  # HVM: GPT, BIOS boot partition and ESP: boots both ways
+
+    @property
+    def virtualization(self) -> Virtualization:
+        return Virtualization.PARAVIRTUAL if self in (Layout.HD0, Layout.HD00) else Virtualization.HVM
+
+    @property
+    def boot_mode(self) -> BootMode | None:
+        """None for PV (PV-GRUB, no firmware)."""
+        return {Layout.MBR_BIOS: BootMode.LEGACY_BIOS, Layout.GPT_UEFI: BootMode.UEFI,
+                Layout.GPT_HYBRID: BootMode.UEFI_PREFERRED}.get(self)
+
+    @property
+    def partitioned(self) -> bool:
+        return self is not Layout.HD0
+
+    @property
+    def gpt(self) -> bool:
+        return self in (Layout.GPT_UEFI, Layout.GPT_HYBRID)
+
+    @property
+    def bios(self) -> bool:
+        """GRUB 2 for BIOS: boot.img in the MBR, core.img in the MBR gap or the BIOS boot partition."""
+        return self in (Layout.MBR_BIOS, Layout.GPT_HYBRID)
+
+    @property
+    def uefi(self) -> bool:
+        """An EFI system partition with EFI/BOOT/BOOTX64.EFI."""
+        return self in (Layout.GPT_UEFI, Layout.GPT_HYBRID)
 
 
 class FsType(StrEnum):
@@ -143,9 +187,29 @@ class Filesystem(_Model):
         return self
 
 
+# FAT32 needs 65525 clusters: with 512-byte clusters that is 32 MiB of data plus the FATs, 33 MiB aligned.
+ESP_MIN = 33 * MiB
+
+
+class Esp(_Model):
+    """The EFI system partition (gpt-uefi, gpt-hybrid): FAT32, holds EFI/BOOT/BOOTX64.EFI."""
+
+    size: Size = 128 * MiB
+    label: str = "ESP"
+
+    @model_validator(mode="after")
+    def _check(self) -> Esp:
+        if self.size < ESP_MIN:
+            raise ValueError(f"size {self.size >> 20} MiB is too small for FAT32 (at least {ESP_MIN >> 20} MiB)")
+        if not re.fullmatch(r"[A-Z0-9_-]{1,11}", self.label):
+            raise ValueError(f"label {self.label!r} must be 1-11 characters of A-Z 0-9 _ - (a FAT label)")
+        return self
+
+
 class Filesystems(_Model):
     root: Filesystem = Filesystem(label="root")
-    boot: Filesystem | None = None  # a separate /boot partition (hd00 only)
+    boot: Filesystem | None = None  # a separate /boot partition (hd00 and the HVM layouts)
+    esp: Esp | None = None  # the EFI system partition's size and label (gpt-uefi, gpt-hybrid); default Esp()
 
 
 class Kernel(_Model):
@@ -324,8 +388,20 @@ class Recipe(_Model):
 
     @property
     def boot_fs(self) -> Filesystem:
-        """The filesystem PV-GRUB reads menu.lst and the kernel from."""
+        """The filesystem the bootloader (PV-GRUB or GRUB 2) reads its config and the kernel from."""
         return self.filesystems.boot or self.filesystems.root
+
+    @property
+    def esp(self) -> Esp | None:
+        """The EFI system partition of a UEFI layout (the recipe's, or the default); None otherwise."""
+        return (self.filesystems.esp or Esp()) if self.layout.uefi else None
+
+    def with_layout(self, layout: Layout) -> Recipe:
+        """The same recipe with another layout (`imagekit build --layout`), checked like the recipe key."""
+        changed = self.model_copy(update={"layout": layout})
+        check_layout(changed)
+        check_storage(changed)
+        return changed
 
 
 def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
@@ -356,7 +432,7 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
 def _locate_model_error(key: str, message: str) -> tuple[str, str]:
     """Model-level checks report on their model; point at the field they name when they name one."""
     first = message.split(" ", 1)[0]
-    if first in {"name", "hostname", "label", "default", "fallback", "dest", "mode",
+    if first in {"name", "hostname", "label", "default", "fallback", "dest", "mode", "size",
                  "mountpoint", "device", "services", "type", "vg", "volumes"}:
         key = f"{key}.{first}" if key != "(top level)" else first
     return key, message
@@ -376,13 +452,16 @@ def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
 
 
 def check_layout(recipe: Recipe) -> None:
-    """Rules that span keys: where a separate /boot may go, which filesystems PV-GRUB reads."""
+    """Rules that span keys: where a separate /boot may go, which filesystems PV-GRUB reads, the ESP."""
     if recipe.separate_boot and recipe.layout == Layout.HD0:
         raise RecipeError(recipe.path, "filesystems.boot",
-                          "a separate /boot needs a partition table: use layout = \"hd00\"")
+                          "a separate /boot needs a partition table: use layout = \"hd00\" (PV) or an HVM layout")
+    if recipe.filesystems.esp is not None and not recipe.layout.uefi:
+        raise RecipeError(recipe.path, "filesystems.esp", f"layout {recipe.layout.value} has no EFI system "
+                          "partition (gpt-uefi and gpt-hybrid have one)")
     boot = recipe.boot_fs
     key = "filesystems.boot.type" if recipe.separate_boot else "filesystems.root.type"
-    if boot.type not in PVGRUB_BOOT_FS:
+    if recipe.layout.virtualization is Virtualization.PARAVIRTUAL and boot.type not in PVGRUB_BOOT_FS:
         names = ", ".join(t.value for t in PVGRUB_BOOT_FS)
         raise RecipeError(recipe.path, key, f"PV-GRUB cannot read /boot from {boot.type.value} (it reads {names})")
     if recipe.separate_boot and recipe.filesystems.boot and recipe.filesystems.boot.size is None:

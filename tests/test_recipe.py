@@ -80,7 +80,7 @@ def test_cli_bad_recipe_one_line_exit_2_no_output(tmp_path: Path) -> None:
     out = tmp_path / "x.img"
     proc = run_imagekit("build", path, "-o", out)
     assert proc.returncode == 2
-    assert proc.stderr == f"error: {path}: layout: 'hd1' is not one of hd0, hd00\n"
+    assert proc.stderr == f"error: {path}: layout: 'hd1' is not one of hd0, hd00, mbr-bios, gpt-uefi, gpt-hybrid\n"
     assert "Traceback" not in proc.stderr
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [path]

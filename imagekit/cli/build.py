@@ -12,19 +12,28 @@ import click
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Image file to write (default: out/<recipe name>.img).")
+@click.option("--layout", type=click.Choice(["hd0", "hd00", "mbr-bios", "gpt-uefi", "gpt-hybrid"]), default=None,
+              help="Build this layout instead of the recipe's (e.g. an HVM image from a PV recipe; the cached "
+                   "bootstrap is shared).")
 @click.option("--no-lint", is_flag=True, help="Do not lint the image at the end (lint errors fail a build).")
 @click.option("--json", "json_output", is_flag=True, help="Print the build manifest as JSON on stdout; no progress.")
-def command(recipe: Path, output: Path | None, no_lint: bool, json_output: bool) -> None:
+def command(recipe: Path, output: Path | None, layout: str | None, no_lint: bool, json_output: bool) -> None:
     """Build a raw disk image from RECIPE (a TOML file in recipes/).
 
     Writes the image and, beside it, IMAGE.manifest.json saying what went in. Respects
     SOURCE_DATE_EPOCH (reproducible IDs and timestamps) and IMAGEKIT_CACHE_DIR (bootstrap cache).
     """
     from imagekit.build import build_image
+    from imagekit.errors import RecipeError, UsageError
     from imagekit.progress import Progress
-    from imagekit.recipe import load_recipe
+    from imagekit.recipe import Layout, load_recipe
 
     loaded = load_recipe(recipe)
+    if layout is not None:
+        try:
+            loaded = loaded.with_layout(Layout(layout))
+        except RecipeError as exc:
+            raise UsageError(f"--layout {layout}: {exc.message}", hint=exc.hint) from None
     output = output or Path("out") / f"{loaded.name}.img"
     progress = Progress.for_cli(json_output)
     result = build_image(loaded, output, progress, lint=not no_lint)

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from imagekit.errors import CommandFailed, ImagekitError
-from imagekit.image.layout import Placement
+from imagekit.image.layout import FirmwarePart, Placement
 from imagekit.image.sparse import copy_range
 from imagekit.recipe import Filesystem, FsType
 from imagekit.rootfs import Tree
@@ -24,6 +24,9 @@ EXT = (FsType.EXT2, FsType.EXT3, FsType.EXT4)
 # A filesystem PV-GRUB (GRUB 0.97 with Amazon's ext4 patches) reads /boot from: no 64-bit block
 # numbers (an incompatible feature old GRUB does not know). GRUB 2 reads it either way.
 PVGRUB_EXT4_FEATURES = "^64bit"
+SECTOR = 512
+FAT32_SERIAL = 0x43  # the volume id in a FAT32 boot sector
+FAT32_BACKUP_SECTOR = 6  # mkfs.fat's backup boot sector
 
 
 class TooSmall(ImagekitError):
@@ -121,3 +124,44 @@ def check_filesystem(place: Placement, image: Path) -> None:
         return
     device = f"{image}?offset={place.offset}" if place.offset else os.fspath(image)
     run(["e2fsck", "-fn", device])
+
+
+def esp_volume_id(volume_id: str) -> str:
+    """'1A2B-3C4D' (as blkid shows a FAT serial) -> '1a2b3c4d' (as mkfs.fat -i takes it)."""
+    return volume_id.replace("-", "").lower()
+
+
+def make_esp(part: FirmwarePart, image: Path, label: str, volume_id: str, files: dict[str, Path],
+             *, epoch: int | None = None) -> None:
+    """FAT32 at the ESP's offset (mkfs.fat --offset), filled with mtools: no mount, no loop device.
+
+    `files` maps a path on the ESP (EFI/BOOT/BOOTX64.EFI) to a host file. Reproducible: mkfs.fat
+    --invariant fixes its times (and its volume id, which is then patched to the derived one), the
+    directories and files get SOURCE_DATE_EPOCH as their time.
+    """
+    serial = esp_volume_id(volume_id)
+    argv = ["mkfs.fat", "-F", "32", "-S", str(SECTOR), "-n", label, "-i", serial,
+            f"--offset={part.offset // SECTOR}", os.fspath(image), str(part.size // 1024)]
+    if epoch is not None:
+        argv.insert(1, "--invariant")
+    run(argv)
+    if epoch is not None:
+        set_fat_serial(image, part.offset, serial)
+    env = {"MTOOLS_SKIP_CHECK": "1", **({"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {})}
+    target = f"{image}@@{part.offset}"
+    dirs = sorted({str(Path(dest).parents[n]) for dest in files for n in range(len(Path(dest).parents) - 1)})
+    for d in dirs:
+        run(["mmd", "-i", target, f"::/{d}"], env=env)
+    for dest, src in sorted(files.items()):
+        if epoch is not None:
+            os.utime(src, (epoch, epoch))
+        run(["mcopy", "-m", "-i", target, os.fspath(src), f"::/{dest}"], env=env)
+
+
+def set_fat_serial(image: Path, offset: int, serial: str) -> None:
+    """The FAT32 volume id in the boot sector and its backup (sector 6): 4 bytes at 0x43."""
+    value = int(serial, 16).to_bytes(4, "little")
+    with open(image, "r+b") as f:
+        for sector in (0, FAT32_BACKUP_SECTOR):
+            f.seek(offset + sector * SECTOR + FAT32_SERIAL)
+            f.write(value)

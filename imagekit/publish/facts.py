@@ -16,34 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.errors import UsageError
-
-
-class Virtualization(StrEnum):
-    PARAVIRTUAL = "paravirtual"
-    HVM = "hvm"
-
-
-class BootMode(StrEnum):
-    LEGACY_BIOS = "legacy-bios"
-    UEFI = "uefi"
-    UEFI_PREFERRED = "uefi-preferred"
-
-
-class Layout(StrEnum):
-    HD0 = "hd0"
-    HD00 = "hd00"
-    MBR_BIOS = "mbr-bios"
-    GPT_UEFI = "gpt-uefi"
-    GPT_HYBRID = "gpt-hybrid"
-
-    @property
-    def partitioned(self) -> bool:
-        return self is not Layout.HD0
-
-    @property
-    def gpt(self) -> bool:
-        return self in {Layout.GPT_UEFI, Layout.GPT_HYBRID}
-
+from imagekit.recipe import BootMode, Layout, Virtualization
 
 ARCHES = ("x86_64", "i386", "arm64")
 
