@@ -92,9 +92,13 @@ def clean(raw: str) -> str:
 
 # (pattern, reason) checked on every line; the first end state seen wins, except that a more specific
 # cause seen just before a panic or a shell (root not found) is kept.
-_GRUB_BOOTING = re.compile(r"Booting `(?P<title>.*)'")
-_GRUB_FALLBACK = re.compile(r"Falling back to `(?P<title>.*)'")
+# up to the first quote: GRUB 2 writing to `serial console` puts both copies of a line on ttyS0 (OVMF, sercon)
+_GRUB_BOOTING = re.compile(r"Booting `(?P<title>.*?)'")
+_GRUB_FALLBACK = re.compile(r"Falling back to `(?P<title>.*?)'")
 _GRUB_ERROR = re.compile(r"^\s*error: (?P<msg>.+?)\.?$")
+# GRUB 2 writing to `serial console` under SeaBIOS's sercon: both land on ttyS0, interleaved, so one line
+# can hold two messages ("...' not founderror: you need to load the kernel first.")
+_GRUB_ERRORS = re.compile(r"error: (?P<msg>.+?)\.?(?=error: |$)")
 _KERNEL_BANNER = re.compile(r"Linux version (?P<version>\S+)")
 _PANIC = re.compile(r"Kernel panic - not syncing: (?P<msg>.*)")
 _VFS = re.compile(r"VFS: (?:Cannot open root device|Unable to mount root fs)(?P<msg>.*)")
@@ -191,15 +195,16 @@ class Watcher:
     def _read_grub(self, n: int, text: str) -> None:
         if m := _GRUB_BOOTING.search(text):
             title = m["title"]
-            if (title, False) in self.titles_tried:  # the menu came round again: every entry failed
+            failed_since = len(self.grub_errors) > self.errors_at_title  # (not a copy of the same line: sercon)
+            if (title, False) in self.titles_tried and failed_since:  # the menu came round again: all failed
                 self._finish(Reason.NO_ENTRY_LOADED, self._grub_detail(), n)
             self.titles_tried.append((title, False))
             self.errors_at_title = len(self.grub_errors)
         elif m := _GRUB_FALLBACK.search(text):
             self.titles_tried.append((m["title"], True))
             self.errors_at_title = len(self.grub_errors)
-        elif (m := _GRUB_ERROR.match(text)) and m["msg"] not in _FOLLOW_ON:
-            self.grub_errors.append(m["msg"])
+        elif _GRUB_ERROR.match(text):
+            self.grub_errors += [m["msg"] for m in _GRUB_ERRORS.finditer(text) if m["msg"] not in _FOLLOW_ON]
         elif _ALL_FAILED in text:
             self._finish(Reason.NO_ENTRY_LOADED, self._grub_detail(), n)
         elif text.startswith(GRUB_PREFIX) and "not found" in text:

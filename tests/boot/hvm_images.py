@@ -18,6 +18,7 @@ MIB = 1024 * 1024
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 ROOT_UUID = "11111111-2222-4333-8444-555555555555"
+WRONG_UUID = "99999999-2222-4333-8444-555555555555"  # for root= or a search that must fail
 GRUB_MODULES = ("ext2", "linux", "normal", "search", "search_fs_uuid", "configfile", "echo", "test", "gzio")
 RESCUE_MODULES = ("ext2", "search", "search_fs_uuid")  # no normal (nor configfile, which needs it)
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"

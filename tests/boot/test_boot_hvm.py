@@ -19,7 +19,7 @@ from tests.util import run_imagekit
 pytestmark = [pytest.mark.slow, requires_kernel()]
 
 Images = Callable[[str], Path]
-WRONG_UUID = "99999999-2222-4333-8444-555555555555"
+WRONG_UUID = hvm.WRONG_UUID
 
 
 @pytest.fixture(scope="session")

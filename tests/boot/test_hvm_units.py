@@ -120,3 +120,17 @@ def test_grub2_prompt_in_an_hvm_boot_is_grub_cfg_not_found() -> None:
     assert v.reason is Reason.GRUB_CFG_NOT_FOUND
     assert v.detail == "GRUB: file `/boot/grub/grub.cfg' not found; stopped at the grub> prompt"
     assert watch("grub> ").verdict(timed_out=False).reason is Reason.MENU_LST_NOT_FOUND  # PV-GRUB: unchanged
+
+
+def test_grub_writing_twice_to_the_serial_port() -> None:
+    """`terminal_output serial console` under SeaBIOS's sercon: GRUB's two outputs interleave on ttyS0."""
+    v = watch("  Booting `Debian'", "error: file `/boot/vmlinuz-6.1' not found.", "'",
+              "error: file `/boot/vmlinuz-6.1' not founderror: you need to load the kernel first.", ".",
+              "error: you need to load the kernel first", "Press any key to continue...",
+              " Failed to boot both default and fallback entries.").verdict(timed_out=False)
+    assert v.reason is Reason.NO_ENTRY_LOADED and v.detail == "GRUB: file `/boot/vmlinuz-6.1' not found"
+
+
+def test_title_of_a_line_written_twice() -> None:
+    v = watch("  Booting `small (6.1.0)'Booting `small (6.1.0)'", "Linux version 6.1.0").verdict(timed_out=True)
+    assert v.entry_title == "small (6.1.0)"
