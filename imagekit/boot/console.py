@@ -97,8 +97,9 @@ _GRUB_BOOTING = re.compile(r"Booting `(?P<title>.*?)'")
 _GRUB_FALLBACK = re.compile(r"Falling back to `(?P<title>.*?)'")
 _GRUB_ERROR = re.compile(r"^\s*error: (?P<msg>.+?)\.?$")
 # GRUB 2 writing to `serial console` under SeaBIOS's sercon: both land on ttyS0, interleaved, so one line
-# can hold two messages ("...' not founderror: you need to load the kernel first.")
-_GRUB_ERRORS = re.compile(r"error: (?P<msg>.+?)\.?(?=error: |$)")
+# can hold two messages ("...' not founderror: you need to load the kernel first.") or a message and what
+# follows it ("no such device: 0a1b.GNU GRUB  version 2.06").
+_GRUB_ERRORS = re.compile(r"error: (?P<msg>.+?)(?:\.(?=[A-Z]|\s|$)|(?=error: )|$)")
 _KERNEL_BANNER = re.compile(r"Linux version (?P<version>\S+)")
 _PANIC = re.compile(r"Kernel panic - not syncing: (?P<msg>.*)")
 _VFS = re.compile(r"VFS: (?:Cannot open root device|Unable to mount root fs)(?P<msg>.*)")

@@ -134,3 +134,10 @@ def test_grub_writing_twice_to_the_serial_port() -> None:
 def test_title_of_a_line_written_twice() -> None:
     v = watch("  Booting `small (6.1.0)'Booting `small (6.1.0)'", "Linux version 6.1.0").verdict(timed_out=True)
     assert v.entry_title == "small (6.1.0)"
+
+
+def test_grub_error_run_into_the_next_line() -> None:
+    v = watch("error: no such device: c7c6c54f-7d0c.GNU GRUB  version 2.06-13+deb12u2", "grub> ")
+    assert v.verdict(timed_out=False).grub_errors == ("no such device: c7c6c54f-7d0c",)
+    assert watch("error: file `/boot/vmlinuz-6.1.0-56.x' not found.").grub_errors == [
+        "file `/boot/vmlinuz-6.1.0-56.x' not found"]
