@@ -12,10 +12,10 @@ The report is that of the first boot that failed (else the last), with one resul
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imagekit.accel import detect
+from imagekit.accel import Accel, detect
 from imagekit.boot import guest
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import DiskLabel
@@ -72,30 +72,46 @@ def log_path(opts: BootOptions, image: ImageFile, firmware: Firmware, several: b
     return path.with_name(f"{path.stem}.{firmware}{path.suffix}") if several else path
 
 
-def prepare(ov: Path, image: ImageFile, label: DiskLabel, opts: BootOptions) -> Prepared:
+@dataclass(frozen=True)
+class Run:
+    """What every firmware's boot of one image shares: the prepared overlay and the options."""
+
+    opts: BootOptions
+    image: ImageFile
+    accel: Accel
+    interface: str
+    overlay: Path
+    prepared: Prepared
+    seconds_prepare: float
+    several: bool  # more than one firmware: the logs get .bios / .uefi
+    workdir: Path
+
+
+def prepare(ov: Path, image: ImageFile, label: DiskLabel, accel: Accel) -> Prepared:
     """The overlay's probe and console; skipped (no libguestfs) on a disk with no Linux filesystem at all."""
     if not label.may_hold_root:
         return Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
                         ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
-    with guest.open_guest(ov, detect(opts.accel), image.path.name) as g:
+    with guest.open_guest(ov, accel, image.path.name) as g:
         return prepare_hvm(g)
 
 
-def boot_once(opts: BootOptions, image: ImageFile, prepared: Prepared, firmware: Firmware, interface: str,
-              ov: Path, workdir: Path, several: bool, progress: Progress, seconds_prepare: float) -> BootReport:
-    accel = detect(opts.accel)
-    machine = Machine(opts.memory_mb, opts.cpus, accel)
-    with layer(ov, workdir, f"{firmware}.qcow2") as disk:
-        log = workdir / f"serial.{firmware}.log"
-        argv = hvm_argv(machine, firmware=firmware_argv(firmware, workdir), interface=interface, disk=disk,
+def boot_once(run: Run, firmware: Firmware, progress: Progress) -> BootReport:
+    """One firmware's boot, on a throw-away layer of the prepared overlay."""
+    opts = run.opts
+    machine = Machine(opts.memory_mb, opts.cpus, run.accel)
+    with layer(run.overlay, run.workdir, f"{firmware}.qcow2") as disk:
+        log = run.workdir / f"serial.{firmware}.log"
+        argv = hvm_argv(machine, firmware=firmware_argv(firmware, run.workdir), interface=run.interface, disk=disk,
                         serial_log=log)
         watcher = Watcher(firmware_boot=True)
-        with progress.stage("boot", f"{firmware} firmware, {interface} disk, under QEMU ({accel.name})"):
+        with progress.stage("boot", f"{firmware} firmware, {run.interface} disk, under QEMU ({run.accel.name})"):
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
-        saved = save_log(log, log_path(opts, image, firmware, several))
-    report = build_report(opts, image, LOADER, accel, prepared, watcher, outcome, saved, seconds_prepare)
+        saved = save_log(log, log_path(opts, run.image, firmware, run.several))
+    report = build_report(opts, run.image, LOADER, run.accel, run.prepared, watcher, outcome, saved,
+                          run.seconds_prepare)
     t_bootloader = watcher.t_bootloader
-    return replace(report, firmware=str(firmware), disk_interface=interface,
+    return replace(report, firmware=str(firmware), disk_interface=run.interface,
                    seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2))
 
 
@@ -118,10 +134,11 @@ def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...
              workdir: Path, progress: Progress) -> BootReport:
     """Boot an HVM image with each firmware in turn, from one prepared overlay."""
     interface = check_hvm_options(opts)
+    with progress.stage("accel"):
+        accel = detect(opts.accel)
     with overlay(image, workdir) as ov:
         with progress.stage("prepare", "overlay, probe, grub.cfg console") as stage:
-            prepared = prepare(ov, image, label, opts)
-        several = len(firmwares) > 1
-        reports = [boot_once(opts, image, prepared, f, interface, ov, workdir, several, progress, stage.seconds)
-                   for f in firmwares]
+            prepared = prepare(ov, image, label, accel)
+        run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
+        reports = [boot_once(run, f, progress) for f in firmwares]
     return combine(reports, firmwares)
