@@ -94,8 +94,9 @@ def find_ovmf() -> Ovmf:
     for code, vars_template in OVMF_PAIRS:
         if Path(code).is_file() and Path(vars_template).is_file():
             return Ovmf(Path(code), Path(vars_template))
-    raise UsageError(f"--firmware uefi: no OVMF firmware on this host (looked for {OVMF_PAIRS[0][0]} and "
-                     f"{len(OVMF_PAIRS) - 1} other places)", hint="apt-get install ovmf (scripts/setup does)")
+    looked = ", ".join(code for code, _ in OVMF_PAIRS)
+    raise UsageError(f"--firmware uefi: no OVMF firmware on this host (looked for {looked})",
+                     hint="apt-get install ovmf (scripts/setup does)")
 
 
 def firmware_argv(firmware: Firmware, workdir: Path) -> list[str]:

@@ -141,3 +141,13 @@ def test_grub_error_run_into_the_next_line() -> None:
     assert v.verdict(timed_out=False).grub_errors == ("no such device: c7c6c54f-7d0c",)
     assert watch("error: file `/boot/vmlinuz-6.1.0-56.x' not found.").grub_errors == [
         "file `/boot/vmlinuz-6.1.0-56.x' not found"]
+
+
+def test_missing_ovmf_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagekit.boot import firmware
+
+    monkeypatch.setattr(firmware, "OVMF_PAIRS", ((str(tmp_path / "CODE.fd"), str(tmp_path / "VARS.fd")),))
+    with pytest.raises(UsageError) as exc:
+        firmware_argv(Firmware.UEFI, tmp_path)
+    assert exc.value.message == f"--firmware uefi: no OVMF firmware on this host (looked for {tmp_path}/CODE.fd)"
+    assert exc.value.hint == "apt-get install ovmf (scripts/setup does)"
