@@ -64,6 +64,8 @@ def from_manifest(data: dict[str, Any]) -> Side:
     side = Side(packages={p["name"]: p["version"] for p in data.get("packages") or []})
     if data.get("menu_lst"):
         side.boot["menu.lst"] = data["menu_lst"]["text"]
+    if data.get("grub_cfg"):  # HVM images
+        side.boot["grub.cfg"] = data["grub_cfg"]["text"]
     if data.get("cmdline"):
         side.boot["cmdline"] = data["cmdline"]
     if data.get("fstab"):

@@ -39,21 +39,22 @@ def small_recipe(tmp_path: Path, small_tree: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def debian_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Build a shipped Debian recipe once per session (one shared, cached bootstrap); returns the image.
-    `variant`: a PV-GRUB layout ("hd0" for debian-12-pvgrub-hd0) or a whole recipe name ("debian-12-hvm-uefi");
-    `layout`: build the recipe with another layout (`imagekit build --layout gpt-uefi`)."""
+def shipped_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Build a shipped recipe (recipes/NAME.toml) once per session (one shared, cached bootstrap); returns the image."""
     out = tmp_path_factory.mktemp("debian")
     built: dict[str, Path] = {}
 
-    def get(variant: str, layout: str | None = None) -> Path:
-        recipe = variant if variant.startswith("debian-") else f"debian-12-pvgrub-{variant}"
-        name = f"{recipe}-{layout}" if layout else recipe
+    def get(name: str) -> Path:
         if name not in built:
             image = out / f"{name}.img"
-            run_imagekit("build", RECIPES / f"{recipe}.toml", "-o", image, *(["--layout", layout] if layout else []),
-                         check=True)
+            run_imagekit("build", RECIPES / f"{name}.toml", "-o", image, check=True)
             built[name] = image
         return built[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def debian_images(shipped_images: Callable[[str], Path]) -> Callable[[str], Path]:
+    """A shipped Debian PV-GRUB recipe's image by variant (hd0, hd00, hd00-bootpart)."""
+    return lambda variant: shipped_images(f"debian-12-pvgrub-{variant}")

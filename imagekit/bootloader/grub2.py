@@ -61,10 +61,11 @@ _env.filters["grub_quote"] = grub_quote
 def render_grub_cfg(entries: Sequence[Entry], *, boot_uuid: str, boot_mode: str, default: int = 0,
                     fallback: int | None = None, timeout: int = 1) -> str:
     """grub.cfg: serial console, default/fallback/timeout as menu.lst, one menuentry per entry."""
-    return _env.get_template("grub.cfg.j2").render(
+    text = _env.get_template("grub.cfg.j2").render(
         entries=entries, boot_uuid=boot_uuid, boot_mode=boot_mode, default=default, fallback=fallback,
         timeout=timeout,
     )
+    return text.rstrip("\n") + "\n"
 
 
 def early_config(boot_uuid: str, prefix: str) -> str:

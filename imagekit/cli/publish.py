@@ -73,7 +73,8 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--boot-mode", type=click.Choice(["legacy-bios", "uefi", "uefi-preferred"]), help="HVM only.")
 @click.option("--ena/--no-ena", default=None, help="HVM: ENA support (default on).")
 @click.option("--sriov/--no-sriov", default=None, help="HVM: SR-IOV (simple) support (default on).")
-@click.option("--imds-support", type=click.Choice(["v2.0"]), help="Require IMDSv2 on instances (HVM and PV).")
+@click.option("--imds-support", type=click.Choice(["v2.0", "optional"]),
+              help="HVM: v2.0 requires IMDSv2 on instances (the default); optional leaves IMDSv1 allowed.")
 @click.option("--tpm", is_flag=True, help="HVM with --boot-mode uefi: NitroTPM v2.0.")
 @click.option("--volume-size", type=int, help="Root volume GiB (default: the image size rounded up).")
 @click.option("--volume-type", help="Root volume type (default gp2 for PV, gp3 for HVM).")
@@ -167,7 +168,7 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
         ena=opts["ena"],
         sriov=opts["sriov"],
         boot_mode=BootMode(opts["boot_mode"]) if opts["boot_mode"] and not pv else None,
-        imds_v2=opts["imds_support"] == "v2.0",
+        imds_v2={"v2.0": True, "optional": False}.get(opts["imds_support"] or ""),
         tpm=opts["tpm"],
         volume_size_gib=opts["volume_size"],
         volume_type=opts["volume_type"],

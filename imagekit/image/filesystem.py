@@ -140,8 +140,13 @@ def make_esp(part: FirmwarePart, image: Path, label: str, volume_id: str, files:
     directories and files get SOURCE_DATE_EPOCH as their time.
     """
     serial = esp_volume_id(volume_id)
-    argv = ["mkfs.fat", "-F", "32", "-S", str(SECTOR), "-n", label, "-i", serial,
-            f"--offset={part.offset // SECTOR}", os.fspath(image), str(part.size // 1024)]
+    start = part.offset // SECTOR
+    # mkfs.fat sizes its clusters by the whole file, not by the blocks it is given: say it (Microsoft's
+    # FAT32 table: 512-byte clusters up to 260 MiB, 4 KiB up to 8 GiB), or a small ESP on a big disk
+    # gets too few clusters for FAT32.
+    cluster = 1 if part.size <= 260 * 1024 * 1024 else 8
+    argv = ["mkfs.fat", "-F", "32", "-S", str(SECTOR), "-s", str(cluster), "-h", str(start), "-n", label,
+            "-i", serial, f"--offset={start}", os.fspath(image), str(part.size // 1024)]
     if epoch is not None:
         argv.insert(1, "--invariant")
     run(argv)

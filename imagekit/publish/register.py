@@ -4,7 +4,8 @@ PV: `paravirtual`, the PV-GRUB AKI for the region, arch and layout, never a ramd
 `/dev/sda1` for a partitionless image (EC2 attaches it as a partition) and `/dev/sda` for a
 partitioned one, instance store `ephemeral0` on `/dev/sdb`. PV AMIs run only on
 previous-generation instance types (m1, m2, m3, c1, c3, t1 ...).
-HVM: root `/dev/xvda`, ENA and SR-IOV, a boot mode, IMDSv2 and TPM (UEFI only) when asked.
+HVM: root `/dev/xvda`, ENA and SR-IOV, the boot mode of the layout (legacy-bios, uefi, uefi-preferred),
+IMDSv2 required unless declined, TPM (UEFI only) when asked.
 Architecture and virtualization type are always passed: EC2 defaults to i386 and paravirtual.
 """
 
@@ -31,7 +32,7 @@ class RegisterOptions:
     ena: bool | None = None  # None: on for HVM, off for PV
     sriov: bool | None = None
     boot_mode: BootMode | None = None
-    imds_v2: bool = False
+    imds_v2: bool | None = None  # None: required (ImdsSupport v2.0) for HVM, not set for PV
     tpm: bool = False
     volume_size_gib: int | None = None
     volume_type: str | None = None  # None: gp2 for PV (oldest instance types), gp3 for HVM
@@ -144,7 +145,7 @@ def register_params(facts: ImageFacts, opts: RegisterOptions, snapshot_id: str, 
         params["SriovNetSupport"] = "simple"
     params["BootMode"] = boot_mode(facts, opts).value
     params["BlockDeviceMappings"] += data_mappings(data_snapshots, str(ebs["VolumeType"]))
-    if opts.imds_v2:
+    if opts.imds_v2 is not False:
         params["ImdsSupport"] = "v2.0"
     if opts.tpm:
         params["TpmSupport"] = "v2.0"

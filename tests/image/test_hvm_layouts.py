@@ -11,16 +11,15 @@ from __future__ import annotations
 import filecmp
 import json
 import re
-import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.util import run_imagekit
+from tests.image.firmware import boot_firmware
+from tests.util import SMALL_RECIPE, make_small_tree, run_imagekit
 
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -204,31 +203,7 @@ def test_reproducible_hvm_images(small_recipe: Callable[..., Path], tmp_path: Pa
     assert filecmp.cmp(tmp_path / "a.img", tmp_path / "b.img", shallow=False)
 
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 SENTINEL = b"imagekit-small-init"
-
-
-def boot_firmware(image: Path, firmware: str, serial: Path, timeout: float = 180) -> bytes:
-    """Boot `image` through SeaBIOS or OVMF under QEMU (TCG); the serial output up to the sentinel."""
-    argv = ["qemu-system-x86_64", "-machine", "q35" if firmware == "ovmf" else "pc", "-accel", "tcg", "-m", "1024",
-            "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{serial}",
-            "-drive", f"file={image},format=raw,if=virtio,snapshot=on"]
-    if firmware == "ovmf":
-        variables = serial.with_suffix(".vars")
-        shutil.copyfile(OVMF_VARS, variables)
-        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,file={variables}"]
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as qemu:
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline and qemu.poll() is None:
-                if serial.exists() and SENTINEL in serial.read_bytes():
-                    break
-                time.sleep(1)
-        finally:
-            qemu.kill()
-    return serial.read_bytes() if serial.exists() else b""
 
 
 @pytest.mark.slow
@@ -239,7 +214,64 @@ def test_firmware_boot(small_recipe: Callable[..., Path], tmp_path: Path, layout
     boots the kernel on ttyS0 and the busybox init prints the sentinel."""
     image = tmp_path / f"{layout}.img"
     build(small_recipe(layout=layout), image)
-    out = boot_firmware(image, firmware, tmp_path / "serial.log")
+    out = boot_firmware(image, firmware, tmp_path / "serial.log", SENTINEL)
     assert b"GNU GRUB" in out, out[-2000:]
     assert b"Command line: BOOT_IMAGE=/boot/vmlinuz-" in out and b"console=ttyS0,115200" in out, out[-2000:]
     assert SENTINEL in out, out[-2000:]
+
+
+def test_esp_on_a_big_disk(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    """mkfs.fat sizes clusters by the whole file: a 2 GiB disk must still get a valid FAT32 ESP."""
+    image = tmp_path / "big.img"
+    build(small_recipe(layout="gpt-uefi", size="2G", extra='[filesystems.esp]\nsize = "40M"\n'), image)
+    _, parts = partitions(image)
+    esp = next(p for p in parts if p["type"] == ESP)
+    assert esp["size"] == 40 * 2048
+    fat = tmp_path / "esp.fat"
+    with open(image, "rb") as f:
+        f.seek(esp["start"] * 512)
+        fat.write_bytes(f.read(esp["size"] * 512))
+    check = subprocess.run(["fsck.fat", "-n", fat], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Number of clusters" not in check.stdout + check.stderr
+    out = subprocess.run(["mdir", "-b", "-i", fat, "::/EFI/BOOT"], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["::/EFI/BOOT/BOOTX64.EFI"]
+
+
+def test_diff_names_a_changed_grub_cfg(tmp_path: Path) -> None:
+    base = {"packages": [], "menu_lst": None, "grub_cfg": {"text": "set default=0\n"}, "cmdline": "ro"}
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps({**base, "grub_cfg": {"text": "set default=1\n"}}))
+    proc = run_imagekit("diff", tmp_path / "a.json", tmp_path / "b.json")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == "~ boot grub.cfg" and "+set default=1" in proc.stdout
+
+
+FALLBACK = """\
+[boot]
+default = 0
+fallback = 1
+timeout = 0
+[[boot.entries]]
+title = "broken: not a kernel"
+kernel = "not-a-kernel"
+[[boot.entries]]
+title = "good"
+args = "imagekit.entry=good"
+"""
+
+
+@pytest.mark.slow
+def test_grub_falls_back_when_the_default_cannot_load(tmp_path: Path) -> None:
+    """GRUB 2 keeps menu.lst's semantics: entry 0's kernel is not a kernel, so GRUB boots `fallback` 1."""
+    tree = make_small_tree(tmp_path / "tree")
+    (tree / "boot/not-a-kernel").write_bytes(b"this is not a bzImage\n" * 64)
+    recipe = tmp_path / "fallback.toml"
+    recipe.write_text(SMALL_RECIPE.format(name="fallback", layout="mbr-bios", size="256M", extra="") + FALLBACK)
+    image = tmp_path / "fallback.img"
+    manifest = build(recipe, image)
+    cfg = manifest["grub_cfg"]["text"]
+    assert "set default=0\nset fallback=1\nset timeout=0\n" in cfg
+    assert cfg.index("menuentry 'broken: not a kernel'") < cfg.index("menuentry 'good'")
+    out = boot_firmware(image, "seabios", tmp_path / "serial.log", SENTINEL)
+    assert b"imagekit.entry=good" in out and SENTINEL in out, out[-2000:]
