@@ -3,7 +3,8 @@
 `Watcher` is fed lines as they arrive (with seconds since QEMU started) and says when the boot has
 reached an end state, so the harness can stop QEMU at once instead of waiting for the timeout;
 `Watcher.verdict()` turns what it saw into a `Verdict`. The patterns are the messages GRUB 2,
-Linux, initramfs-tools and systemd print; every reason names the console line it came from.
+Linux, initramfs-tools and systemd print, and, for HVM images, what the firmware (SeaBIOS, OVMF) and
+GRUB 2 print before a kernel starts; every reason names the console line it came from.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ SENTINEL = "IMAGEKIT-PROBE: done"
 PROBE_PREFIX = "IMAGEKIT-PROBE:"
 GRUB_PREFIX = "imagekit-pvgrub:"
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
+_SPACES = re.compile(r" {4,}")
+_ANSI = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1bc|\x1b[()][A-Z0-9]|\x1b[=>]")
 
 
 class Reason(StrEnum):
@@ -24,6 +26,9 @@ class Reason(StrEnum):
     FAILED_UNITS = "failed-units"
     MENU_LST_NOT_FOUND = "menu-lst-not-found"
     NO_ENTRY_LOADED = "no-entry-loaded"
+    FIRMWARE_NO_BOOTABLE_DEVICE = "firmware-no-bootable-device"
+    GRUB_RESCUE = "grub-rescue"
+    GRUB_CFG_NOT_FOUND = "grub-cfg-not-found"
     KERNEL_PANIC = "kernel-panic"
     ROOT_NOT_FOUND = "root-not-found"
     INITRAMFS_SHELL = "initramfs-shell"
@@ -39,6 +44,9 @@ EXPLAIN: dict[Reason, str] = {
     Reason.FAILED_UNITS: "the guest booted but systemd units failed",
     Reason.MENU_LST_NOT_FOUND: "PV-GRUB found no menu.lst where this AKI variant looks",
     Reason.NO_ENTRY_LOADED: "GRUB could not load the default entry nor any fallback",
+    Reason.FIRMWARE_NO_BOOTABLE_DEVICE: "the firmware found nothing it could boot on the disk",
+    Reason.GRUB_RESCUE: "GRUB 2 could not find its own files and stopped at the rescue prompt",
+    Reason.GRUB_CFG_NOT_FOUND: "GRUB 2 found no grub.cfg (or no entry in it) and stopped at its prompt",
     Reason.KERNEL_PANIC: "the kernel panicked",
     Reason.ROOT_NOT_FOUND: "the kernel or initramfs could not find the root filesystem",
     Reason.INITRAMFS_SHELL: "the initramfs gave up and dropped to a shell",
@@ -67,6 +75,7 @@ class Verdict:
     kernel_version: str | None
     t_first_kernel_line: float | None
     t_sentinel: float | None
+    t_bootloader: float | None  # first line from GRUB (the firmware's own cost, for HVM)
     failed_units: tuple[str, ...]
     system_state: str | None  # from `systemctl is-system-running`, as the probe saw it
     login_prompt: bool
@@ -83,9 +92,14 @@ def clean(raw: str) -> str:
 
 # (pattern, reason) checked on every line; the first end state seen wins, except that a more specific
 # cause seen just before a panic or a shell (root not found) is kept.
-_GRUB_BOOTING = re.compile(r"Booting `(?P<title>.*)'")
-_GRUB_FALLBACK = re.compile(r"Falling back to `(?P<title>.*)'")
+# up to the first quote: GRUB 2 writing to `serial console` puts both copies of a line on ttyS0 (OVMF, sercon)
+_GRUB_BOOTING = re.compile(r"Booting `(?P<title>.*?)'")
+_GRUB_FALLBACK = re.compile(r"Falling back to `(?P<title>.*?)'")
 _GRUB_ERROR = re.compile(r"^\s*error: (?P<msg>.+?)\.?$")
+# GRUB 2 writing to `serial console` under SeaBIOS's sercon: both land on ttyS0, interleaved, so one line
+# can hold two messages ("...' not founderror: you need to load the kernel first.") or a message and what
+# follows it ("no such device: 0a1b.GNU GRUB  version 2.06").
+_GRUB_ERRORS = re.compile(r"error: (?P<msg>.+?)(?:\.(?=[A-Z]|\s|$)|(?=error: )|$)")
 _KERNEL_BANNER = re.compile(r"Linux version (?P<version>\S+)")
 _PANIC = re.compile(r"Kernel panic - not syncing: (?P<msg>.*)")
 _VFS = re.compile(r"VFS: (?:Cannot open root device|Unable to mount root fs)(?P<msg>.*)")
@@ -98,8 +112,20 @@ _LOGIN = re.compile(r"^\S+ login:\s*$")
 _FAILED_START = re.compile(r"\[FAILED\] Failed to start (?P<what>.+?)\.?$")
 _PROBE_STATE = re.compile(r"IMAGEKIT-PROBE: state=(?P<state>\S*) failed=(?P<units>.*)$")
 _ALL_FAILED = "Failed to boot both default and fallback entries"
-_FOLLOW_ON = {"you need to load the kernel first"}  # an initrd line after a kernel that failed to load
+_FOLLOW_ON = {"you need to load the kernel first",  # an initrd line after a kernel that failed to load
+              "no suitable video mode found"}  # GRUB 2 on UEFI without a GOP: it boots "in blind mode"
 _GRUB_PROMPT = re.compile(r"^grub> ?$")
+# HVM: the firmware and GRUB 2 before any kernel. SeaBIOS prints "Boot failed: ..." per device, then
+# "No bootable device."; OVMF's BdsDxe prints "failed to load Boot000N ...: Not Found" per option, then
+# starts its UEFI Shell (or says there is no bootable option).
+_SEABIOS_FAILED = re.compile(r"^Boot failed: (?P<msg>.+?)\.?$")
+_SEABIOS_NONE = re.compile(r"^No bootable device")
+_OVMF_FAILED = re.compile(r"BdsDxe: failed to load (?P<option>Boot\w+ \".*?\") from .*: (?P<msg>.+?)\.?$")
+_OVMF_NONE = re.compile(r"BdsDxe: No bootable option or device was found|BdsDxe: (?:loading|starting) Boot\w+ "
+                        r"\"EFI Internal Shell\"|UEFI Interactive Shell|^Shell> ?$")
+_GRUB_RESCUE = re.compile(r"^grub rescue> ?$")
+_GRUB_START = re.compile(r"GRUB loading|Welcome to GRUB|GNU GRUB +version|Booting `|^\s*error: |^grub(?: rescue)?>|"
+                         r"Entering rescue mode|" + re.escape(GRUB_PREFIX))
 
 
 @dataclass
@@ -112,12 +138,16 @@ class Watcher:
     kernel_version: str | None = None
     t_kernel: float | None = None
     t_sentinel: float | None = None
+    t_bootloader: float | None = None
+    errors_at_title: int = 0  # len(grub_errors) when the last entry was tried
+    firmware_errors: list[str] = field(default_factory=list)
     failed_units: tuple[str, ...] = ()
     console_failures: list[str] = field(default_factory=list)
     system_state: str | None = None
     login_prompt: bool = False
     end: tuple[Reason, str, int] | None = None  # the end state, once seen
     root_cause: tuple[Reason, str, int] | None = None  # a root-not-found seen before the end
+    firmware_boot: bool = False  # an HVM boot: GRUB 2 reads the image's grub.cfg, not PV-GRUB's menu.lst
 
     @property
     def done(self) -> bool:
@@ -138,6 +168,9 @@ class Watcher:
 
     def _read(self, n: int, t: float, text: str) -> None:
         if self.t_kernel is None:
+            if self.t_bootloader is None and _GRUB_START.search(text):
+                self.t_bootloader = t
+            self._read_firmware(n, text)
             self._read_grub(n, text)
         m = _KERNEL_BANNER.search(text)
         if m and self.t_kernel is None:
@@ -145,20 +178,40 @@ class Watcher:
             return
         self._read_linux(n, t, text)
 
+    def _read_firmware(self, n: int, text: str) -> None:
+        if m := _SEABIOS_FAILED.match(text):
+            self.firmware_errors.append(f"Boot failed: {m['msg']}")
+        elif m := _OVMF_FAILED.search(text):
+            self.firmware_errors.append(f"failed to load {m['option']}: {m['msg']}")
+        elif _SEABIOS_NONE.match(text):
+            self._finish(Reason.FIRMWARE_NO_BOOTABLE_DEVICE,
+                         "SeaBIOS: " + "; ".join([*dict.fromkeys(self.firmware_errors), "No bootable device"]), n)
+        elif _OVMF_NONE.search(text):
+            tried = "; ".join(dict.fromkeys(self.firmware_errors)) or "no boot option on the disk"
+            self._finish(Reason.FIRMWARE_NO_BOOTABLE_DEVICE, f"OVMF: {tried}; {_ovmf_end(text)}", n)
+        elif _GRUB_RESCUE.match(text.strip()):
+            errors = "; ".join(dict.fromkeys(self.grub_errors)) or "no error message"
+            self._finish(Reason.GRUB_RESCUE, f"GRUB: {errors}; stopped at the grub rescue> prompt", n)
+
     def _read_grub(self, n: int, text: str) -> None:
         if m := _GRUB_BOOTING.search(text):
             title = m["title"]
-            if (title, False) in self.titles_tried:  # the menu came round again: every entry failed
+            failed_since = len(self.grub_errors) > self.errors_at_title  # (not a copy of the same line: sercon)
+            if (title, False) in self.titles_tried and failed_since:  # the menu came round again: all failed
                 self._finish(Reason.NO_ENTRY_LOADED, self._grub_detail(), n)
             self.titles_tried.append((title, False))
+            self.errors_at_title = len(self.grub_errors)
         elif m := _GRUB_FALLBACK.search(text):
             self.titles_tried.append((m["title"], True))
-        elif (m := _GRUB_ERROR.match(text)) and m["msg"] not in _FOLLOW_ON:
-            self.grub_errors.append(m["msg"])
+            self.errors_at_title = len(self.grub_errors)
+        elif _GRUB_ERROR.match(text):
+            self.grub_errors += [m["msg"] for m in _GRUB_ERRORS.finditer(text) if m["msg"] not in _FOLLOW_ON]
         elif _ALL_FAILED in text:
             self._finish(Reason.NO_ENTRY_LOADED, self._grub_detail(), n)
         elif text.startswith(GRUB_PREFIX) and "not found" in text:
             self._finish(Reason.MENU_LST_NOT_FOUND, text[len(GRUB_PREFIX):].strip(), n)
+        elif _GRUB_PROMPT.match(text.strip()) and self.firmware_boot:
+            self._finish(Reason.GRUB_CFG_NOT_FOUND, f"{self._grub_detail()}; stopped at the grub> prompt", n)
         elif _GRUB_PROMPT.match(text.strip()):
             self._finish(Reason.MENU_LST_NOT_FOUND, "GRUB found no menu entries and stopped at its prompt", n)
 
@@ -201,7 +254,7 @@ class Watcher:
         return Verdict(
             reason=reason, detail=detail, line_no=n, entry_title=entry, fallback=fallback,
             grub_errors=tuple(self.grub_errors), kernel_version=self.kernel_version,
-            t_first_kernel_line=self.t_kernel, t_sentinel=self.t_sentinel,
+            t_first_kernel_line=self.t_kernel, t_sentinel=self.t_sentinel, t_bootloader=self.t_bootloader,
             failed_units=self.failed_units, system_state=self.system_state, login_prompt=self.login_prompt,
         )
 
@@ -219,6 +272,8 @@ class Watcher:
             return Reason.NO_OUTPUT, "the serial console stayed empty", None
         if self.root_cause:
             return self.root_cause
+        if self.t_kernel is None and len(self.grub_errors) > self.errors_at_title:  # GRUB 2, no fallback: it waits
+            return Reason.NO_ENTRY_LOADED, self._grub_detail(), last
         if self.titles_tried and self.t_kernel is None and (silent_for is not None or not timed_out):
             title = self.titles_tried[-1][0]
             return (Reason.NO_OUTPUT, f"GRUB booted `{title}' but the kernel printed nothing on the console "
@@ -234,6 +289,12 @@ class Watcher:
         return Reason.TIMEOUT, "the probe did not report in time", last
 
 
+def _ovmf_end(text: str) -> str:
+    if "No bootable option" in text:
+        return "no bootable option or device was found"
+    return "it started the UEFI Shell"
+
+
 def context(lines: list[Line], n: int | None, before: int = 6, after: int = 3) -> list[str]:
     """The console lines around line n (the last ones when n is None), blank lines left out."""
     if not lines:
@@ -242,4 +303,4 @@ def context(lines: list[Line], n: int | None, before: int = 6, after: int = 3) -
         n = len(lines) - 1
     picked = [line.text for line in lines[max(0, n - before * 3) : n + 1] if line.text.strip()][-before - 1 :]
     picked += [line.text for line in lines[n + 1 : n + 1 + after * 3] if line.text.strip()][:after]
-    return picked
+    return [_SPACES.sub("   ", text) for text in picked]  # GRUB 2's menu is one line padded with spaces

@@ -15,6 +15,7 @@ Which kind: /sbin/init resolving to systemd means the unit, anything else the ho
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -80,24 +81,45 @@ echo o > /proc/sysrq-trigger
 """
 
 
-def add_serial_console(menu_lst: str) -> tuple[str, int]:
-    """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed."""
-    return add_kernel_arg(menu_lst, SERIAL_ARG)
+def _serial(arg: str) -> bool:
+    return arg == SERIAL_ARG or arg.startswith(SERIAL_ARG + ",")
 
 
-def add_kernel_arg(menu_lst: str, arg: str) -> tuple[str, int]:
-    """menu.lst with `arg` put first on each kernel line that lacks it; and how many lines changed."""
+def _edit_kernel_lines(text: str, keywords: str, edit: Callable[[str], str | None]) -> tuple[str, int]:
+    """Each line loading a kernel (`keywords`: "kernel" in menu.lst, "linux16|linuxefi|linux" in grub.cfg)
+    with its arguments replaced by edit(args) (None: unchanged); and how many lines changed."""
     changed = 0
 
     def fix(m: re.Match[str]) -> str:
         nonlocal changed
-        if arg in m["args"].split():
+        args = edit(m["args"])
+        if args is None:
             return m[0]
         changed += 1
-        return f"{m['head']}{m['path']} {arg}{' ' if m['args'] else ''}{m['args']}"
+        return f"{m['head']}{m['path']} {args}".rstrip()
 
-    pattern = re.compile(r"^(?P<head>\s*kernel\s*(?:=\s*)?)(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$", re.M)
-    return pattern.sub(fix, menu_lst), changed
+    pattern = re.compile(rf"^(?P<head>\s*(?:{keywords})(?:\s*=\s*|[ \t]+))(?P<path>\S+)[ \t]*(?P<args>[^\n]*)$",
+                         re.M)
+    return pattern.sub(fix, text), changed
+
+
+def add_serial_console(menu_lst: str, keywords: str = "kernel", last: bool = False) -> tuple[str, int]:
+    """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed.
+    `keywords`: the command that loads a kernel (GRUB 2's grub.cfg: "linux16|linuxefi|linux"); `last`: put it
+    last, making it /dev/console, unless the line's last console= is ttyS0 already (HVM: ttyS0 is EC2's too)."""
+
+    def edit(args: str) -> str | None:
+        consoles = [a for a in args.split() if a.startswith("console=")]
+        if (consoles and _serial(consoles[-1])) or (not last and any(map(_serial, consoles))):
+            return None
+        return f"{args} {SERIAL_ARG}".strip() if last else f"{SERIAL_ARG} {args}".strip()
+
+    return _edit_kernel_lines(menu_lst, keywords, edit)
+
+
+def add_kernel_arg(menu_lst: str, arg: str, keywords: str = "kernel") -> tuple[str, int]:
+    """menu.lst with `arg` put first on each kernel line that lacks it; and how many lines changed."""
+    return _edit_kernel_lines(menu_lst, keywords, lambda args: None if arg in args.split() else f"{arg} {args}".strip())
 
 
 def detect_kind(g: Any) -> ProbeKind:

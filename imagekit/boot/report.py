@@ -16,6 +16,21 @@ class EntryBooted:
 
 
 @dataclass(frozen=True)
+class FirmwareResult:
+    """One firmware's boot of an HVM image (a hybrid image has two)."""
+
+    firmware: str  # "bios" (SeaBIOS) or "uefi" (OVMF)
+    booted: bool
+    reason: str
+    detail: str
+    seconds_to_bootloader: float | None  # the firmware's own cost: QEMU start to GRUB's first line
+    seconds_to_first_kernel_line: float | None
+    seconds_to_sentinel: float | None
+    seconds_qemu: float
+    serial_log: str
+
+
+@dataclass(frozen=True)
 class BootReport:
     image: str
     loader: str  # "pvgrub" or "direct"
@@ -50,6 +65,11 @@ class BootReport:
     services: list[dict[str, Any]] = field(default_factory=list)  # units ordered after mounts, with times
     user_data: dict[str, Any] | None = None  # what the guest fetched from the local metadata service
     degraded: bool = False  # system degraded, or a mount in fstab did not come up
+    # HVM images only (None / empty for PV-GRUB): firmware "bios", "uefi" or "both", one result each
+    firmware: str | None = None
+    disk_interface: str | None = None
+    seconds_to_bootloader: float | None = None
+    firmwares: list[FirmwareResult] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -79,6 +99,9 @@ class BootReport:
         lines += [f"  mapped: {m}" for m in self.mappings]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  {line}" for line in instance_lines(self)]
+        lines += [f"  firmware {f.firmware}: {'booted' if f.booted else f.reason}, GRUB "
+                  f"{_seconds(f.seconds_to_bootloader)}, sentinel {_seconds(f.seconds_to_sentinel)}"
+                  for f in self.firmwares]
         lines.append(f"  serial log: {self.serial_log}")
         if not self.booted and self.context:
             lines.append("  console:")
@@ -100,3 +123,7 @@ def instance_lines(report: BootReport) -> list[str]:
         lines.append("degraded: " + ("; ".join(f"{m['target']} not mounted" for m in report.missing_mounts)
                                      or f"system {report.system_state}"))
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}s"

@@ -1,4 +1,5 @@
-"""`imagekit boot IMAGE`: boot-test an image under QEMU the way EC2's PV-GRUB would boot it.
+"""`imagekit boot IMAGE`: boot-test an image under QEMU the way EC2 would boot it: PV-GRUB for PV images,
+SeaBIOS and/or OVMF with the image's own GRUB 2 for HVM images.
 
 Exit 0 when the guest reached userspace with no failed units, 1 when it did not, 2 on bad input.
 """
@@ -21,6 +22,10 @@ from imagekit.progress import Progress
               help="xen needs a dom0 (`xl info` must work).")
 @click.option("--variant", type=click.Choice(["hd0", "hd00"]), default=None,
               help="The PV-GRUB AKI to emulate (default: hd00 if the disk has a partition table, else hd0).")
+@click.option("--firmware", type=click.Choice(["bios", "uefi", "both"]), default=None,
+              help="HVM images: SeaBIOS, OVMF or both in turn (default: from the manifest's layout, else the disk).")
+@click.option("--disk-interface", type=click.Choice(["nvme", "virtio", "ide"]), default=None,
+              help="How the disk is attached: nvme for HVM images (as on Nitro), virtio for PV images (default).")
 @click.option("--accel", type=click.Choice(["kvm", "tcg"]), default=None, envvar="IMAGEKIT_ACCEL",
               help="Accelerator (default: probe KVM, fall back to TCG). Env: IMAGEKIT_ACCEL.")
 @click.option("--memory", "memory_mb", type=int, default=1024, show_default=True, help="Guest memory, MiB.")
@@ -41,7 +46,8 @@ from imagekit.progress import Progress
 @click.option("--nocloud", is_flag=True,
               help="Also attach a NoCloud seed (FAT, label cidata: user-data, meta-data) for cloud-init images.")
 @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON.")
-def command(image: Path, loader: str | None, hypervisor: str, variant: str | None, accel: str | None,
+def command(image: Path, loader: str | None, hypervisor: str, variant: str | None, firmware: str | None,
+            disk_interface: str | None, accel: str | None,
             memory_mb: int, cpus: int, timeout: float, silence: float, serial_log: Path | None,
             volumes: tuple[Path, ...], no_volumes: bool, instance_store: str, user_data: Path | None,
             nocloud: bool, json_output: bool) -> None:
@@ -55,7 +61,8 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
                            nocloud=nocloud)
     opts = BootOptions(image=image, loader=loader, hypervisor=hypervisor,
                        variant=Variant(variant) if variant else None, accel=accel, memory_mb=memory_mb,
-                       cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log, attach=attach)
+                       cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log, attach=attach,
+                       firmware=firmware, disk_interface=disk_interface)
     report = boot_image(opts, Progress.for_cli(json_output))
     if json_output:
         click.echo(json.dumps(report.to_json(), indent=2))

@@ -48,8 +48,8 @@ def boot_files(boot: Path, menu_lst: str) -> None:
     (boot / "grub/menu.lst").write_text(menu_lst)
 
 
-def mkfs(tree: Path, image: Path, size_mib: int, label: str, offset: int = 0) -> None:
-    args = ["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(tree)]
+def mkfs(tree: Path, image: Path, size_mib: int, label: str, offset: int = 0, uuid: str | None = None) -> None:
+    args = ["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(tree)] + (["-U", uuid] if uuid else [])
     if offset:
         args += ["-E", f"offset={offset}"]
     subprocess.run([*args, str(image), f"{size_mib}M"], check=True)
@@ -121,6 +121,11 @@ def small_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
         "hd00-bootpart": lambda p: make_hd00(p, menu(("Debian cloud", "/vmlinuz root=LABEL=root ro console=hvc0",
                                                       "/initrd.img"), root="(hd0,0)"), separate_boot=True),
     }
+    return on_first_use(out, makers)
+
+
+def on_first_use(out: Path, makers: dict[str, Callable[[Path], Path]]) -> Callable[[str], Path]:
+    """name -> out/<name>.img, made by makers[name] the first time it is asked for."""
     made: dict[str, Path] = {}
 
     def get(name: str) -> Path:

@@ -99,9 +99,13 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.startswith("error: --memory: 64 MiB")
 
 
-def test_hvm_image_is_refused(tmp_path: Path) -> None:
+def test_hvm_options_that_mean_pv_only_exit_2(tmp_path: Path) -> None:
     image = tmp_path / "hvm.img"
     image.write_bytes(b"\0" * 2 * 1024 * 1024)
     (tmp_path / "hvm.img.manifest.json").write_text('{"virtualization": "hvm", "layout": "gpt-uefi"}')
-    proc = run_imagekit("boot", image)
-    assert proc.returncode == 2 and "is an HVM image (layout gpt-uefi)" in proc.stderr
+    proc = run_imagekit("boot", image, "--loader", "direct")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --loader direct: an HVM image boots through")
+    (tmp_path / "hvm.img.manifest.json").write_text('{"virtualization": "paravirtual", "layout": "hd0"}')
+    proc = run_imagekit("boot", image, "--firmware", "uefi")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --firmware uefi: the manifest says this is a "
+                                                            "paravirtual image")

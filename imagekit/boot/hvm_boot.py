@@ -1,0 +1,144 @@
+"""`imagekit boot` for HVM images: the image's own GRUB 2 started by real firmware (SeaBIOS, OVMF).
+
+    boot_hvm(opts, image, (Firmware.BIOS, Firmware.UEFI), workdir, progress) -> BootReport
+
+One overlay is prepared (probe, console=ttyS0); each firmware boots a throw-away qcow2 layer on it,
+so a hybrid image is booted both ways from the same starting point. The disk is attached as NVMe, as
+on Nitro (`--disk-interface virtio|ide` for others), on QEMU's `pc` machine: Nitro's x86 instances
+show an i440FX host bridge too, and OVMF without Secure Boot needs nothing q35 has. The NIC has no
+option ROM and only the disk has a boot index, so neither firmware tries a network boot.
+The report is that of the first boot that failed (else the last), with one result per firmware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from imagekit.accel import Accel, detect
+from imagekit.boot import guest
+from imagekit.boot.console import Watcher
+from imagekit.boot.disklabel import DiskLabel
+from imagekit.boot.firmware import Firmware, describe, firmware_argv
+from imagekit.boot.guest import Disk
+from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, save_log
+from imagekit.boot.hvm import prepare_hvm
+from imagekit.boot.overlay import ImageFile, layer, overlay
+from imagekit.boot.probe import ProbeKind
+from imagekit.boot.qemu import QEMU, Machine, run_qemu
+from imagekit.boot.report import BootReport, FirmwareResult
+from imagekit.errors import UsageError
+from imagekit.progress import Progress
+
+INTERFACES = ("nvme", "virtio", "ide")
+LOADER = "firmware"  # the report's `loader`: the image's own bootloader, started by the firmware
+
+
+def check_hvm_options(opts: BootOptions) -> str:
+    """The disk interface to use; UsageError for options that only mean something to PV-GRUB images."""
+    if opts.loader is not None:
+        raise UsageError(f"--loader {opts.loader}: an HVM image boots through firmware and its own GRUB; "
+                         "--loader is for PV-GRUB images")
+    if opts.variant is not None:
+        raise UsageError(f"--variant {opts.variant}: PV-GRUB AKI variants do not apply to an HVM image")
+    if opts.hypervisor != "qemu":
+        raise UsageError(f"--hypervisor {opts.hypervisor}: HVM images are booted under QEMU only")
+    interface = opts.disk_interface or "nvme"
+    if interface not in INTERFACES:
+        raise UsageError(f"--disk-interface: {interface!r} is not one of {', '.join(INTERFACES)}")
+    return interface
+
+
+def disk_argv(interface: str, disk: Path) -> list[str]:
+    """The overlay as the boot disk: NVMe (as on Nitro), virtio-blk or IDE; the only boot device."""
+    drive = f"if=none,id=root,file={disk},format=qcow2,cache=unsafe"
+    device = {"nvme": "nvme,drive=root,serial=imagekit-root", "virtio": "virtio-blk-pci,drive=root",
+              "ide": "ide-hd,drive=root,bus=ide.0"}[interface]
+    return ["-drive", drive, "-device", f"{device},bootindex=1"]
+
+
+def hvm_argv(machine: Machine, *, firmware: list[str], interface: str, disk: Path, serial_log: Path) -> list[str]:
+    """QEMU for an HVM boot: firmware, one boot disk, serial console to a file, user networking without PXE."""
+    return [QEMU, *machine.accel.qemu_args(), "-machine", "pc,graphics=off", "-m", str(machine.memory_mb),
+            "-smp", str(machine.cpus), "-nodefaults", "-display", "none", "-no-reboot", "-boot", "strict=on",
+            *firmware, *disk_argv(interface, disk),
+            "-chardev", f"file,id=console,path={serial_log}", "-serial", "chardev:console",
+            "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile="]
+
+
+def log_path(opts: BootOptions, image: ImageFile, firmware: Firmware, several: bool) -> Path:
+    """Where one boot's console is saved: --serial-log (or IMAGE.serial.log), `.bios`/`.uefi` added for two."""
+    path = opts.serial_log or default_log_path(image.path)
+    return path.with_name(f"{path.stem}.{firmware}{path.suffix}") if several else path
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every firmware's boot of one image shares: the prepared overlay and the options."""
+
+    opts: BootOptions
+    image: ImageFile
+    accel: Accel
+    interface: str
+    overlay: Path
+    prepared: Prepared
+    seconds_prepare: float
+    several: bool  # more than one firmware: the logs get .bios / .uefi
+    workdir: Path
+
+
+def prepare(ov: Path, image: ImageFile, label: DiskLabel, accel: Accel) -> Prepared:
+    """The overlay's probe and console; skipped (no libguestfs) on a disk with no Linux filesystem at all."""
+    if not label.may_hold_root:
+        return Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
+                        ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
+    with guest.open_guest(ov, accel, image.path.name) as g:
+        return prepare_hvm(g)
+
+
+def boot_once(run: Run, firmware: Firmware, progress: Progress) -> BootReport:
+    """One firmware's boot, on a throw-away layer of the prepared overlay."""
+    opts = run.opts
+    machine = Machine(opts.memory_mb, opts.cpus, run.accel)
+    with layer(run.overlay, run.workdir, f"{firmware}.qcow2") as disk:
+        log = run.workdir / f"serial.{firmware}.log"
+        argv = hvm_argv(machine, firmware=firmware_argv(firmware, run.workdir), interface=run.interface, disk=disk,
+                        serial_log=log)
+        watcher = Watcher(firmware_boot=True)
+        with progress.stage("boot", f"{firmware} firmware, {run.interface} disk, under QEMU ({run.accel.name})"):
+            outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
+        saved = save_log(log, log_path(opts, run.image, firmware, run.several))
+    report = build_report(opts, run.image, LOADER, run.accel, run.prepared, watcher, outcome, saved,
+                          run.seconds_prepare)
+    t_bootloader = watcher.t_bootloader
+    return replace(report, firmware=str(firmware), disk_interface=run.interface,
+                   seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2))
+
+
+def result_of(report: BootReport) -> FirmwareResult:
+    return FirmwareResult(
+        firmware=report.firmware or "", booted=report.booted, reason=report.reason, detail=report.detail,
+        seconds_to_bootloader=report.seconds_to_bootloader,
+        seconds_to_first_kernel_line=report.seconds_to_first_kernel_line,
+        seconds_to_sentinel=report.seconds_to_sentinel, seconds_qemu=report.seconds_qemu,
+        serial_log=report.serial_log)
+
+
+def combine(reports: list[BootReport], firmwares: tuple[Firmware, ...]) -> BootReport:
+    """One report: the first failed boot's (else the last), booted only if every firmware booted."""
+    chosen = next((r for r in reports if not r.booted), reports[-1])
+    return replace(chosen, firmware=describe(firmwares), firmwares=[result_of(r) for r in reports])
+
+
+def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...], label: DiskLabel,
+             workdir: Path, progress: Progress) -> BootReport:
+    """Boot an HVM image with each firmware in turn, from one prepared overlay."""
+    interface = check_hvm_options(opts)
+    with progress.stage("accel"):
+        accel = detect(opts.accel)
+    with overlay(image, workdir) as ov:
+        with progress.stage("prepare", "overlay, probe, grub.cfg console") as stage:
+            prepared = prepare(ov, image, label, accel)
+        run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
+        reports = [boot_once(run, f, progress) for f in firmwares]
+    return combine(reports, firmwares)

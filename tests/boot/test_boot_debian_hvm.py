@@ -1,0 +1,32 @@
+"""Real TCG boots of Debian 12 HVM images (built once per session by tests/conftest.py), each through its
+real firmware path to the probe's sentinel: SeaBIOS for mbr-bios, OVMF for gpt-uefi, both for gpt-hybrid.
+The disk is NVMe, as on Nitro (recipes/debian-12-hvm-<bios|uefi|hybrid>.toml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagekit.boot import BootOptions, boot_image
+from tests.boot.conftest import requires_kernel
+
+pytestmark = [pytest.mark.slow, requires_kernel()]
+
+
+@pytest.mark.parametrize(("recipe", "firmwares"), [
+    ("debian-12-hvm-bios", ["bios"]),
+    ("debian-12-hvm-uefi", ["uefi"]),
+    ("debian-12-hvm-hybrid", ["bios", "uefi"]),
+])
+def test_debian_hvm_boots_through_its_firmware(shipped_images: Callable[[str], Path], recipe: str,
+                                               firmwares: list[str]) -> None:
+    report = boot_image(BootOptions(shipped_images(recipe)))
+    assert report.booted, report.to_text()
+    assert [(f.firmware, f.reason) for f in report.firmwares] == [(f, "booted") for f in firmwares]
+    assert (report.loader, report.disk_interface, report.probe, report.failed_units) == (
+        "firmware", "nvme", "systemd-unit", [])
+    assert report.system_state == "running" and report.kernel_version
+    assert report.entry is not None and not report.entry.fallback
