@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.image.firmware import boot_firmware
 from tests.util import RECIPES, run_imagekit
 
 pytestmark = pytest.mark.slow
@@ -71,10 +70,4 @@ def test_pv_recipe_builds_hvm_from_the_cached_bootstrap(debian_images: Callable[
     assert "console=hvc0" in pv_manifest["cmdline"] and "console=ttyS0,115200" in hvm["cmdline"]
 
 
-@pytest.mark.parametrize(("variant", "firmware"), [("bios", "seabios"), ("uefi", "ovmf"), ("hybrid", "seabios"),
-                                                   ("hybrid", "ovmf")])
-def test_debian_hvm_boots_through_firmware(hvm_images: Callable[[str], Path], tmp_path: Path, variant: str,
-                                           firmware: str) -> None:
-    out = boot_firmware(hvm_images(variant), firmware, tmp_path / "serial.log", b"debian login:", timeout=480)
-    assert b"GNU GRUB" in out and b"console=ttyS0,115200" in out, out[-3000:]
-    assert b"debian login:" in out, out[-3000:]
+# Booting these through their firmware to the sentinel: tests/boot/test_boot_debian_hvm.py (imagekit boot).
