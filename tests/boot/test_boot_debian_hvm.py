@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.slow, requires_kernel()]
     ("debian-12-hvm-uefi", ["uefi"]),
     ("debian-12-hvm-hybrid", ["bios", "uefi"]),
 ])
-def test_debian_hvm_boots_through_its_firmware(shipped_images: Callable[[str], Path], recipe: str,
+def test_debian_hvm_boots_through_its_firmware(recipe_images: Callable[[str], Path], recipe: str,
                                                firmwares: list[str]) -> None:
-    report = boot_image(BootOptions(shipped_images(recipe)))
+    report = boot_image(BootOptions(recipe_images(recipe)))
     assert report.booted, report.to_text()
     assert [(f.firmware, f.reason) for f in report.firmwares] == [(f, "booted") for f in firmwares]
     assert (report.loader, report.disk_interface, report.probe, report.failed_units) == (
