@@ -272,8 +272,12 @@ class Watcher:
             return Reason.NO_OUTPUT, "the serial console stayed empty", None
         if self.root_cause:
             return self.root_cause
-        if self.t_kernel is None and len(self.grub_errors) > self.errors_at_title:  # GRUB 2, no fallback: it waits
+        grub_failed = self.t_kernel is None and len(self.grub_errors) > self.errors_at_title
+        if grub_failed and (silent_for is not None or not timed_out):  # GRUB 2 stuck after a failed entry
             return Reason.NO_ENTRY_LOADED, self._grub_detail(), last
+        if grub_failed:  # cut off during GRUB's 10 s "Press any key" wait: a fallback may still have followed
+            return Reason.TIMEOUT, f"the probe did not report in time ({self._grub_detail()}; GRUB was still " \
+                                   "waiting to try a fallback)", last
         if self.titles_tried and self.t_kernel is None and (silent_for is not None or not timed_out):
             title = self.titles_tried[-1][0]
             return (Reason.NO_OUTPUT, f"GRUB booted `{title}' but the kernel printed nothing on the console "

@@ -151,3 +151,12 @@ def test_missing_ovmf_names_the_package(tmp_path: Path, monkeypatch: pytest.Monk
         firmware_argv(Firmware.UEFI, tmp_path)
     assert exc.value.message == f"--firmware uefi: no OVMF firmware on this host (looked for {tmp_path}/CODE.fd)"
     assert exc.value.hint == "apt-get install ovmf (scripts/setup does)"
+
+
+def test_timeout_during_grubs_wait_after_a_failed_entry_is_a_timeout() -> None:
+    """GRUB waits 10 s ("Press any key") after a failed entry before its fallback: a --timeout inside that
+    wait is the user's timeout, not no-entry-loaded (CI saw this race with --timeout 4)."""
+    w = watch("  Booting `missing'", "error: file `/boot/vmlinuz-missing' not found.", "Press any key to continue...")
+    v = w.verdict(timed_out=True)
+    assert v.reason is Reason.TIMEOUT and "vmlinuz-missing' not found" in v.detail
+    assert w.verdict(timed_out=True, silent_for=120).reason is Reason.NO_ENTRY_LOADED
