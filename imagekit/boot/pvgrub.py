@@ -90,20 +90,12 @@ def grub_version() -> str:
     return output(["grub-mkimage", "--version"]).strip()
 
 
-def mkimage_argv(fmt: str, out: Path, bootstrap: Path, memdisk: Path, modules: tuple[str, ...],
-                 directory: Path) -> list[str]:
-    return ["grub-mkimage", "-O", fmt, "-d", str(directory), "-o", str(out), "-c", str(bootstrap),
-            "-m", str(memdisk), "-p", "(memdisk)/boot/grub", *modules]
-
-
-def build_core(variant: Variant) -> Path:
-    """The cached lnxboot+core image for `variant`, built with grub-mkimage when missing."""
-    if not (GRUB_PC_DIR / "legacycfg.mod").is_file():
-        raise UsageError(f"{GRUB_PC_DIR}/legacycfg.mod is missing",
-                         hint="install grub-pc-bin (scripts/setup does)")
-    cfg = grub_cfg(variant)
-    key = key_of({"grub": grub_version(), "variant": str(variant), "cfg": cfg, "modules": MODULES})
-    target = cache_dir() / "pvgrub" / f"pvgrub-{variant}-{key}.img"
+def cached_grub(name: str, platform: str, cfg: str, modules: tuple[str, ...], *, head: bytes = b"") -> Path:
+    """A GRUB image for `platform` with `cfg` in its memdisk, built by grub-mkimage once per GRUB version,
+    config and module list and kept in the cache as `name-KEY.img`; `head` is prepended (lnxboot.img)."""
+    directory = Path("/usr/lib/grub") / platform
+    key = key_of({"grub": grub_version(), "platform": platform, "cfg": cfg, "modules": modules})
+    target = cache_dir() / "pvgrub" / f"{name}-{key}.img"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +103,19 @@ def build_core(variant: Variant) -> Path:
         work = Path(tmp)
         (work / "bootstrap.cfg").write_text(BOOTSTRAP)
         (work / "memdisk.tar").write_bytes(memdisk_tar(cfg))
-        run(mkimage_argv("i386-pc", work / "core.img", work / "bootstrap.cfg", work / "memdisk.tar",
-                         MODULES, GRUB_PC_DIR))
+        run(["grub-mkimage", "-O", platform, "-d", str(directory), "-o", str(work / "core.img"),
+             "-c", str(work / "bootstrap.cfg"), "-m", str(work / "memdisk.tar"), "-p", "(memdisk)/boot/grub",
+             *modules])
         partial = target.with_suffix(".tmp")
-        partial.write_bytes((GRUB_PC_DIR / "lnxboot.img").read_bytes() + (work / "core.img").read_bytes())
+        partial.write_bytes(head + (work / "core.img").read_bytes())
         partial.replace(target)
     return target
+
+
+def build_core(variant: Variant) -> Path:
+    """The cached lnxboot+core image for `variant`, built with grub-mkimage when missing."""
+    if not (GRUB_PC_DIR / "legacycfg.mod").is_file():
+        raise UsageError(f"{GRUB_PC_DIR}/legacycfg.mod is missing",
+                         hint="install grub-pc-bin (scripts/setup does)")
+    return cached_grub(f"pvgrub-{variant}", "i386-pc", grub_cfg(variant), MODULES,
+                       head=(GRUB_PC_DIR / "lnxboot.img").read_bytes())

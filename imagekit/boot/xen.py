@@ -15,8 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagekit.boot.pvgrub import BOOTSTRAP, MENU_LST, MODULES, Variant, grub_version, memdisk_tar, mkimage_argv
-from imagekit.cache import cache_dir, key_of
+from imagekit.boot.pvgrub import MENU_LST, MODULES, Variant, cached_grub
 from imagekit.errors import CommandFailed, ImagekitError, UsageError
 from imagekit.run import run
 
@@ -54,21 +53,7 @@ def build_pvgrub2(variant: Variant) -> Path:
     if not (GRUB_XEN_DIR / "legacycfg.mod").is_file():
         raise UsageError(f"{GRUB_XEN_DIR} is missing: pvgrub2 needs GRUB's x86_64-xen platform",
                          hint="apt-get install grub-xen-bin")
-    cfg = xen_grub_cfg(variant)
-    key = key_of({"grub": grub_version(), "variant": str(variant), "cfg": cfg, "modules": XEN_MODULES})
-    target = cache_dir() / "pvgrub" / f"pvgrub2-x86_64-xen-{variant}-{key}.bin"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="imagekit-pvgrub2-") as tmp:
-        work = Path(tmp)
-        (work / "bootstrap.cfg").write_text(BOOTSTRAP)
-        (work / "memdisk.tar").write_bytes(memdisk_tar(cfg))
-        partial = target.with_suffix(".tmp")
-        run(mkimage_argv("x86_64-xen", partial, work / "bootstrap.cfg", work / "memdisk.tar", XEN_MODULES,
-                         GRUB_XEN_DIR))
-        partial.replace(target)
-    return target
+    return cached_grub(f"pvgrub2-x86_64-xen-{variant}", "x86_64-xen", xen_grub_cfg(variant), XEN_MODULES)
 
 
 def xl_config(name: str, *, kernel: Path, disk: Path, disk_format: str, variant: Variant, memory_mb: int,
