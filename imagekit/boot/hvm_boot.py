@@ -88,7 +88,6 @@ class Run:
 
     opts: BootOptions
     image: ImageFile
-    manifest: dict[str, Any] | None
     accel: Accel
     interface: str
     overlay: Path
@@ -163,6 +162,6 @@ def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...
     with overlay(image, workdir) as ov:
         with progress.stage("prepare", "overlay, probe, grub.cfg console") as stage:
             prepared = prepare(ov, opts, image, manifest, label, accel)
-        run = Run(opts, image, manifest, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
+        run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
         reports = [boot_once(run, f, attached[f], progress) for f in firmwares]
     return combine(reports, firmwares)
