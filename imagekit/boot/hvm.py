@@ -19,6 +19,7 @@ from imagekit.boot.probe import LINUX_COMMANDS
 
 GRUB_CFG = "/boot/grub/grub.cfg"
 
+
 def linux_filesystems(g: Any) -> list[str]:
     """Devices (partitions or logical volumes) holding a filesystem a root or /boot can be."""
     return sorted(d for d, fs in g.list_filesystems().items() if fs in FILESYSTEMS)

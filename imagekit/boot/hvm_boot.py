@@ -148,7 +148,8 @@ def combine(reports: list[BootReport], firmwares: tuple[Firmware, ...]) -> BootR
     """One report: the first failed boot's (else the first degraded one's, else the last), booted only if
     every firmware booted, degraded if any boot was."""
     chosen = next((r for r in reports if not r.booted), next((r for r in reports if r.degraded), reports[-1]))
-    return replace(chosen, firmware=describe(firmwares), firmwares=[result_of(r) for r in reports])
+    return replace(chosen, firmware=describe(firmwares), firmwares=[result_of(r) for r in reports],
+                   degraded=any(r.degraded for r in reports))
 
 
 def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...], label: DiskLabel,
