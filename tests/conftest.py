@@ -39,22 +39,24 @@ def small_recipe(tmp_path: Path, small_tree: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Build a shipped recipe (recipes/NAME.toml) once per session (bootstraps cached); returns the image."""
+def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build a shipped recipe (recipes/NAME.toml) once per session (bootstraps cached); returns the image.
+    `layout` builds another layout of it (`imagekit build --layout`, e.g. gpt-uefi: an HVM image of a PV recipe)."""
     out = tmp_path_factory.mktemp("recipes")
-    built: dict[str, Path] = {}
+    built: dict[tuple[str, str | None], Path] = {}
 
-    def get(name: str) -> Path:
-        if name not in built:
-            image = out / f"{name}.img"
-            run_imagekit("build", RECIPES / f"{name}.toml", "-o", image, check=True)
-            built[name] = image
-        return built[name]
+    def get(name: str, layout: str | None = None) -> Path:
+        if (name, layout) not in built:
+            image = out / (f"{name}.img" if layout is None else f"{name}.{layout}.img")
+            run_imagekit("build", RECIPES / f"{name}.toml", "-o", image,
+                         *(["--layout", layout] if layout else []), check=True)
+            built[name, layout] = image
+        return built[name, layout]
 
     return get
 
 
 @pytest.fixture(scope="session")
-def debian_images(recipe_images: Callable[[str], Path]) -> Callable[[str], Path]:
+def debian_images(recipe_images: Callable[..., Path]) -> Callable[[str], Path]:
     """A shipped Debian PV-GRUB recipe by variant (hd0, hd00, hd00-bootpart), built once per session."""
     return lambda variant: recipe_images(f"debian-12-pvgrub-{variant}")

@@ -8,11 +8,16 @@
 - user-data: the local metadata service and its network (metadata.py); a NoCloud seed (nocloud.py).
 
 Disks are ordered as EC2 orders them: root, instance store (sdb, ephemeral0), then the volumes by
-their EC2 device name. virtio disks are named by PCI order, which is command-line order: vda, vdb, ...
+their EC2 device name. They are attached as the root disk is: virtio for PV images (vdb, vdc, ...), NVMe
+for HVM images on NVMe (as on Nitro, where EBS volumes and instance stores are NVMe controllers too:
+nvme1n1, nvme2n1, ...; the root is nvme0n1). Guests name them by PCI order, which is command-line order.
+Only the root disk has a boot index; the NoCloud seed is always virtio. HVM boots of a hybrid image get
+fresh disks for each firmware (attach_disks into a directory of their own).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,11 +56,12 @@ class Attachment:
     role: str  # "instance-store", "volume" or "nocloud-seed"
     name: str
     ec2_device: str  # /dev/sdb, /dev/sdh: where EC2 attaches it
-    qemu_device: str  # vdb, vdc: what the guest's kernel calls it (virtio, PCI order)
+    qemu_device: str  # vdb, nvme1n1: what the guest's kernel calls it (PCI order)
     file: str  # what QEMU opens: an overlay or the scratch file
     source: str | None  # the volume image behind the overlay (never written)
     label: str | None = None
     mountpoint: str | None = None
+    interface: str = "virtio"  # "virtio" or "nvme" (HVM boots on NVMe, as on Nitro)
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,23 @@ def qemu_disk_name(index: int) -> str:
     return "vd" + "abcdefghijklmnopqrstuvwxyz"[index]
 
 
+def extra_interface(root_interface: str) -> str:
+    """How the instance store and volumes are attached: NVMe beside an NVMe root (Nitro), else virtio."""
+    return "nvme" if root_interface == "nvme" else "virtio"
+
+
+class _Names:
+    """What the guest's kernel calls each disk, per interface in PCI order; the root disk takes the first."""
+
+    def __init__(self, root_interface: str) -> None:
+        self.count = Counter({root_interface: 1})
+
+    def next(self, interface: str) -> str:
+        n = self.count[interface]
+        self.count[interface] += 1
+        return f"nvme{n}n1" if interface == "nvme" else qemu_disk_name(n)
+
+
 def make_instance_store(workdir: Path, size: int) -> Path:
     """A sparse raw scratch disk, preformatted ext3 (seed 000: instance stores "are given preformatted")."""
     path = workdir / "instance-store.raw"
@@ -172,22 +195,27 @@ def volume_overlay(workdir: Path, n: int, wanted: Wanted) -> Path:
     return path
 
 
-def attach_disks(image: Path, manifest: dict[str, Any] | None, opts: AttachOptions, workdir: Path) -> Attached:
-    """Make the instance store and the volume overlays in `workdir` (removed with it); EC2's order."""
+def attach_disks(image: Path, manifest: dict[str, Any] | None, opts: AttachOptions, workdir: Path,
+                 root_interface: str = "virtio") -> Attached:
+    """Make the instance store and the volume overlays in `workdir` (removed with it); EC2's order. They are
+    attached as `extra_interface(root_interface)`; the NoCloud seed as virtio."""
     check_attach(opts)
+    workdir.mkdir(parents=True, exist_ok=True)
+    interface = extra_interface(root_interface)
+    names = _Names(root_interface)
     disks: list[Attachment] = []
     if opts.instance_store:
         store = make_instance_store(workdir, opts.instance_store)
-        disks.append(Attachment("instance-store", "ephemeral0", INSTANCE_STORE_DEVICE,
-                                qemu_disk_name(1 + len(disks)), str(store), None))
+        disks.append(Attachment("instance-store", "ephemeral0", INSTANCE_STORE_DEVICE, names.next(interface),
+                                str(store), None, interface=interface))
     for n, wanted in enumerate(choose_volumes(image, manifest, opts)):
         ov = volume_overlay(workdir, n, wanted)
-        disks.append(Attachment("volume", wanted.name, wanted.ec2_device, qemu_disk_name(1 + len(disks)), str(ov),
-                                str(wanted.path), wanted.label, wanted.mountpoint))
+        disks.append(Attachment("volume", wanted.name, wanted.ec2_device, names.next(interface), str(ov),
+                                str(wanted.path), wanted.label, wanted.mountpoint, interface))
     imds, cfg_path = start_imds(opts.user_data, block_device_mapping(disks), workdir)
     if opts.nocloud:
         seed = make_seed(workdir, opts.user_data, imds)
-        disks.append(Attachment("nocloud-seed", "cidata", "-", qemu_disk_name(1 + len(disks)), str(seed), None))
+        disks.append(Attachment("nocloud-seed", "cidata", "-", names.next("virtio"), str(seed), None))
     return Attached(tuple(disks), imds, cfg_path)
 
 
@@ -205,22 +233,42 @@ def block_device_mapping(disks: tuple[Attachment, ...] | list[Attachment]) -> di
     return mapping
 
 
+def nvme_serial(disk: Attachment) -> str:
+    """An NVMe controller's serial (at most 20 characters): its EC2 device, so /dev/disk/by-id says which it is
+    (nvme-QEMU_NVMe_Ctrl_imagekit-sdh); Nitro's EBS serial is the volume id, not reproducible here."""
+    return f"imagekit-{disk.ec2_device.removeprefix('/dev/')}"[:20]
+
+
 def drive_args(disks: tuple[Attachment, ...]) -> list[str]:
+    """The extra disks, in order, none bootable: virtio (`if=virtio`) or each its own NVMe controller."""
     args = []
-    for d in disks:
+    for n, d in enumerate(disks, 1):
         fmt = "qcow2" if d.role == "volume" else "raw"
         ro = ",readonly=on" if d.role == "nocloud-seed" else ""
-        args += ["-drive", f"file={d.file.replace(',', ',,')},if=virtio,format={fmt},cache=unsafe{ro}"]
+        file = d.file.replace(",", ",,")
+        if d.interface == "nvme":
+            args += ["-drive", f"file={file},if=none,id=disk{n},format={fmt},cache=unsafe{ro}",
+                     "-device", f"nvme,drive=disk{n},serial={nvme_serial(d)}"]
+        else:
+            args += ["-drive", f"file={file},if=virtio,format={fmt},cache=unsafe{ro}"]
     return args
 
 
+def nic_args(attached: Attached, nic: str = "virtio-net-pci") -> list[str]:
+    """User networking and one NIC (`nic`: the -device driver and its options); with a metadata service,
+    the network that forwards 169.254.169.254 to it (metadata.py)."""
+    if attached.imds_config is not None:
+        return netdev_args(attached.imds_config, nic)
+    return ["-netdev", "user,id=n0", "-device", f"{nic},netdev=n0"]
+
+
 def extend_argv(argv: list[str], attached: Attached) -> list[str]:
-    """The QEMU command line with the extra disks after the root disk (PCI order = EC2's order) and, with
-    a metadata service, the user network replaced by one that forwards 169.254.169.254."""
+    """A PV boot's QEMU command line with the extra disks after the root disk (PCI order = EC2's order) and,
+    with a metadata service, the user network replaced by one that forwards 169.254.169.254."""
     out = list(argv)
     if attached.imds_config is not None and "-nic" in out:
         i = out.index("-nic")
-        out[i:i + 2] = netdev_args(attached.imds_config)
+        out[i:i + 2] = nic_args(attached)
     roots = [i for i, a in enumerate(out) if a == "-drive"]
     at = roots[-1] + 2 if roots else len(out)
     out[at:at] = drive_args(attached.disks)
@@ -231,9 +279,10 @@ def attachments_report(attached: Attached) -> list[dict[str, Any]]:
     return [asdict(d) for d in attached.disks]
 
 
-def prepare_instance(g: Any, prepared: Prepared, manifest: dict[str, Any] | None, attached: Attached) -> Prepared:
-    """What the overlay gets for the instance beyond its root: the mounts probe, the NIC named eth0."""
-    return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), attached.imds)
+def prepare_instance(g: Any, prepared: Prepared, manifest: dict[str, Any] | None, opts: AttachOptions) -> Prepared:
+    """What the overlay gets for the instance beyond its root (PV and HVM alike): the mounts probe, and the
+    NIC named eth0 when a metadata service will answer (user-data)."""
+    return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), opts.user_data is not None)
 
 
 def with_mounts_probe(g: Any, prepared: Prepared, manifest: dict[str, Any] | None) -> Prepared:

@@ -63,6 +63,7 @@ class Prepared:
     added: tuple[str, ...]
     direct: DirectBoot | None
     notes: tuple[str, ...]
+    grub_cfg: str | None = None  # HVM: GRUB 2's config in the mounted overlay (the NIC's net.ifnames=0 goes there)
 
 
 def read_manifest(image: Path) -> dict[str, Any] | None:
@@ -202,7 +203,8 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
         with overlay(image, workdir) as ov:
             with progress.stage("prepare", "overlay, probe") as stage, \
                     guest.open_guest(ov, accel, image.path.name) as g:
-                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir), manifest, attached)
+                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir), manifest,
+                                            opts.attach)
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
             argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)
@@ -213,14 +215,6 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
             extra = instance_fields(attached, watcher)
     return replace(build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare),
                    **extra)
-
-
-def check_hvm_attach(attach: AttachOptions) -> None:
-    """Data volumes, user-data and NoCloud seeds are attached to PV boots only so far: say so, do not ignore them."""
-    asked = [name for name, given in (("--volume", attach.volumes), ("--user-data", attach.user_data),
-                                      ("--nocloud", attach.nocloud)) if given]
-    if asked:
-        raise UsageError(f"{asked[0]}: not supported for HVM images yet (firmware boots attach the root disk only)")
 
 
 def boot_if_hvm(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport | None:
@@ -234,7 +228,6 @@ def boot_if_hvm(opts: BootOptions, image: ImageFile, progress: Progress) -> Boot
         firmwares = choose(opts.firmware, read_manifest(image.path), label)
         if firmwares is None:
             return None
-        check_hvm_attach(opts.attach)
         return boot_hvm(opts, image, firmwares, label, Path(tmp), progress)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 from imagekit.boot import guest, probe
 from imagekit.boot.guest import FILESYSTEMS, Disk
 from imagekit.boot.harness import Prepared
+from imagekit.boot.probe import LINUX_COMMANDS
 
 GRUB_CFG = "/boot/grub/grub.cfg"
-LINUX_COMMANDS = "linux16|linuxefi|linux"
 
 
 def linux_filesystems(g: Any) -> list[str]:
@@ -68,6 +68,7 @@ def prepare_hvm(g: Any) -> Prepared:
     kind = probe.detect_kind(g)
     added = [*probe.install_probe(g, kind), *add_grub_console(g)]
     notes = [f"separate /boot: {disk.boot_device}, root {root}"] if disk.separate_boot else []
-    if not guest.is_file(g, GRUB_CFG):
+    grub_cfg = GRUB_CFG if guest.is_file(g, GRUB_CFG) else None
+    if grub_cfg is None:
         notes.append(f"no {GRUB_CFG} on the disk")
-    return Prepared(disk, None, kind, tuple(added), None, tuple(notes))
+    return Prepared(disk, None, kind, tuple(added), None, tuple(notes), grub_cfg)

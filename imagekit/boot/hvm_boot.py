@@ -2,26 +2,32 @@
 
     boot_hvm(opts, image, (Firmware.BIOS, Firmware.UEFI), workdir, progress) -> BootReport
 
-One overlay is prepared (probe, console=ttyS0); each firmware boots a throw-away qcow2 layer on it,
-so a hybrid image is booted both ways from the same starting point. The disk is attached as NVMe, as
-on Nitro (`--disk-interface virtio|ide` for others), on QEMU's `pc` machine: Nitro's x86 instances
-show an i440FX host bridge too, and OVMF without Secure Boot needs nothing q35 has. The NIC has no
-option ROM and only the disk has a boot index, so neither firmware tries a network boot.
-The report is that of the first boot that failed (else the last), with one result per firmware.
+One overlay is prepared (probe, mounts probe, console=ttyS0, net.ifnames=0 with user-data); each
+firmware boots a throw-away qcow2 layer on it, so a hybrid image is booted both ways from the same
+starting point. The disk is attached as NVMe, as on Nitro (`--disk-interface virtio|ide` for others),
+on QEMU's `pc` machine: Nitro's x86 instances show an i440FX host bridge too, and OVMF without Secure
+Boot needs nothing q35 has. The NIC has no option ROM and only the root disk has a boot index, so
+neither firmware tries a network boot nor another disk. The instance store, data volumes, metadata
+service and NoCloud seed are those of a PV boot (attach.py), made afresh for each firmware's boot; on
+NVMe they are NVMe controllers too (nvme1n1, nvme2n1, ...), as EBS volumes and instance stores on Nitro.
+The report is that of the first boot that failed (else the first degraded one, else the last), with one
+result per firmware.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from imagekit.accel import Accel, detect
 from imagekit.boot import guest
+from imagekit.boot.attach import Attached, attach_disks, drive_args, instance_fields, nic_args, prepare_instance
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import DiskLabel
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
-from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, save_log
+from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, read_manifest, save_log
 from imagekit.boot.hvm import prepare_hvm
 from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.probe import ProbeKind
@@ -31,6 +37,7 @@ from imagekit.errors import UsageError
 from imagekit.progress import Progress
 
 INTERFACES = ("nvme", "virtio", "ide")
+NIC = "virtio-net-pci,romfile="  # no option ROM: no iPXE, so neither firmware offers a network boot
 LOADER = "firmware"  # the report's `loader`: the image's own bootloader, started by the firmware
 
 
@@ -57,13 +64,16 @@ def disk_argv(interface: str, disk: Path) -> list[str]:
     return ["-drive", drive, "-device", f"{device},bootindex=1"]
 
 
-def hvm_argv(machine: Machine, *, firmware: list[str], interface: str, disk: Path, serial_log: Path) -> list[str]:
-    """QEMU for an HVM boot: firmware, one boot disk, serial console to a file, user networking without PXE."""
+def hvm_argv(machine: Machine, *, firmware: list[str], interface: str, disk: Path, serial_log: Path,
+             attached: Attached | None = None) -> list[str]:
+    """QEMU for an HVM boot: firmware, one boot disk, then the instance's other disks (not bootable) in EC2's
+    order, serial console to a file, user networking without PXE (with user-data: the metadata service's)."""
+    attached = attached or Attached()
     return [QEMU, *machine.accel.qemu_args(), "-machine", "pc,graphics=off", "-m", str(machine.memory_mb),
             "-smp", str(machine.cpus), "-nodefaults", "-display", "none", "-no-reboot", "-boot", "strict=on",
-            *firmware, *disk_argv(interface, disk),
+            *firmware, *disk_argv(interface, disk), *drive_args(attached.disks),
             "-chardev", f"file,id=console,path={serial_log}", "-serial", "chardev:console",
-            "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile="]
+            *nic_args(attached, NIC)]
 
 
 def log_path(opts: BootOptions, image: ImageFile, firmware: Firmware, several: bool) -> Path:
@@ -87,23 +97,32 @@ class Run:
     workdir: Path
 
 
-def prepare(ov: Path, image: ImageFile, label: DiskLabel, accel: Accel) -> Prepared:
-    """The overlay's probe and console; skipped (no libguestfs) on a disk with no Linux filesystem at all."""
+def prepare(ov: Path, opts: BootOptions, image: ImageFile, manifest: dict[str, Any] | None, label: DiskLabel,
+            accel: Accel) -> Prepared:
+    """The overlay's probes and console; skipped (no libguestfs) on a disk with no Linux filesystem at all."""
     if not label.may_hold_root:
         return Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
                         ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
     with guest.open_guest(ov, accel, image.path.name) as g:
-        return prepare_hvm(g)
+        return prepare_instance(g, prepare_hvm(g), manifest, opts.attach)
 
 
-def boot_once(run: Run, firmware: Firmware, progress: Progress) -> BootReport:
-    """One firmware's boot, on a throw-away layer of the prepared overlay."""
+def attach_each(opts: BootOptions, image: ImageFile, manifest: dict[str, Any] | None,
+                firmwares: tuple[Firmware, ...], interface: str, workdir: Path) -> dict[Firmware, Attached]:
+    """Each firmware's own instance store, volume overlays and metadata service log, in a directory of its
+    own: the second boot of a hybrid image does not see what the first wrote."""
+    return {f: attach_disks(image.path, manifest, opts.attach, workdir / f"instance.{f}", interface)
+            for f in firmwares}
+
+
+def boot_once(run: Run, firmware: Firmware, attached: Attached, progress: Progress) -> BootReport:
+    """One firmware's boot, on a throw-away layer of the prepared overlay, with its own attachments."""
     opts = run.opts
     machine = Machine(opts.memory_mb, opts.cpus, run.accel)
     with layer(run.overlay, run.workdir, f"{firmware}.qcow2") as disk:
         log = run.workdir / f"serial.{firmware}.log"
         argv = hvm_argv(machine, firmware=firmware_argv(firmware, run.workdir), interface=run.interface, disk=disk,
-                        serial_log=log)
+                        serial_log=log, attached=attached)
         watcher = Watcher(firmware_boot=True)
         with progress.stage("boot", f"{firmware} firmware, {run.interface} disk, under QEMU ({run.accel.name})"):
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
@@ -112,7 +131,8 @@ def boot_once(run: Run, firmware: Firmware, progress: Progress) -> BootReport:
                           run.seconds_prepare)
     t_bootloader = watcher.t_bootloader
     return replace(report, firmware=str(firmware), disk_interface=run.interface,
-                   seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2))
+                   seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2),
+                   **instance_fields(attached, watcher))
 
 
 def result_of(report: BootReport) -> FirmwareResult:
@@ -121,24 +141,28 @@ def result_of(report: BootReport) -> FirmwareResult:
         seconds_to_bootloader=report.seconds_to_bootloader,
         seconds_to_first_kernel_line=report.seconds_to_first_kernel_line,
         seconds_to_sentinel=report.seconds_to_sentinel, seconds_qemu=report.seconds_qemu,
-        serial_log=report.serial_log)
+        serial_log=report.serial_log, degraded=report.degraded)
 
 
 def combine(reports: list[BootReport], firmwares: tuple[Firmware, ...]) -> BootReport:
-    """One report: the first failed boot's (else the last), booted only if every firmware booted."""
-    chosen = next((r for r in reports if not r.booted), reports[-1])
-    return replace(chosen, firmware=describe(firmwares), firmwares=[result_of(r) for r in reports])
+    """One report: the first failed boot's (else the first degraded one's, else the last), booted only if
+    every firmware booted, degraded if any boot was."""
+    chosen = next((r for r in reports if not r.booted), next((r for r in reports if r.degraded), reports[-1]))
+    return replace(chosen, firmware=describe(firmwares), firmwares=[result_of(r) for r in reports],
+                   degraded=any(r.degraded for r in reports))
 
 
 def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...], label: DiskLabel,
              workdir: Path, progress: Progress) -> BootReport:
     """Boot an HVM image with each firmware in turn, from one prepared overlay."""
     interface = check_hvm_options(opts)
+    manifest = read_manifest(image.path)
+    attached = attach_each(opts, image, manifest, firmwares, interface, workdir)
     with progress.stage("accel"):
         accel = detect(opts.accel)
     with overlay(image, workdir) as ov:
         with progress.stage("prepare", "overlay, probe, grub.cfg console") as stage:
-            prepared = prepare(ov, image, label, accel)
+            prepared = prepare(ov, opts, image, manifest, label, accel)
         run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
-        reports = [boot_once(run, f, progress) for f in firmwares]
+        reports = [boot_once(run, f, attached[f], progress) for f in firmwares]
     return combine(reports, firmwares)

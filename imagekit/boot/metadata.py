@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import imagekit
-from imagekit.boot.probe import add_kernel_arg
+from imagekit.boot.probe import LINUX_COMMANDS, add_kernel_arg
 from imagekit.boot.pvgrub import MENU_LST
 from imagekit.imds import Config as ImdsConfig
 from imagekit.imds import read_log
@@ -50,12 +50,12 @@ def imds_command(config: Path) -> str:
     return shlex.join(["env", f"PYTHONPATH={root}", sys.executable, "-m", "imagekit.imds", os.fspath(config)])
 
 
-def netdev_args(config: Path) -> list[str]:
+def netdev_args(config: Path, nic: str = "virtio-net-pci") -> list[str]:
     """User networking inside 169.254.0.0/16 (DHCP still works: the guest gets 169.254.0.15) with
-    169.254.169.254:80 forwarded to the metadata service."""
+    169.254.169.254:80 forwarded to the metadata service; `nic`: the NIC's -device driver and options."""
     cmd = imds_command(config).replace(",", ",,")  # QEMU's option syntax: a comma inside a value is doubled
     netdev = f"user,id=n0,net={SLIRP_NET},guestfwd=tcp:{IMDS_ADDRESS}:80-cmd:{cmd}"
-    return ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0", "-smbios", f"type=1,uuid={EC2_UUID}"]
+    return ["-netdev", netdev, "-device", f"{nic},netdev=n0", "-smbios", f"type=1,uuid={EC2_UUID}"]
 
 
 def user_data_report(imds: ImdsConfig | None) -> dict[str, Any] | None:
@@ -69,21 +69,27 @@ def user_data_report(imds: ImdsConfig | None) -> dict[str, Any] | None:
             "requests": [f"{r['method']} {r['path']} {r['status']}" for r in requests]}
 
 
-def name_nic_eth0(g: Any, prepared: Prepared, imds: ImdsConfig | None) -> Prepared:
-    """With a metadata service the guest needs its network: EC2 PV's netfront NIC is eth0 (what the images'
-    ifupdown configures), QEMU's virtio-net-pci would be ens2; `net.ifnames=0` keeps it eth0."""
-    if imds is None:
+def name_nic_eth0(g: Any, prepared: Prepared, network: bool) -> Prepared:
+    """With a metadata service (`network`) the guest needs its network: EC2 PV's netfront NIC is eth0 (what the
+    images' ifupdown configures), QEMU's virtio-net-pci would be ens2; `net.ifnames=0` keeps it eth0. Put on
+    the direct loader's command line, menu.lst's kernel lines (PV-GRUB) or grub.cfg's linux lines (HVM)."""
+    if not network:
         return prepared
     if prepared.direct is not None:
         direct = replace(prepared.direct, append=f"{NIC_ARG} {prepared.direct.append}")
         return replace(prepared, direct=direct, added=(*prepared.added, f"kernel command line: {NIC_ARG} ({NIC_WHY})"))
-    if prepared.menu_text is None:
+    if prepared.menu_text is not None:
+        path = prepared.disk.boot_path(MENU_LST)
+        assert prepared.disk.variant is not None
+        shown, keywords = f"{prepared.disk.variant.legacy_root}{MENU_LST}", "kernel"
+    elif prepared.grub_cfg is not None:
+        path = shown = prepared.grub_cfg
+        keywords = LINUX_COMMANDS
+    else:
         return prepared
-    path = prepared.disk.boot_path(MENU_LST)
-    text, changed = add_kernel_arg(str(g.cat(path)), NIC_ARG)
+    text, changed = add_kernel_arg(str(g.cat(path)), NIC_ARG, keywords)
     if not changed:
         return prepared
     g.write(path, text.encode())
-    assert prepared.disk.variant is not None
-    note = f"{prepared.disk.variant.legacy_root}{MENU_LST}: {NIC_ARG} on {changed} kernel line(s) ({NIC_WHY})"
+    note = f"{shown}: {NIC_ARG} on {changed} {keywords.rsplit('|', 1)[-1]} line(s) ({NIC_WHY})"
     return replace(prepared, added=(*prepared.added, note))

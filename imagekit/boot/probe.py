@@ -23,6 +23,7 @@ from imagekit.boot.console import SENTINEL
 from imagekit.boot.mounts import MOUNTS_SCRIPT
 
 SERIAL_ARG = "console=ttyS0"
+LINUX_COMMANDS = "linux16|linuxefi|linux"  # what loads a kernel in GRUB 2's grub.cfg (menu.lst: "kernel")
 PROBE_SCRIPT = "/usr/local/libexec/imagekit-probe"
 UNIT = "/etc/systemd/system/imagekit-probe.service"
 WANTS = "/etc/systemd/system/multi-user.target.wants/imagekit-probe.service"

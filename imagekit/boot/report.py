@@ -28,6 +28,7 @@ class FirmwareResult:
     seconds_to_sentinel: float | None
     seconds_qemu: float
     serial_log: str
+    degraded: bool = False  # a mount in fstab did not come up, or the system was degraded
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class BootReport:
         lines += [f"  mapped: {m}" for m in self.mappings]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  {line}" for line in instance_lines(self)]
-        lines += [f"  firmware {f.firmware}: {'booted' if f.booted else f.reason}, GRUB "
+        lines += [f"  firmware {f.firmware}: {'booted' if f.booted else f.reason}"
+                  f"{' (degraded)' if f.degraded else ''}, GRUB "
                   f"{_seconds(f.seconds_to_bootloader)}, sentinel {_seconds(f.seconds_to_sentinel)}"
                   for f in self.firmwares]
         lines.append(f"  serial log: {self.serial_log}")

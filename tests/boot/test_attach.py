@@ -1,26 +1,37 @@
 """What `imagekit boot` attaches besides the root disk, and what it reads back, without a guest: real files,
-real qemu-img and mkfs, the exact QEMU arguments; the probe's mount lines parsed into report fields."""
+real qemu-img and mkfs, the exact QEMU arguments (PV, and HVM on NVMe and virtio); the probe's mount lines
+parsed into report fields."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from imagekit.accel import Accel
 from imagekit.boot.attach import (
     Attached,
     AttachOptions,
     attach_disks,
     choose_volumes,
     extend_argv,
+    instance_fields,
     parse_store_size,
 )
-from imagekit.boot.console import Line
+from imagekit.boot.console import Line, Watcher
+from imagekit.boot.firmware import BOTH, Firmware
+from imagekit.boot.harness import BootOptions
+from imagekit.boot.hvm_boot import attach_each, combine, hvm_argv
 from imagekit.boot.mounts import mount_unit_name, read_mounts, script
+from imagekit.boot.overlay import image_file
+from imagekit.boot.qemu import Machine
+from imagekit.boot.report import BootReport
 from imagekit.errors import UsageError
 from imagekit.imds import Config
+from tests.boot.hvm_images import make_empty_esp
 from tests.util import run_imagekit
 
 MIB = 1 << 20
@@ -203,3 +214,148 @@ def test_nocloud_seed_is_a_cidata_fat_disk_attached_read_only(tmp_path: Path) ->
     argv = extend_argv(ROOT_ARGV, attached)
     assert f"file={seed.file},if=virtio,format=raw,cache=unsafe,readonly=on" in argv
     assert Config.load(tmp_path / "imds.json").block_devices == {"ami": "sda1", "root": "/dev/sda1"}
+
+
+# --- HVM boots (hvm_boot.py): the same attachments, on NVMe beside an NVMe root, fresh for each firmware ---
+
+def hvm_command(attached: Attached, interface: str, tmp_path: Path) -> list[str]:
+    return hvm_argv(Machine(512, 1, Accel("tcg", "test")), firmware=[], interface=interface,
+                    disk=tmp_path / "bios.qcow2", serial_log=tmp_path / "s.log", attached=attached)
+
+
+def values(argv: list[str], option: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == option]
+
+
+def test_hvm_on_nvme_attaches_nvme_controllers_after_the_root(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, manifest = image
+    work = tmp_path / "work"
+    user_data = tmp_path / "ud.sh"
+    user_data.write_text("#!/bin/sh\necho hi\n")
+    opts = AttachOptions(instance_store=64 * MIB, user_data=user_data, nocloud=True)
+    attached = attach_disks(img, manifest, opts, work, "nvme")
+    assert [(d.qemu_device, d.interface, d.ec2_device, d.role) for d in attached.disks] == [
+        ("nvme1n1", "nvme", "/dev/sdb", "instance-store"), ("nvme2n1", "nvme", "/dev/sdh", "volume"),
+        ("nvme3n1", "nvme", "/dev/sdj", "volume"), ("vda", "virtio", "-", "nocloud-seed")]  # the seed: virtio
+    argv = hvm_command(attached, "nvme", tmp_path)
+    assert values(argv, "-drive") == [
+        f"if=none,id=root,file={tmp_path}/bios.qcow2,format=qcow2,cache=unsafe",
+        f"file={work}/instance-store.raw,if=none,id=disk1,format=raw,cache=unsafe",
+        f"file={work}/volume-0-pgdata.qcow2,if=none,id=disk2,format=qcow2,cache=unsafe",
+        f"file={work}/volume-1-logs.qcow2,if=none,id=disk3,format=qcow2,cache=unsafe",
+        f"file={work}/nocloud-seed.img,if=virtio,format=raw,cache=unsafe,readonly=on"]
+    # PCI order is command-line order: the root controller first (nvme0), then EC2's order
+    assert values(argv, "-device") == [
+        "nvme,drive=root,serial=imagekit-root,bootindex=1", "nvme,drive=disk1,serial=imagekit-sdb",
+        "nvme,drive=disk2,serial=imagekit-sdh", "nvme,drive=disk3,serial=imagekit-sdj",
+        "virtio-net-pci,romfile=,netdev=n0"]
+    assert sum("bootindex" in a for a in argv) == 1 and values(argv, "-boot") == ["strict=on"]
+    [netdev] = values(argv, "-netdev")
+    assert netdev.startswith("user,id=n0,net=169.254.0.0/16,guestfwd=tcp:169.254.169.254:80-cmd:env PYTHONPATH=")
+    assert netdev.endswith(f" -m imagekit.imds {work}/imds.json")
+    assert values(argv, "-smbios") == ["type=1,uuid=ec2e1916-9099-7caf-fd21-012345abcdef"]
+    assert Config.load(work / "imds.json").block_devices == {"ami": "sda1", "root": "/dev/sda1",
+                                                             "ephemeral0": "sdb", "ebs1": "sdh", "ebs2": "sdj"}
+
+
+def test_hvm_on_virtio_attaches_virtio_disks_without_a_boot_index(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, manifest = image
+    work = tmp_path / "work"
+    attached = attach_disks(img, manifest, AttachOptions(instance_store=64 * MIB), work, "virtio")
+    assert [(d.qemu_device, d.interface) for d in attached.disks] == [
+        ("vdb", "virtio"), ("vdc", "virtio"), ("vdd", "virtio")]
+    argv = hvm_command(attached, "virtio", tmp_path)
+    assert values(argv, "-drive")[1:] == [f"file={work}/instance-store.raw,if=virtio,format=raw,cache=unsafe",
+                                          f"file={work}/volume-0-pgdata.qcow2,if=virtio,format=qcow2,cache=unsafe",
+                                          f"file={work}/volume-1-logs.qcow2,if=virtio,format=qcow2,cache=unsafe"]
+    assert values(argv, "-device") == ["virtio-blk-pci,drive=root,bootindex=1", "virtio-net-pci,romfile=,netdev=n0"]
+    assert values(argv, "-netdev") == ["user,id=n0"] and "-smbios" not in argv  # no user-data: no metadata service
+    # an IDE root: the extras are virtio, named from vda
+    ide = attach_disks(img, manifest, AttachOptions(instance_store=0), tmp_path / "ide", "ide")
+    assert [d.qemu_device for d in ide.disks] == ["vda", "vdb"]
+
+
+def test_each_firmware_gets_fresh_disks(image: tuple[Path, dict], tmp_path: Path) -> None:
+    """A hybrid image boots twice: the second boot must not see the instance store or volume writes of the first."""
+    img, manifest = image
+    user_data = tmp_path / "ud.sh"
+    user_data.write_text("#!/bin/sh\n")
+    opts = BootOptions(img, attach=AttachOptions(instance_store=64 * MIB, user_data=user_data))
+    work = tmp_path / "work"
+    work.mkdir()
+    each = attach_each(opts, image_file(img), manifest, BOTH, "nvme", work)
+    assert list(each) == [Firmware.BIOS, Firmware.UEFI]
+    files = {f: [d.file for d in a.disks] + [str(a.imds_config)] for f, a in each.items()}
+    assert files[Firmware.BIOS] == [f"{work}/instance.bios/{n}" for n in (
+        "instance-store.raw", "volume-0-pgdata.qcow2", "volume-1-logs.qcow2", "imds.json")]
+    assert files[Firmware.UEFI] == [p.replace("instance.bios", "instance.uefi") for p in files[Firmware.BIOS]]
+    for a in each.values():  # same devices, same sources
+        assert [(d.qemu_device, d.source) for d in a.disks] == [(d.qemu_device, d.source)
+                                                                 for d in each[Firmware.BIOS].disks]
+        assert a.imds is not None and a.imds.log is not None and Path(a.imds.log).parent == Path(a.disks[0].file).parent
+
+
+NVME_PROBE = """\
+IMAGEKIT-PROBE: state=running failed=
+IMAGEKIT-PROBE: mount target=/ source=/dev/nvme0n1p2 fstype=ext4 label=root
+IMAGEKIT-PROBE: fstab target=/var/lib/postgresql spec=LABEL=pgdata fstype=ext4
+IMAGEKIT-PROBE: unit id=var-lib-postgresql.mount state=active result=success active_us=43620000 mounts=
+IMAGEKIT-PROBE: mount target=/var/lib/postgresql source=/dev/nvme2n1 fstype=ext4 label=pgdata
+IMAGEKIT-PROBE: unit id=postgresql.service state=active result=success active_us=54540000 mounts=/var/lib/postgresql
+IMAGEKIT-PROBE: done
+"""
+
+
+def boot_report(**fields: Any) -> BootReport:
+    base: dict[str, Any] = dict(
+        image="/i.img", loader="firmware", hypervisor="qemu", variant=None, accel="tcg", accel_reason="test",
+        booted=True, reason="booted", explanation="", detail="", context=[], entry=None, kernel_version=None,
+        seconds_to_first_kernel_line=None, seconds_to_sentinel=1.0, seconds_qemu=2.0, seconds_prepare=0.0,
+        failed_units=[], grub_errors=[], system_state="running", login_prompt=False, probe="systemd-unit",
+        serial_log="/s.log")
+    return BootReport(**{**base, **fields})
+
+
+def test_hvm_report_fields_are_those_of_a_pv_boot(image: tuple[Path, dict], tmp_path: Path) -> None:
+    img, manifest = image
+    user_data = tmp_path / "ud.sh"
+    user_data.write_text("#!/bin/sh\n")
+    attached = attach_disks(img, manifest, AttachOptions(instance_store=64 * MIB, user_data=user_data),
+                            tmp_path / "w", "nvme")
+    w = Watcher(firmware_boot=True)
+    for n, text in enumerate(NVME_PROBE.splitlines()):
+        w.feed(float(n), text)
+    fields = instance_fields(attached, w)
+    assert set(fields) == {"attachments", "user_data", "degraded", "mounts", "missing_mounts", "services"}
+    assert fields["attachments"][1] == {
+        "role": "volume", "name": "pgdata", "ec2_device": "/dev/sdh", "qemu_device": "nvme2n1",
+        "file": f"{tmp_path}/w/volume-0-pgdata.qcow2", "source": str(tmp_path / "db.img.pgdata.img"),
+        "label": "pgdata", "mountpoint": "/var/lib/postgresql", "interface": "nvme"}
+    assert fields["user_data"] == {"file": str(user_data), "fetched": False, "imdsv2": False, "requests": []}
+    assert fields["missing_mounts"] == [] and fields["degraded"] is False
+    [pg] = fields["services"]
+    assert pg["after_mounts"] is True and pg["requires_mounts"][0]["active_at"] == 43.62
+    bios = boot_report(firmware="bios", **fields)
+    uefi = boot_report(firmware="uefi", **{**fields, "degraded": True, "mounts": fields["mounts"][:1]})
+    both = combine([bios, uefi], BOTH)  # both booted: the degraded boot is the one reported
+    assert both.degraded and both.mounts == fields["mounts"][:1] and both.firmware == "both"
+    assert [(f.firmware, f.degraded) for f in both.firmwares] == [("bios", False), ("uefi", True)]
+    text = bios.to_text()
+    assert "  attached: nvme2n1 = /dev/sdh volume pgdata (" in text
+    assert "  mount: /var/lib/postgresql from /dev/nvme2n1 (ext4, label pgdata)" in text
+    assert "firmware uefi: booted (degraded), GRUB" in both.to_text()
+    assert json.loads(json.dumps(both.to_json()))["attachments"][0]["qemu_device"] == "nvme1n1"
+
+
+def test_hvm_volume_errors_exit_2_before_booting(tmp_path: Path) -> None:
+    """A data volume the HVM image's manifest lists but that is missing: one line naming what to pass."""
+    disk = make_empty_esp(tmp_path / "esp.img")
+    manifest = {"layout": "gpt-uefi", "data_volumes": [
+        {"name": "pgdata", "image": "esp.img.pgdata.img", "device": "/dev/sdh", "label": "pgdata"}]}
+    disk.with_name("esp.img.manifest.json").write_text(json.dumps(manifest))
+    proc = run_imagekit("boot", disk)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    expected = f"error: IMAGE: esp.img's data volume 'pgdata' should be {tmp_path}/esp.img.pgdata.img, which is missing"
+    assert proc.stderr.startswith(expected), proc.stderr
+    proc = run_imagekit("boot", disk, "--no-volumes", "--volume", tmp_path / "nope.img")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --no-volumes: cannot be combined"), proc.stderr

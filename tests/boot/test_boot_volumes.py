@@ -1,5 +1,6 @@
 """Real TCG boots of the storage recipes (issue 8): PostgreSQL on its data volume, with and without the
-volume; Debian on LVM; user-data fetched from the local metadata service by the Kumina bootstrap image.
+volume, and as an HVM image on NVMe; Debian on LVM; user-data fetched from the local metadata service by
+the Kumina bootstrap image.
 
 Each recipe is built once per session (tests/conftest.py `recipe_images`; bootstraps cached by input
 hash; postgres-datavol's first bootstrap takes 2-3 minutes). Measured under TCG on a shared 2-core
@@ -67,6 +68,31 @@ def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Calla
         [mount] = s["requires_mounts"]
         assert mount["unit"] == "var-lib-postgresql.mount" and 0 < mount["active_at"] <= s["active_at"]
     assert "var-lib-postgresql.mount active at" in report.to_text()
+    assert sha256(volume) == before  # the guest wrote to an overlay
+
+
+def test_hvm_postgresql_starts_after_its_nvme_volume_is_mounted(recipe_images: Callable[..., Path]) -> None:
+    """The same recipe built as an HVM image (gpt-uefi: OVMF, GRUB 2, NVMe root): the instance store and the
+    data volume are NVMe controllers as on Nitro, the volume mounted by its label."""
+    image = recipe_images("debian-12-postgres-datavol", "gpt-uefi")
+    volume = image.with_name(f"{image.name}.pgdata.img")
+    before = sha256(volume)
+    report = boot_image(BootOptions(image))
+    assert report.booted, report.to_text()
+    assert (report.loader, report.firmware, report.disk_interface) == ("firmware", "uefi", "nvme")
+    assert [(a["qemu_device"], a["interface"], a["ec2_device"], a["role"], a["name"]) for a in report.attachments] == [
+        ("nvme1n1", "nvme", "/dev/sdb", "instance-store", "ephemeral0"),
+        ("nvme2n1", "nvme", "/dev/sdh", "volume", "pgdata")]
+    pg = next(m for m in report.mounts if m["target"] == "/var/lib/postgresql")
+    # the kernel probes NVMe controllers asynchronously: the names follow PCI order in practice, the label always
+    assert pg["source"] in ("/dev/nvme1n1", "/dev/nvme2n1") and (pg["label"], pg["fstype"]) == ("pgdata", "ext4")
+    assert report.missing_mounts == [] and not report.degraded and report.failed_units == []
+    services = {s["unit"]: s for s in report.services}
+    assert set(services) == {"postgresql.service", "postgresql@15-main.service"}
+    for s in services.values():
+        assert s["state"] == "active" and s["after_mounts"] is True, report.to_text()
+        [mount] = s["requires_mounts"]
+        assert mount["unit"] == "var-lib-postgresql.mount" and 0 < mount["active_at"] <= s["active_at"]
     assert sha256(volume) == before  # the guest wrote to an overlay
 
 

@@ -11,9 +11,8 @@ from imagekit.accel import Accel
 from imagekit.boot.console import Reason, Watcher
 from imagekit.boot.disklabel import parse_head
 from imagekit.boot.firmware import BOTH, Firmware, choose, firmware_argv
-from imagekit.boot.hvm import LINUX_COMMANDS
 from imagekit.boot.hvm_boot import hvm_argv
-from imagekit.boot.probe import add_serial_console
+from imagekit.boot.probe import LINUX_COMMANDS, add_serial_console
 from imagekit.boot.qemu import Machine
 from imagekit.errors import UsageError
 from tests.boot.hvm_images import make_blank, make_empty_esp
@@ -108,7 +107,7 @@ def test_qemu_command_line_for_ovmf_and_nvme(tmp_path: Path) -> None:
     i = argv.index("-device")
     assert argv[i - 1:i + 2] == [f"if=none,id=root,file={tmp_path}/o.qcow2,format=qcow2,cache=unsafe", "-device",
                                  "nvme,drive=root,serial=imagekit-root,bootindex=1"]
-    assert argv[-4:] == ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    assert argv[-4:] == ["-netdev", "user,id=n0", "-device", "virtio-net-pci,romfile=,netdev=n0"]
     assert firmware_argv(Firmware.BIOS, tmp_path) == []
 
 
