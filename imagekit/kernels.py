@@ -27,7 +27,7 @@ class KernelFiles(_Model):
     initrd: str | None = None  # host path or glob; "{version}" is replaced by the kernel's version
 
 
-HVM_CMDLINE = "ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+HVM_CMDLINE = "ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295 net.ifnames=0"
 
 
 class KernelProfile(_Model):
@@ -38,7 +38,8 @@ class KernelProfile(_Model):
     files: KernelFiles | None = None  # copied from the build host
     initrd: Literal["initramfs-tools", "dracut", "file", "none"] = "initramfs-tools"
     cmdline: str = "ro"  # PV (PV-GRUB): the console is hvc0
-    # HVM (GRUB 2, SeaBIOS/OVMF, Nitro): the console is the serial port; Nitro's NVMe must never time out.
+    # HVM (GRUB 2, SeaBIOS/OVMF, Nitro): the console is the serial port; Nitro's NVMe must never time out;
+    # the NIC keeps the name eth0 (net.ifnames=0) that EC2 PV gives it and images configure.
     cmdline_hvm: str = HVM_CMDLINE
     xen_pv: bool = True  # the kernel can run as a Xen PV guest (PV-GRUB)
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 IMDS_ADDRESS = "169.254.169.254"
 SLIRP_NET = "169.254.0.0/16"  # guestfwd reaches only addresses inside slirp's own network
 NIC_ARG = "net.ifnames=0"
-NIC_WHY = "the NIC is eth0 as on EC2 PV, not virtio's ens2"
+NIC_WHY = "the NIC is eth0, as the image's network config expects, not QEMU's ens2/ens3"
 EC2_UUID = "ec2e1916-9099-7caf-fd21-012345abcdef"  # cloud-init asks IMDSv2 only of machines that look like EC2
 
 

@@ -35,6 +35,7 @@ def test_debian_hvm_recipe_builds(hvm_images: Callable[[str], Path], variant: st
     assert (manifest["layout"], manifest["boot_mode"]) == MODES[variant]
     assert manifest["virtualization"] == "hvm" and manifest["lint"]["errors"] == 0
     assert "console=ttyS0,115200" in manifest["cmdline"] and "nvme_core.io_timeout=4294967295" in manifest["cmdline"]
+    assert manifest["cmdline"].split().count("net.ifnames=0") == 1  # the profile's, once
     assert manifest["kernel"]["profile"] == "debian-cloud-amd64"
 
 
@@ -68,6 +69,7 @@ def test_pv_recipe_builds_hvm_from_the_cached_bootstrap(debian_images: Callable[
     assert hvm["packages"] == pv_manifest["packages"]
     assert (hvm["layout"], hvm["boot_mode"], pv_manifest["layout"]) == ("gpt-hybrid", "uefi-preferred", "hd00")
     assert "console=hvc0" in pv_manifest["cmdline"] and "console=ttyS0,115200" in hvm["cmdline"]
+    assert "net.ifnames=0" in hvm["cmdline"].split()  # the PV recipe's eth0 config still applies on Nitro
 
 
 # Booting these through their firmware to the sentinel: tests/boot/test_boot_debian_hvm.py (imagekit boot).

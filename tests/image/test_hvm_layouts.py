@@ -178,7 +178,8 @@ def test_layout_option_overrides_recipe(small_recipe: Callable[..., Path], tmp_p
     assert (pv["layout"], pv["virtualization"], pv["boot_mode"]) == ("hd00", "paravirtual", None)
     assert (hvm["layout"], hvm["virtualization"], hvm["boot_mode"]) == ("gpt-hybrid", "hvm", "uefi-preferred")
     assert pv["cmdline"] == "root=LABEL=root ro console=tty0 console=hvc0"
-    assert hvm["cmdline"] == "root=LABEL=root ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+    assert hvm["cmdline"] == ("root=LABEL=root ro console=tty0 console=ttyS0,115200 "
+                              "nvme_core.io_timeout=4294967295 net.ifnames=0")
     assert "grub_cfg" not in pv and "partitions" not in pv
     assert hvm["menu_lst"] is None and partitions(tmp_path / "hvm.img")[0] == "gpt"
 
