@@ -2,11 +2,12 @@
 
     boot_hvm(opts, image, (Firmware.BIOS, Firmware.UEFI), workdir, progress) -> BootReport
 
-One overlay is prepared (probe, console=ttyS0); each firmware boots a throw-away qcow2 layer on it,
+One overlay is prepared (the probe, console=ttyS0); each firmware boots a throw-away qcow2 layer on it,
 so a hybrid image is booted both ways from the same starting point. The disk is attached as NVMe, as
 on Nitro (`--disk-interface virtio|ide` for others), on QEMU's `pc` machine: Nitro's x86 instances
 show an i440FX host bridge too, and OVMF without Secure Boot needs nothing q35 has. The NIC has no
-option ROM and only the disk has a boot index, so neither firmware tries a network boot.
+option ROM and only the disk has a boot index, so neither firmware tries a network boot. The systemd
+probe also reports the mounts (mounts.py), so the report says whether fstab's ESP came up at /boot/efi.
 The report is that of the first boot that failed (else the last), with one result per firmware.
 """
 
@@ -16,12 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imagekit.accel import Accel, detect
-from imagekit.boot import guest
+from imagekit.boot import guest, mounts
+from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import DiskLabel
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
-from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, save_log
+from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, read_manifest, save_log
 from imagekit.boot.hvm import prepare_hvm
 from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.probe import ProbeKind
@@ -93,7 +95,7 @@ def prepare(ov: Path, image: ImageFile, label: DiskLabel, accel: Accel) -> Prepa
         return Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
                         ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
     with guest.open_guest(ov, accel, image.path.name) as g:
-        return prepare_hvm(g)
+        return with_mounts_probe(g, prepare_hvm(g), read_manifest(image.path))
 
 
 def boot_once(run: Run, firmware: Firmware, progress: Progress) -> BootReport:
@@ -111,8 +113,11 @@ def boot_once(run: Run, firmware: Firmware, progress: Progress) -> BootReport:
     report = build_report(opts, run.image, LOADER, run.accel, run.prepared, watcher, outcome, saved,
                           run.seconds_prepare)
     t_bootloader = watcher.t_bootloader
+    found = mounts.read_mounts(watcher.lines)  # the ESP at /boot/efi, and any other fstab entry
+    degraded = bool(found["missing_mounts"]) or watcher.system_state == "degraded"
     return replace(report, firmware=str(firmware), disk_interface=run.interface,
-                   seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2))
+                   seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2),
+                   degraded=degraded, **found)
 
 
 def result_of(report: BootReport) -> FirmwareResult:
