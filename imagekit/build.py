@@ -29,13 +29,14 @@ from imagekit.configure import (
     install_kernel,
     installed_packages,
     kernel_cmdline,
+    make_esp_mountpoint,
     split_boot,
     write_boot_config,
     write_identity,
 )
 from imagekit.errors import ImagekitError, RecipeError, UsageError
 from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
-from imagekit.image.firmware import install_bootloader, partition_records, write_table
+from imagekit.image.firmware import esp_filesystem_records, install_bootloader, partition_records, write_table
 from imagekit.image.layout import Placement, align_up, boot_overhead, plan_firmware, plan_layout
 from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
@@ -186,6 +187,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             with progress.stage("bootloader", f"GRUB 2 for {recipe.layout.boot_mode}"):
                 install_bootloader(recipe, partial, firmware, boot_uuid=ids.boot_fs_uuid, esp_id=ids.esp_id,
                                    workdir=workdir, epoch=epoch)
+            filesystems = [*esp_filesystem_records(recipe, firmware, ids.esp_id), *filesystems]  # partition order
         with progress.stage("check", "e2fsck -fn"):
             for place in placements:
                 check_filesystem(place, partial)
@@ -242,6 +244,7 @@ def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
     path, menu = boot_config(recipe, profile, kernel, ids)
     write_boot_config(tree, path, menu)
     _write(tree.path / "etc/fstab", fstab_text(recipe, ids))
+    make_esp_mountpoint(tree, recipe)
     configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
     write_identity(tree, recipe)
     copy_files(tree, recipe)

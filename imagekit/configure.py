@@ -143,6 +143,13 @@ def check_entry_files(recipe: Recipe, tree: Tree) -> None:
                 raise RecipeError(recipe.path, f"boot.entries.{n}.{key}", f"no file /boot/{value} in the rootfs")
 
 
+# The ESP as Debian's installer and Ubuntu's cloud images mount it: umask=0077 (root's alone), fsck pass 1
+# as Debian's installer writes it (systemd-fsck skips a vfat check when dosfstools is not installed).
+# No `nofail`: the ESP is on the root disk, there whenever / is; if it cannot be mounted, that should show.
+ESP_MOUNTPOINT = "/boot/efi"
+ESP_OPTIONS = "umask=0077"
+
+
 def fstab_text(recipe: Recipe, ids: FsIds) -> str:
     root = recipe.filesystems.root
     passno_root = 0 if root.type.value in ("xfs", "btrfs") else 1
@@ -155,7 +162,20 @@ def fstab_text(recipe: Recipe, ids: FsIds) -> str:
         spec = f"UUID={ids.boot_uuid}" if recipe.kernel.root == "uuid" else f"LABEL={boot.label}"
         passno = 0 if boot.type.value in ("xfs", "btrfs") else 2
         lines.append(f"{spec}\t/boot\t{boot.type.value}\tdefaults\t0\t{passno}")
+    esp = recipe.esp
+    if esp is not None:
+        assert ids.esp_id is not None
+        spec = f"UUID={ids.esp_id}" if recipe.kernel.root == "uuid" else f"LABEL={esp.label}"
+        lines.append(f"{spec}\t{ESP_MOUNTPOINT}\tvfat\t{ESP_OPTIONS}\t0\t1")
     return "\n".join(lines) + "\n"
+
+
+def make_esp_mountpoint(tree: Tree, recipe: Recipe) -> None:
+    """/boot/efi, where fstab mounts the ESP (on the /boot filesystem once split_boot moves /boot)."""
+    if recipe.esp is not None:
+        path = tree.path / ESP_MOUNTPOINT.lstrip("/")
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o755)
 
 
 def write_identity(tree: Tree, recipe: Recipe) -> None:

@@ -4,6 +4,11 @@ Both boots run the same kernel, initrd, command line (plus console=ttyS0) and pr
 accelerator, and are timed from QEMU's start: to the first kernel line and to the sentinel. The bare
 boot gets the kernel and initrd on QEMU's command line (no GRUB); its disk is a fresh layer on one
 overlay prepared once with the probe. Harness preparation (libguestfs) is reported separately.
+
+An HVM image (by its manifest or its disk, as `imagekit boot` decides; `--firmware` to choose) is timed
+per firmware (SeaBIOS, OVMF): to GRUB's first line, the first kernel line, the sentinel, and QEMU's
+whole run. Its bare boot is the same QEMU machine and NVMe disk with grub.cfg's default entry (kernel,
+initrd, arguments) given to `-kernel/-initrd/-append`, so the difference is what firmware + GRUB cost.
 """
 
 from __future__ import annotations
@@ -14,16 +19,27 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from imagekit.accel import detect
+from imagekit.accel import Accel, detect
 from imagekit.boot import BootOptions, boot_image, guest
+from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
-from imagekit.boot.harness import Prepared, prepare_overlay
-from imagekit.boot.overlay import image_file, layer, overlay
+from imagekit.boot.disklabel import read_label
+from imagekit.boot.firmware import Firmware, choose
+from imagekit.boot.harness import Prepared, prepare_overlay, read_manifest
+from imagekit.boot.hvm import GRUB_CFG, prepare_hvm
+from imagekit.boot.hvm_boot import hvm_argv
+from imagekit.boot.overlay import ImageFile, image_file, layer, overlay
 from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
+from imagekit.bootloader.grubcfg import GrubCfgError, parse_grub_cfg
+from imagekit.errors import ImagekitError, UsageError
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "debian-12-pvgrub-hd0.toml"
+FIRMWARE_NAMES = {"bios": "seabios", "uefi": "ovmf"}
+HVM_INTERFACE = "nvme"  # imagekit boot's default for HVM images (as on Nitro)
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -48,6 +64,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench-boot")
     parser.add_argument("image", nargs="?", type=Path)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--firmware", choices=("bios", "uefi", "both"),
+                        help="HVM images: the firmware to time (default: the image's, as imagekit boot picks)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="imagekit-bench-boot-") as tmp:
         workdir = Path(tmp)
@@ -59,6 +77,9 @@ def main() -> int:
         accel = detect(None)
         machine = Machine(accel=accel)
         target = image_file(image)
+        firmwares = choose(args.firmware, read_manifest(target.path), read_label(target, workdir))
+        if firmwares is not None:
+            return bench_hvm(image, target, firmwares, args, accel, workdir)
         harness, prepare, bare = [], [], []
         with overlay(target, workdir) as ov:
             with guest.open_guest(ov, accel, image.name) as g:
@@ -83,5 +104,124 @@ def main() -> int:
     return 0
 
 
+# --- HVM: firmware + GRUB 2 -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HvmDirect:
+    """grub.cfg's default entry, copied out of the prepared overlay for a bare -kernel/-initrd boot."""
+
+    title: str
+    kernel: Path
+    initrd: Path | None
+    append: str
+
+
+@dataclass(frozen=True)
+class Times:
+    bootloader: float | None  # GRUB's first line (None for the bare boot: there is no GRUB)
+    kernel: float | None
+    sentinel: float | None
+    qemu: float | None
+
+
+def hvm_direct(g: Any, prepared: Prepared, workdir: Path) -> HvmDirect:
+    """The default entry of the overlay's grub.cfg (console=ttyS0 already put last by prepare_hvm)."""
+    if not guest.is_file(g, GRUB_CFG):
+        raise UsageError(f"IMAGE: no {GRUB_CFG} on the disk: nothing to boot bare")
+    try:
+        cfg = parse_grub_cfg(str(g.cat(GRUB_CFG)))
+    except GrubCfgError as exc:
+        raise UsageError(f"{GRUB_CFG}: {exc}") from None
+    entry = cfg.pick(cfg.default or "0")
+    if entry is None or entry.linux is None:
+        raise UsageError(f"{GRUB_CFG}: the default entry has no linux line")
+    on_boot = "/boot" if prepared.disk.separate_boot else ""  # grub.cfg's paths are the boot filesystem's
+    kernel = workdir / "vmlinuz"
+    g.download(on_boot + entry.linux, str(kernel))
+    initrd = None
+    if entry.initrds:
+        initrd = workdir / "initrd.img"
+        g.download(on_boot + entry.initrds[0], str(initrd))
+    return HvmDirect(entry.title, kernel, initrd, entry.args)
+
+
+def bare_hvm_boot(n: int, base: Path, direct: HvmDirect, machine: Machine) -> Times:
+    """The HVM machine (pc, NVMe disk, no option ROMs) with the kernel given to QEMU: no firmware boot, no GRUB."""
+    workdir = base.parent
+    kernel_args = ["-kernel", str(direct.kernel), "-append", direct.append]
+    kernel_args += ["-initrd", str(direct.initrd)] if direct.initrd else []
+    with layer(base, workdir, f"bare{n}.qcow2") as disk:
+        watcher = Watcher()
+        log = workdir / f"bare{n}.log"
+        argv = hvm_argv(machine, firmware=kernel_args, interface=HVM_INTERFACE, disk=disk, serial_log=log)
+        outcome = run_qemu(argv, log, watcher, timeout=300, silence=120)
+    if watcher.t_sentinel is None:
+        tail = "\n".join(line.text for line in watcher.lines[-15:])
+        raise UsageError(f"the bare -kernel/-initrd boot did not reach the sentinel (log {log}):\n{tail}")
+    return Times(None, watcher.t_kernel, watcher.t_sentinel, outcome.seconds)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _medians(times: list[Times]) -> Times:
+    return Times(median([t.bootloader for t in times]), median([t.kernel for t in times]),
+                 median([t.sentinel for t in times]), median([t.qemu for t in times]))
+
+
+def _row(name: str, t: Times, extra: str = "") -> str:
+    return (f"{name:28}{_cell(t.bootloader):>10}{_cell(t.kernel):>20}{_cell(t.sentinel):>12}"
+            f"{_cell(t.qemu):>10}{extra}")
+
+
+def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], args: argparse.Namespace,
+              accel: Accel, workdir: Path) -> int:
+    """Each run: one imagekit boot (every firmware in turn, as `imagekit boot`) then one bare boot."""
+    machine = Machine(accel=accel)
+    harness: dict[str, list[Times]] = {str(f): [] for f in firmwares}
+    prepare: list[float | None] = []
+    bare: list[Times] = []
+    with overlay(target, workdir) as ov:
+        with guest.open_guest(ov, accel, image.name) as g:  # the same overlay content as imagekit boot's
+            prepared = with_mounts_probe(g, prepare_hvm(g), read_manifest(target.path))
+            direct = hvm_direct(g, prepared, workdir)
+        for n in range(args.runs):  # interleaved, so load from elsewhere falls on both alike
+            report = boot_image(BootOptions(image, serial_log=workdir / "harness.log", firmware=args.firmware))
+            if not report.booted:
+                print(report.to_text(), file=sys.stderr)
+                return 1
+            for f in report.firmwares:
+                harness[f.firmware].append(Times(f.seconds_to_bootloader, f.seconds_to_first_kernel_line,
+                                                 f.seconds_to_sentinel, f.seconds_qemu))
+            prepare.append(report.seconds_prepare)
+            bare.append(bare_hvm_boot(n, ov, direct, machine))
+    b = _medians(bare)
+    print(f"image: {image} ({args.runs} runs each, interleaved, {accel.name}, {HVM_INTERFACE} disk)")
+    print(f"entry: {direct.title!r}")
+    print(f"{'':28}{'GRUB':>10}{'first kernel line':>20}{'sentinel':>12}{'QEMU':>10}")
+    rows = {name: _medians(times) for name, times in harness.items()}
+    for name, t in rows.items():
+        print(_row(f"imagekit boot ({FIRMWARE_NAMES.get(name, name)})", t))
+    print(_row("bare qemu -kernel/-initrd", b))
+    print(f"prepare (overlay, probe; once per imagekit boot, before {'both firmwares' if len(rows) > 1 else 'it'}):"
+          f" {median(prepare)}s")
+    for name, t in rows.items():
+        if t.kernel is None or t.sentinel is None or b.kernel is None or b.sentinel is None:
+            continue
+        print(f"firmware + GRUB ({FIRMWARE_NAMES.get(name, name)}): +{t.kernel - b.kernel:.2f}s to the first kernel "
+              f"line, +{t.sentinel - b.sentinel:.2f}s to the sentinel ({t.sentinel / b.sentinel:.2f}x)")
+    return 0
+
+
+def run() -> int:
+    try:
+        return main()
+    except ImagekitError as exc:
+        print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return exc.exit_code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -10,6 +10,7 @@ Boot needs nothing q35 has. The NIC has no option ROM and only the root disk has
 neither firmware tries a network boot nor another disk. The instance store, data volumes, metadata
 service and NoCloud seed are those of a PV boot (attach.py), made afresh for each firmware's boot; on
 NVMe they are NVMe controllers too (nvme1n1, nvme2n1, ...), as EBS volumes and instance stores on Nitro.
+The mounts probe (mounts.py) says whether fstab's entries, the ESP at /boot/efi among them, came up.
 The report is that of the first boot that failed (else the first degraded one, else the last), with one
 result per firmware.
 """

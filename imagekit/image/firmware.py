@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.grub2 import install_bios, make_core
+from imagekit.configure import ESP_MOUNTPOINT
 from imagekit.image.filesystem import make_esp
 from imagekit.image.layout import ALIGN, FirmwarePart, Placement
 from imagekit.image.partition import GPT_NAMES, write_gpt, write_mbr
@@ -57,6 +58,15 @@ def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart]
         make_esp(esp, image, recipe.esp.label, esp_id, {ESP_PATH: efi}, epoch=epoch)
 
 
+def esp_filesystem_records(recipe: Recipe, firmware: list[FirmwarePart], esp_id: str | None) -> list[dict[str, Any]]:
+    """The manifest's `filesystems` entry for the ESP (mounted at /boot/efi by fstab), in the shape of the others."""
+    esp = next((p for p in firmware if p.kind == "esp"), None)
+    if esp is None or recipe.esp is None:
+        return []
+    return [{"mountpoint": ESP_MOUNTPOINT, "type": "vfat", "label": recipe.esp.label, "uuid": esp_id,
+             "partition": esp.partition, "offset": esp.offset, "size": esp.size, "usage": {}}]
+
+
 def partition_records(recipe: Recipe, firmware: list[FirmwarePart], placements: list[Placement],
                       esp_id: str | None) -> list[dict[str, Any]]:
     """The manifest's `partitions`: every partition of an HVM disk, firmware ones included."""
@@ -69,7 +79,7 @@ def partition_records(recipe: Recipe, firmware: list[FirmwarePart], placements: 
                                   "offset": p.offset, "size": p.size}
         if p.kind == "esp" and recipe.esp is not None:
             record["filesystem"] = {"type": "vfat", "label": recipe.esp.label, "uuid": esp_id,
-                                    "files": [f"/{ESP_PATH}"]}
+                                    "mountpoint": ESP_MOUNTPOINT, "files": [f"/{ESP_PATH}"]}
         records.append(record)
     for place in placements:
         records.append({"number": place.partition, "kind": "filesystem", "name": GPT_NAMES[place.mountpoint],

@@ -65,6 +65,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "fstab-device-name": (Severity.WARNING, "an fstab entry names a device that EC2 may rename"),
     "fstab-instance-store-nofail": (Severity.ERROR, "the instance store is mounted without nofail"),
     "fstab-xvd-names": (Severity.ERROR, "fstab uses /dev/xvd* or /dev/sd* names, which Nitro renames"),
+    "fstab-esp-missing": (Severity.WARNING, "an HVM image's EFI system partition is not mounted (/boot/efi)"),
     # HVM / Nitro
     "hvm-driver-missing": (Severity.ERROR, "NVMe or ENA driver neither built in nor in the initrd"),
     "hvm-bootloader-missing": (Severity.ERROR, "no bootloader for the boot mode"),

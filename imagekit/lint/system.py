@@ -103,6 +103,42 @@ def check_fstab(view: ImageView, root_fs: Filesystem, target: Target) -> Iterato
         yield from _fstab_entry(view, obj, spec, nofail, target)
 
 
+def _fstab_mounts(text: str) -> Iterator[tuple[str, str]]:
+    """(spec, mount point) of each fstab entry."""
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2:
+            yield fields[0], fields[1]
+
+
+def esp_filesystems(view: ImageView) -> list[Filesystem]:
+    """The FAT filesystems on EFI system partitions (GPT type or MBR 0xEF)."""
+    found = []
+    for p in view.partitions:
+        if p.gpt_type == ESP_GUID or p.mbr_id == 0xEF:
+            fs = view.filesystem_on_partition(p.number)
+            if fs is not None and fs.type == "vfat":
+                found.append(fs)
+    return found
+
+
+def check_fstab_esp(view: ImageView, root_fs: Filesystem) -> Iterator[Finding]:
+    """HVM: the ESP mounted at /boot/efi, as Debian and Ubuntu do; without it grub-install and GRUB's package
+    updates write to an empty /boot/efi on the root filesystem and the ESP keeps the old loader."""
+    text = view.read_text(root_fs.device, "/etc/fstab")
+    if text is None:
+        return  # fstab-missing says so
+    entries = list(_fstab_mounts(text))
+    for esp in esp_filesystems(view):
+        if any(mountpoint in ("/boot/efi", "/efi") or (is_tagged(spec) and resolve(view, spec) == esp)
+               for spec, mountpoint in entries):
+            continue
+        name = f"UUID={esp.uuid}" if esp.uuid else esp.device
+        yield finding("fstab-esp-missing", f"{root_fs.device}:/etc/fstab", f"the EFI system partition "
+                      f"({esp.device}, {name}) is not in fstab: /boot/efi stays empty in the running system",
+                      f"add '{name} /boot/efi vfat umask=0077 0 1'")
+
+
 def _fstab_entry(view: ImageView, obj: str, spec: str, nofail: bool, target: Target) -> Iterator[Finding]:
     if is_tagged(spec):
         if resolve(view, spec) is None and not nofail:

@@ -1,6 +1,7 @@
 """Real TCG boots of Debian 12 HVM images (built once per session by tests/conftest.py), each through its
 real firmware path to the probe's sentinel: SeaBIOS for mbr-bios, OVMF for gpt-uefi, both for gpt-hybrid.
-The disk is NVMe, as on Nitro (recipes/debian-12-hvm-<bios|uefi|hybrid>.toml).
+The disk is NVMe, as on Nitro (recipes/debian-12-hvm-<bios|uefi|hybrid>.toml). The probe's mounts report
+shows the ESP mounted at /boot/efi from fstab (gpt-uefi, gpt-hybrid).
 """
 
 from __future__ import annotations
@@ -30,3 +31,10 @@ def test_debian_hvm_boots_through_its_firmware(recipe_images: Callable[[str], Pa
         "firmware", "nvme", "systemd-unit", [])
     assert report.system_state == "running" and report.kernel_version
     assert report.entry is not None and not report.entry.fallback
+    if recipe != "debian-12-hvm-bios":  # fstab mounts the ESP (vfat, by LABEL=ESP) at /boot/efi
+        esp = [m for m in report.mounts if m["target"] == "/boot/efi"]
+        assert [(m["fstype"], m["label"]) for m in esp] == [("vfat", "ESP")], report.mounts
+    else:
+        assert "/boot/efi" not in [m["target"] for m in report.mounts]
+    assert "/" in [m["target"] for m in report.mounts]
+    assert report.missing_mounts == [] and not report.degraded, report.to_text()

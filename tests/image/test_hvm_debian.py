@@ -37,6 +37,9 @@ def test_debian_hvm_recipe_builds(hvm_images: Callable[[str], Path], variant: st
     assert "console=ttyS0,115200" in manifest["cmdline"] and "nvme_core.io_timeout=4294967295" in manifest["cmdline"]
     assert manifest["cmdline"].split().count("net.ifnames=0") == 1  # the profile's, once
     assert manifest["kernel"]["profile"] == "debian-cloud-amd64"
+    esp_line = "LABEL=ESP\t/boot/efi\tvfat\tumask=0077\t0\t1\n"  # the ESP mounted as Debian's images do
+    assert (esp_line in manifest["fstab"]) is (variant != "bios")
+    assert "fstab-esp-missing" not in {f["rule"] for f in manifest["lint"]["findings"]}
 
 
 def test_initrd_reaches_nvme_and_ena(hvm_images: Callable[[str], Path], tmp_path: Path) -> None:

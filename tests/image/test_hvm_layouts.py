@@ -83,6 +83,25 @@ def assert_grub_cfg(image: Path, manifest: dict[str, Any], boot_offset: int, boo
         assert "Type: regular" in debugfs(image, boot_offset, f"stat {path}"), path
 
 
+def assert_esp_mounted(image: Path, manifest: dict[str, Any], root_offset: int, esp_offset: int, by: str,
+                       mountpoint_fs: int | None = None, mountpoint: str = "/boot/efi") -> None:
+    """The image's /etc/fstab mounts the ESP at /boot/efi by its LABEL or UUID as blkid reads them; the
+    mount point exists (on the /boot filesystem at `mountpoint_fs`, if separate); the manifest says so."""
+    fstab = debugfs(image, root_offset, "cat /etc/fstab")
+    assert fstab == manifest["fstab"]
+    lines = [line.split("\t") for line in fstab.splitlines() if not line.startswith("#")]
+    esp_lines = [f for f in lines if f[1] == "/boot/efi"]
+    assert esp_lines == [[f"{by}={blkid(image, esp_offset, by)}", "/boot/efi", "vfat", "umask=0077", "0", "1"]]
+    assert lines[0][1] == "/" and lines[-1][1] == "/boot/efi"  # mounted after / (and /boot)
+    stat = debugfs(image, root_offset if mountpoint_fs is None else mountpoint_fs, f"stat {mountpoint}")
+    assert "Type: directory" in stat and "Mode:  0755" in stat, stat
+    esp = manifest["filesystems"][0]
+    assert (esp["mountpoint"], esp["type"], esp["offset"]) == ("/boot/efi", "vfat", esp_offset)
+    assert (esp["uuid"], esp["label"]) == (blkid(image, esp_offset, "UUID"), blkid(image, esp_offset, "LABEL"))
+    record = next(p for p in manifest["partitions"] if p["kind"] == "esp")
+    assert record["filesystem"]["mountpoint"] == "/boot/efi" and record["filesystem"]["uuid"] == esp["uuid"]
+
+
 @pytest.mark.parametrize("layout", ["mbr-bios", "gpt-uefi", "gpt-hybrid"])
 def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: str) -> None:
     image = tmp_path / f"{layout}.img"
@@ -101,6 +120,9 @@ def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: s
     if layout == "mbr-bios":
         assert label == "dos"
         assert [(p["start"], p.get("bootable"), p["type"]) for p in parts] == [(2048, True, "83")]
+        assert "/boot/efi" not in debugfs(image, root["offset"], "cat /etc/fstab")  # no ESP, nothing to mount
+        assert "Type: directory" not in debugfs(image, root["offset"], "stat /boot/efi")
+        assert [f["mountpoint"] for f in manifest["filesystems"]] == ["/"]
     else:
         assert label == "gpt"
         types = [p["type"] for p in parts]
@@ -124,6 +146,7 @@ def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: s
             f.seek(offset)
             fat.write_bytes(f.read(esp["size"] * 512))
         subprocess.run(["fsck.fat", "-n", fat], check=True, capture_output=True)
+        assert_esp_mounted(image, manifest, root["offset"], offset, "LABEL")
     if layout in ("mbr-bios", "gpt-hybrid"):
         assert_grub_mbr(image)
         core = next(p["start"] for p in parts if p["type"] == BIOS_BOOT) if layout == "gpt-hybrid" else 1
@@ -147,6 +170,36 @@ def test_hvm_separate_boot(small_recipe: Callable[..., Path], tmp_path: Path) ->
     assert_grub_cfg(image, manifest, boot["offset"], boot["uuid"], "")
     assert "\tlinux /vmlinuz-" in manifest["grub_cfg"]["text"]
     e2fsck(image, boot["offset"])
+    root, esp = manifest["filesystems"][-1], manifest["filesystems"][0]
+    assert [f["mountpoint"] for f in manifest["filesystems"]] == ["/boot/efi", "/boot", "/"]
+    assert_esp_mounted(image, manifest, root["offset"], esp["offset"], "LABEL", boot["offset"], "/efi")
+    fstab = manifest["fstab"]
+    assert fstab.index("\t/boot\t") < fstab.index("\t/boot/efi\t")  # /boot/efi lies on /boot
+
+
+def test_hvm_esp_by_uuid(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    """kernel.root = "uuid": fstab names every filesystem by UUID, the ESP by its FAT volume id (XXXX-XXXX),
+    decided before mkfs: with SOURCE_DATE_EPOCH the same one every build."""
+    recipe = small_recipe(layout="gpt-uefi", extra='root = "uuid"\n')
+    env = {"SOURCE_DATE_EPOCH": "1767225600"}
+    ids = []
+    for name in ("a.img", "b.img"):
+        proc = run_imagekit("build", recipe, "-o", tmp_path / name, "--json", "--no-lint", env=env)
+        assert proc.returncode == 0, proc.stderr
+        manifest = json.loads(proc.stdout)
+        root, esp = manifest["filesystems"][-1], manifest["filesystems"][0]
+        assert f"UUID={root['uuid']}\t/\t" in manifest["fstab"]
+        assert_esp_mounted(tmp_path / name, manifest, root["offset"], esp["offset"], "UUID")
+        assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}", esp["uuid"])
+        ids.append(esp["uuid"])
+    assert ids[0] == ids[1]
+
+
+def test_pv_fstab_has_no_esp(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
+    manifest = build(small_recipe(layout="hd00"), tmp_path / "pv.img")
+    assert "/boot/efi" not in manifest["fstab"]
+    assert [f["mountpoint"] for f in manifest["filesystems"]] == ["/"]
+    assert "Type: directory" not in debugfs(tmp_path / "pv.img", 1 << 20, "stat /boot/efi")
 
 
 @pytest.mark.parametrize(("layout", "extra", "key", "message"), [

@@ -58,9 +58,10 @@ def partitioned(image: Path, label: str, parts: list[tuple[Path, str]]) -> None:
         offset += -(-size // MiB) * MiB
 
 
-def mkvfat(image: Path, tree: Path, size: int, fat: int | None = None) -> None:
+def mkvfat(image: Path, tree: Path, size: int, fat: int | None = None, volume_id: str | None = None) -> None:
     image.unlink(missing_ok=True)
     fat_args = (["-F", str(fat)] if fat else []) + (["-s", "1"] if fat == 32 else [])
+    fat_args += ["-i", volume_id.replace("-", "")] if volume_id else []
     sh("mkfs.vfat", *fat_args, "-C", image, str(size // 1024))
     for path in sorted(tree.rglob("*")):
         inner = "::/" + str(path.relative_to(tree))

@@ -29,7 +29,7 @@ def grub_cfg(version: str, *, default: str = "0", search: str = ROOT_UUID, args:
 
 
 def hvm_image(tmp: Path, kernel: Path, cfg: str, fstab: str, *, fat: int = 32, loader: bool = True,
-              boot_mode: str | None = None) -> Path:
+              boot_mode: str | None = None, esp_id: str | None = None) -> Path:
     """GPT: ESP (BOOTX64.EFI unless `loader` is False) + ext4 root with /boot, GRUB's boot.img in the MBR."""
     tree = boot_tree(tmp / "root", kernel, menu=None, fstab=fstab)
     (tree / "boot/grub").mkdir(parents=True, exist_ok=True)
@@ -38,7 +38,7 @@ def hvm_image(tmp: Path, kernel: Path, cfg: str, fstab: str, *, fat: int = 32, l
     (esp_tree / "EFI/BOOT").mkdir(parents=True)
     if loader:
         (esp_tree / "EFI/BOOT/BOOTX64.EFI").write_bytes(b"MZ" + bytes(4094))
-    mkvfat(tmp / "esp.fs", esp_tree, 64 * MiB, fat=fat)
+    mkvfat(tmp / "esp.fs", esp_tree, 64 * MiB, fat=fat, volume_id=esp_id)
     mkext(tmp / "root.fs", tree, 112 * MiB, uuid=ROOT_UUID)
     image = tmp / "hvm.img"
     partitioned(image, "gpt", [(tmp / "esp.fs", "U"), (tmp / "root.fs", "L")])
@@ -66,6 +66,31 @@ def test_good_hvm_image_is_nitro_ready(good):
     _, findings = good
     assert not has_errors(findings), findings
     assert not rules(findings) & {"grubcfg-no-serial", "cmdline-nvme-timeout", "esp-not-fat32", "cmdline-console"}
+
+
+ESP_ID = "1A2B-3C4D"
+
+
+def test_esp_not_in_fstab_is_a_warning(good):
+    _, findings = good  # its fstab mounts / only
+    missing = [f for f in findings if f.rule == "fstab-esp-missing"]
+    assert len(missing) == 1 and missing[0].severity is Severity.WARNING
+    assert "/dev/sda1" in missing[0].message and "/boot/efi vfat umask=0077" in missing[0].hint
+
+
+def test_esp_in_fstab(tmp_path, host_kernel):
+    """fstab names the ESP by its FAT volume id: resolved (no fstab-unresolved), no fstab-esp-missing; a volume
+    id that is not the ESP's is unresolved (and only that: the entry for /boot/efi is there)."""
+    version = host_kernel.name.removeprefix("vmlinuz-")
+    root = f"UUID={ROOT_UUID} / ext4 defaults 0 1\n"
+    fstab = root + f"UUID={ESP_ID} /boot/efi vfat umask=0077 0 1\n"
+    image = hvm_image(tmp_path / "ok", host_kernel, grub_cfg(version), fstab, esp_id=ESP_ID)
+    found = rules(lint_image(image, target="nitro"))
+    assert not found & {"fstab-esp-missing", "fstab-unresolved"}, found
+    wrong = hvm_image(tmp_path / "wrong", host_kernel, grub_cfg(version), fstab, esp_id="0BAD-C0DE")
+    findings = lint_image(wrong, target="nitro")
+    assert "fstab-unresolved" in rules(findings, Severity.ERROR) and "fstab-esp-missing" not in rules(findings)
+    assert any(f.rule == "fstab-unresolved" and f"UUID={ESP_ID} /boot/efi" in f.object for f in findings)
 
 
 def test_target_follows_the_disk_without_a_manifest(good, tmp_path):
@@ -123,7 +148,7 @@ def test_grub_rules_are_catalogued():
     from imagekit.lint import RULES
 
     for rule in ("grubcfg-missing", "grubcfg-kernel-missing", "grubcfg-search-unresolved", "esp-not-fat32",
-                 "cmdline-nvme-timeout"):
+                 "cmdline-nvme-timeout", "fstab-esp-missing"):
         assert rule in RULES
 
 
