@@ -28,7 +28,14 @@ from imagekit.lint.grubcfg import (
 )
 from imagekit.lint.kernel import KernelFiles, check_cmdline, check_kernel
 from imagekit.lint.menu import BootMenu, check_menu
-from imagekit.lint.system import check_fstab, check_fstab_esp, check_hvm_boot, check_root_arg, root_filesystem
+from imagekit.lint.system import (
+    check_fstab,
+    check_fstab_esp,
+    check_hvm_boot,
+    check_nic_name,
+    check_root_arg,
+    root_filesystem,
+)
 from imagekit.lint.view import Filesystem, ImageView, open_view
 from imagekit.progress import Progress
 
@@ -180,6 +187,8 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         findings += check_fstab(view, root_fs, target)
         if target is not Target.PV:
             findings += check_fstab_esp(view, root_fs)
+            if cmdlines:
+                findings += check_nic_name(view, root_fs, *cmdlines[0])
     if target is not Target.PV:
         findings += check_hvm_boot(view, (manifest or {}).get("boot_mode"))
     findings += _check_registration(manifest, target)

@@ -66,6 +66,8 @@ RULES: dict[str, tuple[Severity, str]] = {
     "fstab-instance-store-nofail": (Severity.ERROR, "the instance store is mounted without nofail"),
     "fstab-xvd-names": (Severity.ERROR, "fstab uses /dev/xvd* or /dev/sd* names, which Nitro renames"),
     "fstab-esp-missing": (Severity.WARNING, "an HVM image's EFI system partition is not mounted (/boot/efi)"),
+    "nic-name-eth0": (Severity.WARNING, "ifupdown configures eth0, which an HVM kernel calls ens5 (Nitro) unless "
+                      "net.ifnames=0"),
     # HVM / Nitro
     "hvm-driver-missing": (Severity.ERROR, "NVMe or ENA driver neither built in nor in the initrd"),
     "hvm-bootloader-missing": (Severity.ERROR, "no bootloader for the boot mode"),

@@ -139,6 +139,38 @@ def check_fstab_esp(view: ImageView, root_fs: Filesystem) -> Iterator[Finding]:
                       f"add '{name} /boot/efi vfat umask=0077 0 1'")
 
 
+IFUPDOWN_NAME = re.compile(r"^\s*(?:auto|allow-hotplug|iface)\s+(.+?)\s*$", re.M)
+
+
+def ifupdown_interfaces(view: ImageView, root_fs: Filesystem) -> set[str]:
+    """The interfaces /etc/network/interfaces (and interfaces.d/) brings up or configures, by name."""
+    texts = [view.read_text(root_fs.device, "/etc/network/interfaces")]
+    texts += [view.read_text(root_fs.device, f"/etc/network/interfaces.d/{n}")
+              for n in view.ls(root_fs.device, "/etc/network/interfaces.d")]
+    names: set[str] = set()
+    for text in filter(None, texts):
+        for m in IFUPDOWN_NAME.finditer(text):
+            words = m[1].split()
+            names.update(words[:1] if m[0].lstrip().startswith("iface") else words)
+    return names - {"lo"}
+
+
+def check_nic_name(view: ImageView, root_fs: Filesystem, where: str, args: str) -> Iterator[Finding]:
+    """HVM: a NIC keeps the name eth0 only under Xen PV (netfront); on Nitro the ENA NIC is ens5 and under QEMU
+    ens3, unless net.ifnames=0 (or a udev/systemd .link rule) keeps the kernel's name. An image whose ifupdown
+    config names eth0 alone then comes up with no network: no SSH, no metadata."""
+    if "net.ifnames=0" in args.split():
+        return
+    if view.exists(root_fs.device, "/etc/udev/rules.d/80-net-setup-link.rules") or any(
+            n.endswith(".link") for n in view.ls(root_fs.device, "/etc/systemd/network")):
+        return  # naming chosen by the image itself
+    names = ifupdown_interfaces(view, root_fs)
+    if "eth0" in names and not any(n.startswith("en") for n in names):
+        yield finding("nic-name-eth0", where, "ifupdown configures eth0, but with predictable names the NIC is "
+                      "ens5 on Nitro (ens3 under QEMU): the instance would have no network",
+                      "add net.ifnames=0 to the kernel command line (the kernel profiles' cmdline_hvm has it)")
+
+
 def _fstab_entry(view: ImageView, obj: str, spec: str, nofail: bool, target: Target) -> Iterator[Finding]:
     if is_tagged(spec):
         if resolve(view, spec) is None and not nofail:

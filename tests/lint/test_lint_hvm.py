@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 
 ROOT_UUID = "4f1c2b3a-5d6e-4f70-8a9b-0c1d2e3f4a5b"
 BOOT_IMG = Path("/usr/lib/grub/i386-pc/boot.img")
-GOOD_ARGS = f"root=UUID={ROOT_UUID} ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295"
+GOOD_ARGS = f"root=UUID={ROOT_UUID} ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295 net.ifnames=0"
+ETH0 = "auto lo\niface lo inet loopback\n"  # /etc/network/interfaces; interfaces.d/eth0 as the recipes ship it:
+ETH0_D = "allow-hotplug eth0\niface eth0 inet dhcp\n"
 
 
 def grub_cfg(version: str, *, default: str = "0", search: str = ROOT_UUID, args: str = GOOD_ARGS,
@@ -29,9 +31,14 @@ def grub_cfg(version: str, *, default: str = "0", search: str = ROOT_UUID, args:
 
 
 def hvm_image(tmp: Path, kernel: Path, cfg: str, fstab: str, *, fat: int = 32, loader: bool = True,
-              boot_mode: str | None = None, esp_id: str | None = None) -> Path:
-    """GPT: ESP (BOOTX64.EFI unless `loader` is False) + ext4 root with /boot, GRUB's boot.img in the MBR."""
+              boot_mode: str | None = None, esp_id: str | None = None, eth0: bool = True) -> Path:
+    """GPT: ESP (BOOTX64.EFI unless `loader` is False) + ext4 root with /boot, GRUB's boot.img in the MBR;
+    ifupdown configuring eth0 unless `eth0` is False."""
     tree = boot_tree(tmp / "root", kernel, menu=None, fstab=fstab)
+    if eth0:
+        (tree / "etc/network/interfaces.d").mkdir(parents=True)
+        (tree / "etc/network/interfaces").write_text(ETH0 + "source /etc/network/interfaces.d/*\n")
+        (tree / "etc/network/interfaces.d/eth0").write_text(ETH0_D)
     (tree / "boot/grub").mkdir(parents=True, exist_ok=True)
     (tree / "boot/grub/grub.cfg").write_text(cfg)
     esp_tree = tmp / "esp"
@@ -65,7 +72,8 @@ def good(tmp_path_factory, host_kernel):
 def test_good_hvm_image_is_nitro_ready(good):
     _, findings = good
     assert not has_errors(findings), findings
-    assert not rules(findings) & {"grubcfg-no-serial", "cmdline-nvme-timeout", "esp-not-fat32", "cmdline-console"}
+    assert not rules(findings) & {"grubcfg-no-serial", "cmdline-nvme-timeout", "esp-not-fat32", "cmdline-console",
+                                  "nic-name-eth0"}  # eth0 configured, net.ifnames=0 on the command line
 
 
 ESP_ID = "1A2B-3C4D"
@@ -142,13 +150,15 @@ def test_broken_hvm_image_grub_cfg_rules(broken):
     assert "fstab-xvd-names" in rules(findings, Severity.ERROR)  # Nitro renames /dev/xvdf
     assert "cmdline-nvme-timeout" in rules(findings, Severity.WARNING)
     assert "cmdline-console" in rules(findings)  # no console=ttyS0
+    nic = by_rule["nic-name-eth0"]  # interfaces.d/eth0, no net.ifnames=0: ens5 on Nitro, no network
+    assert nic.severity is Severity.WARNING and "ens5" in nic.message and "net.ifnames=0" in nic.hint
 
 
 def test_grub_rules_are_catalogued():
     from imagekit.lint import RULES
 
     for rule in ("grubcfg-missing", "grubcfg-kernel-missing", "grubcfg-search-unresolved", "esp-not-fat32",
-                 "cmdline-nvme-timeout", "fstab-esp-missing"):
+                 "cmdline-nvme-timeout", "fstab-esp-missing", "nic-name-eth0"):
         assert rule in RULES
 
 
