@@ -48,6 +48,16 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def assert_postgres_after_its_mount(report: Any) -> None:
+    """Both PostgreSQL units active, each started after var-lib-postgresql.mount became active."""
+    services = {s["unit"]: s for s in report.services}
+    assert set(services) == {"postgresql.service", "postgresql@15-main.service"}
+    for s in services.values():
+        assert s["state"] == "active" and s["after_mounts"] is True, report.to_text()
+        [mount] = s["requires_mounts"]
+        assert mount["unit"] == "var-lib-postgresql.mount" and 0 < mount["active_at"] <= s["active_at"]
+
+
 def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Callable[[str], Path]) -> None:
     image = recipe_images("debian-12-postgres-datavol")
     recipe = tomllib.loads((RECIPES / "debian-12-postgres-datavol.toml").read_text())
@@ -61,12 +71,7 @@ def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Calla
     pg = next(m for m in report.mounts if m["target"] == "/var/lib/postgresql")
     assert (pg["source"], pg["label"], pg["fstype"]) == ("/dev/vdc", label, "ext4")
     assert report.missing_mounts == [] and not report.degraded
-    services = {s["unit"]: s for s in report.services}
-    assert set(services) == {"postgresql.service", "postgresql@15-main.service"}
-    for s in services.values():
-        assert s["state"] == "active" and s["after_mounts"] is True, report.to_text()
-        [mount] = s["requires_mounts"]
-        assert mount["unit"] == "var-lib-postgresql.mount" and 0 < mount["active_at"] <= s["active_at"]
+    assert_postgres_after_its_mount(report)
     assert "var-lib-postgresql.mount active at" in report.to_text()
     assert sha256(volume) == before  # the guest wrote to an overlay
 
@@ -87,12 +92,7 @@ def test_hvm_postgresql_starts_after_its_nvme_volume_is_mounted(recipe_images: C
     # the kernel probes NVMe controllers asynchronously: the names follow PCI order in practice, the label always
     assert pg["source"] in ("/dev/nvme1n1", "/dev/nvme2n1") and (pg["label"], pg["fstype"]) == ("pgdata", "ext4")
     assert report.missing_mounts == [] and not report.degraded and report.failed_units == []
-    services = {s["unit"]: s for s in report.services}
-    assert set(services) == {"postgresql.service", "postgresql@15-main.service"}
-    for s in services.values():
-        assert s["state"] == "active" and s["after_mounts"] is True, report.to_text()
-        [mount] = s["requires_mounts"]
-        assert mount["unit"] == "var-lib-postgresql.mount" and 0 < mount["active_at"] <= s["active_at"]
+    assert_postgres_after_its_mount(report)
     assert sha256(volume) == before  # the guest wrote to an overlay
 
 
