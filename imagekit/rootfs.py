@@ -115,6 +115,14 @@ class CacheEntry:
     def lock(self) -> Path:
         return self.tarball.with_name(self.tarball.name + ".lock")
 
+    def remove_partials(self) -> None:
+        """Remove what a killed holder of the lock left (only a holder writes partials: call it holding it)."""
+        for partial in self.tarball.parent.glob(f".{self.tarball.name}.*.partial*"):
+            if partial.is_dir() and not partial.is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
+
     def unpacked(self) -> Tree | None:
         """The cached tree when it is complete (renamed into place with its fakeroot state)."""
         if self.tree.is_dir() and (self.state is None or self.state.is_file()):
@@ -202,6 +210,7 @@ def cached_tree(entry: CacheEntry, recipe: Recipe, profile: KernelProfile, progr
         ready = entry.unpacked()
         if ready is not None:
             return ready, "cached bootstrap, made by another imagekit"
+        entry.remove_partials()
         fresh = not entry.tarball.is_file()
         if fresh:
             bootstrap(recipe, profile, entry.tarball, progress)

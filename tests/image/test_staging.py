@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -250,6 +252,36 @@ def test_concurrent_cold_cache_builds_bootstrap_once(tmp_path: Path) -> None:
     assert [e.rsplit(".tar", 1)[1] for e in entries] == ["", ".lock", ".tree"], entries  # no partials
     one, two = (tmp_path / f"out{i}/tiny.img" for i in (1, 2))
     assert one.read_bytes() == two.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_killed_lock_holder_frees_the_entry(tmp_path: Path) -> None:
+    """The bootstrapping build is SIGKILLed (its whole process group, mmdebstrap too): the kernel drops
+    its flock, the waiting build takes over (removing any partials of the dead one) and bootstraps itself."""
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "IMAGEKIT_CACHE_DIR": str(cache)}
+
+    def build(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*IMAGEKIT, "build", str(recipe), "-o", str(tmp_path / name), "--no-lint"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                                start_new_session=True)
+
+    first = build("first.img")
+    assert first.stderr is not None
+    assert first.stderr.readline().startswith("==> bootstrap mmdebstrap")  # it holds the lock now
+    second = build("second.img")
+    time.sleep(2)  # the second is waiting
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    assert f"==> wait for another imagekit bootstrapping the same rootfs (pid {first.pid})" in err
+    assert "==> bootstrap mmdebstrap" in err and "(fresh bootstrap)" in err
+    entries = sorted(p.name for p in (cache / "rootfs").iterdir())
+    assert [e.rsplit(".tar", 1)[1] for e in entries] == ["", ".lock", ".tree"], entries
 
 
 # --- item 11: the host's disk is full ------------------------------------------------------------
