@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,24 @@ def locked(lock: Path, waiting: Callable[[str], AbstractContextManager[object]],
     exits, crashes or is killed, so a dead holder never blocks anyone. The lock file is never
     removed: unlinking one that another process has open and is about to lock would let two in.
     """
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = _open_lock(lock)
     try:
         _acquire(fd, lock, waiting, wait)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with suppress(OSError):  # the pid is for the others' message; a lock file of another user's is fine
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock file, opened close-on-exec (so no child, mmdebstrap say, outlives imagekit holding it)."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | flags, 0o644)
+    except PermissionError:  # another user's lock file in a shared cache: flock needs no write access
+        return os.open(lock, os.O_RDONLY | flags)
 
 
 def _try_lock(fd: int) -> bool:

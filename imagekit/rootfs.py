@@ -305,7 +305,8 @@ def stage_bootstrap(recipe: Recipe, profile: KernelProfile, dest: Tree, progress
         if problem is not None:
             stage_uncached(entry, recipe, profile, dest, problem, progress)
             return
-    cached, note = cached_tree(entry, recipe, profile, progress)
+    with host_disk(f"caching the bootstrap in {entry.tarball.parent}", [entry.tarball.parent], hint=DISK_HINT):
+        cached, note = cached_tree(entry, recipe, profile, progress)  # the lock file, too, can meet a full disk
     stage_tree(cached, dest, note, progress)
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -282,6 +283,40 @@ def test_killed_lock_holder_frees_the_entry(tmp_path: Path) -> None:
     assert "==> bootstrap mmdebstrap" in err and "(fresh bootstrap)" in err
     entries = sorted(p.name for p in (cache / "rootfs").iterdir())
     assert [e.rsplit(".tar", 1)[1] for e in entries] == ["", ".lock", ".tree"], entries
+
+
+def test_lock_wait_is_bounded_and_names_the_holder(tmp_path: Path) -> None:
+    """A live holder that never lets go: the waiter gives up after its bound, naming the lock and the pid."""
+    lock = tmp_path / "entry.tar.lock"
+    code = ("import sys, contextlib\nfrom pathlib import Path\nfrom imagekit.cache import locked\n"
+            "from imagekit.errors import ImagekitError\n"
+            "waiting = lambda who: (print('waiting for', who), contextlib.nullcontext())[1]\n"
+            "try:\n    with locked(Path(sys.argv[1]), waiting, wait=1.0):\n        print('held')\n"
+            "except ImagekitError as exc:\n    print(exc.message)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code.replace("print('held')", "print('held', flush=True); "
+                                                                   "import time; time.sleep(30)"), str(lock)],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        proc = subprocess.run([sys.executable, "-c", code, str(lock)], capture_output=True, text=True, cwd=REPO,
+                              timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.stdout.splitlines() == [f"waiting for pid {holder.pid}",
+                                        f"gave up after 1s waiting for {lock} (held by pid {holder.pid})"]
+
+
+@needs_setpriv
+def test_lock_file_of_another_user_still_locks(open_tmp: Path) -> None:
+    """A shared cache: root made the lock file (0644); `nobody` cannot write it but still takes the flock."""
+    lock = open_tmp / "entry.tar.lock"
+    lock.write_text("")
+    code = ("import sys, contextlib\nfrom pathlib import Path\nfrom imagekit.cache import locked\n"
+            "with locked(Path(sys.argv[1]), lambda who: contextlib.nullcontext()):\n    print('held')\n")
+    proc = _as_nobody(["-c", code, str(lock)], open_tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "held\n"
 
 
 # --- item 11: the host's disk is full ------------------------------------------------------------
