@@ -9,8 +9,11 @@ broken one crashes or hangs and is killed. The verdict is cached per host kernel
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import json
+import logging
 import os
 import platform
 import shutil
@@ -21,6 +24,8 @@ from pathlib import Path
 
 from imagekit.cache import cache_dir
 from imagekit.errors import UsageError
+
+log = logging.getLogger("imagekit.accel")
 
 PROBE_SECONDS = 15.0
 ACCELS = ("kvm", "tcg")
@@ -94,9 +99,26 @@ def detect(requested: str | None = None) -> Accel:
             return Accel(data["name"], data["reason"] + " (cached)")
     except (OSError, ValueError, KeyError):
         pass
+    return _probe_once(qemu, key, cached)
+
+
+@functools.cache
+def _probe_once(qemu: str, key: str, cached: Path) -> Accel:
+    """Probe and remember the verdict; once per process, so an unwritable cache warns once and probes once."""
     accel = _probe(qemu)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "name": accel.name, "reason": accel.reason}))
-    tmp.replace(cached)
+    remember(cached, {"key": key, "name": accel.name, "reason": accel.reason})
     return accel
+
+
+def remember(cached: Path, verdict: dict[str, str]) -> None:
+    """Write the verdict to the cache, best-effort: an unwritable cache costs a probe next time, never a failure."""
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(verdict))
+        tmp.replace(cached)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        log.warning("warning: cannot cache the KVM probe in %s (%s); probing again next time",
+                    cached, exc.strerror or exc)

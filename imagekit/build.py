@@ -35,6 +35,7 @@ from imagekit.configure import (
     write_identity,
 )
 from imagekit.errors import ImagekitError, RecipeError, UsageError
+from imagekit.hostdisk import host_disk
 from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
 from imagekit.image.firmware import esp_filesystem_records, install_bootloader, partition_records, write_table
 from imagekit.image.layout import Placement, align_up, boot_overhead, plan_firmware, plan_layout
@@ -42,7 +43,7 @@ from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
 from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
 from imagekit.kernels import KernelProfile, load_profile
-from imagekit.manifest import start_image_facts, write_manifest
+from imagekit.manifest import manifest_path, start_image_facts, write_manifest
 from imagekit.progress import Progress
 from imagekit.recipe import GiB, Layout, MiB, Recipe, Virtualization
 from imagekit.reproducible import clamp_times, resolve_epoch
@@ -56,6 +57,7 @@ from imagekit.volumes import (
 )
 
 UUID_NAMESPACE = uuid.UUID("5b0c3e52-8f0e-4a5e-9d7c-1a2b3c4d5e6f")
+DISK_HINT = "free space there or build elsewhere (-o; the work dir sits beside the image); the recipe's size is fine"
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,10 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
     if output.is_dir():
         raise UsageError(f"--output: {output} is a directory")
     with ExitStack() as stack:
+        # Entered first, so it sees an error last: a full host disk is reported with the free space
+        # left once the work dir and the partial files below are gone.
+        stack.enter_context(host_disk(f"building {output.name}", [output.parent], hint=DISK_HINT,
+                                      measured=" once the partial build is removed"))
         workdir = Path(tempfile.mkdtemp(prefix=".imagekit-build-", dir=output.parent))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         partial = output.with_name(f".{output.name}.partial")
@@ -224,9 +230,14 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         with progress.stage("manifest", "sha256"):
             manifest["image"] = {**pending.result(), "path": output.name}
         manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
+        # The manifest is written in full before the image takes its name, then renamed after it:
+        # a full disk cannot leave a new image beside an old manifest (or none).
+        staged_manifest = write_manifest(partial, manifest)
+        stack.callback(staged_manifest.unlink, missing_ok=True)
         os.replace(partial, output)
         commit_volume_images(volume_images)
-        path = write_manifest(output, manifest)
+        path = manifest_path(output)
+        os.replace(staged_manifest, path)
         return BuildResult(output, path, manifest)
     raise AssertionError("unreachable")
 

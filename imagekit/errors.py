@@ -57,3 +57,29 @@ class CommandFailed(ImagekitError):
             message = f"{shlex.join(self.argv)} failed with status {returncode}" + (f": {last}" if last else "")
             hint = None
         super().__init__(message, hint=hint)
+
+
+class HostDiskFull(ImagekitError):
+    """The host's filesystem ran out of space (ENOSPC) or quota (EDQUOT): not the recipe's size. Exit 1.
+
+    Names what was being written and each directory involved with its free space (`measured` says when).
+    """
+
+    def __init__(self, what: str, paths: Sequence[str | PathLike[str]], reason: str, *, hint: str,
+                 measured: str = "") -> None:
+        import shutil  # only for this error
+
+        self.what = what
+        self.paths = [str(p) for p in paths]
+        room = []
+        for path in self.paths:
+            try:
+                usage = shutil.disk_usage(path)
+                room.append(f"{path}: {_mib(usage.free)} free of {_mib(usage.total)}{measured}")
+            except OSError as exc:
+                room.append(f"{path}: {exc.strerror}")
+        super().__init__(f"the host's disk is full: {reason} while {what} ({'; '.join(room)})", hint=hint)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n < (10 << 30) else f"{n / (1 << 30):.1f} GiB"

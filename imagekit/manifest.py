@@ -64,8 +64,11 @@ def write_manifest(image: Path, data: dict[str, Any]) -> Path:
     """Write the manifest atomically (temp name, then rename)."""
     target = manifest_path(image)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps({"schema": SCHEMA, **data}, indent=2, sort_keys=False) + "\n")
-    tmp.replace(target)
+    try:
+        tmp.write_text(json.dumps({"schema": SCHEMA, **data}, indent=2, sort_keys=False) + "\n")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written manifest
     return target
 
 

@@ -11,15 +11,19 @@ root-owned files without imagekit ever being root. mmdebstrap's unshare mode boo
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.cache import cache_dir, key_of
+from imagekit.cache import cache_dir, key_of, locked, unwritable
 from imagekit.errors import RecipeError, UsageError
+from imagekit.hostdisk import host_disk
 from imagekit.kernels import KernelProfile
 from imagekit.progress import Progress
 from imagekit.recipe import Arch, Bootstrap, Directory, Recipe, Tarball
@@ -27,6 +31,7 @@ from imagekit.run import Arg, run
 
 BOOTSTRAP_FORMAT = 1  # bump when the way imagekit bootstraps changes what lands in the tarball
 DEBIAN_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386"}
+DISK_HINT = "free space there (or point IMAGEKIT_CACHE_DIR, TMPDIR or -o elsewhere); the recipe's size is not at fault"
 
 
 @dataclass(frozen=True)
@@ -91,27 +96,64 @@ def _debootstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> N
         run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", tmp, "-cf", out, "."])
 
 
-def bootstrap_tarball(recipe: Recipe, profile: KernelProfile, progress: Progress) -> tuple[Path, bool]:
-    """The cached tarball for the recipe's bootstrap; (path, True) when it came from the cache."""
+@dataclass(frozen=True)
+class CacheEntry:
+    """A recipe's bootstrap in the cache: NAME.tar, unpacked beside it as NAME.tar.tree (plus
+    NAME.tar.tree.state when rootless), made under the lock NAME.tar.lock."""
+
+    tarball: Path
+
+    @property
+    def tree(self) -> Path:
+        return self.tarball.with_name(self.tarball.name + ".tree")
+
+    @property
+    def state(self) -> Path | None:
+        return None if is_root() else self.tarball.with_name(self.tarball.name + ".tree.state")
+
+    @property
+    def lock(self) -> Path:
+        return self.tarball.with_name(self.tarball.name + ".lock")
+
+    def remove_partials(self) -> None:
+        """Remove what a killed holder of the lock left (only a holder writes partials: call it holding it)."""
+        for partial in self.tarball.parent.glob(f".{self.tarball.name}.*.partial*"):
+            if partial.is_dir() and not partial.is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
+
+    def unpacked(self) -> Tree | None:
+        """The cached tree when it is complete (renamed into place with its fakeroot state)."""
+        if self.tree.is_dir() and (self.state is None or self.state.is_file()):
+            return Tree(self.tree, self.state)
+        return None
+
+
+def bootstrap_entry(recipe: Recipe, profile: KernelProfile) -> CacheEntry:
     src = recipe.rootfs
     assert isinstance(src, Bootstrap)
-    cached = cache_dir() / "rootfs" / f"{src.suite}-{bootstrap_key(recipe, profile)}.tar"
-    if cached.is_file():
-        return cached, True
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+    return CacheEntry(cache_dir() / "rootfs" / f"{src.suite}-{bootstrap_key(recipe, profile)}.tar")
+
+
+def bootstrap(recipe: Recipe, profile: KernelProfile, out: Path, progress: Progress) -> None:
+    """Bootstrap the recipe's root filesystem into the tarball `out`, written under a temporary name beside it."""
+    src = recipe.rootfs
+    assert isinstance(src, Bootstrap)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     packages = bootstrap_packages(recipe, profile)
     arch = DEBIAN_ARCH[recipe.arch]
+    scratch = [out.parent, Path(tempfile.gettempdir())]  # mmdebstrap and debootstrap work in TMPDIR too
     try:
-        with progress.stage("bootstrap", f"{src.tool} {src.suite} ({len(packages)} packages)"):
+        with progress.stage("bootstrap", f"{src.tool} {src.suite} ({len(packages)} packages)"), \
+                host_disk(f"bootstrapping into {out.parent}", scratch, hint=DISK_HINT):
             if src.tool == "mmdebstrap":
                 _mmdebstrap(src, arch, packages, partial)
             else:
                 _debootstrap(src, arch, packages, partial)
-        partial.replace(cached)
+        partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
-    return cached, False
 
 
 def _extract(tarball: Path, dest: Path, state: Path | None) -> None:
@@ -123,51 +165,149 @@ def _extract(tarball: Path, dest: Path, state: Path | None) -> None:
         run(["fakeroot", "-s", state, "--", *argv])
 
 
-def unpacked_tree(tarball: Path, progress: Progress) -> Tree:
+def unpack_into_cache(entry: CacheEntry, progress: Progress) -> Tree:
     """The cached tarball unpacked once, beside it (`NAME.tree`, plus `NAME.tree.state` when rootless).
 
     Builds stage it with hard links (`cp -al`), which takes a fraction of unpacking; nothing in a
     build writes to a staged file in place (files are replaced, see configure._write), so the
-    cached tree never changes.
+    cached tree never changes. Called under the entry's lock: no other imagekit renames into place.
     """
-    tree_dir = tarball.with_name(tarball.name + ".tree")
-    state = None if is_root() else tarball.with_name(tarball.name + ".tree.state")
-    if tree_dir.is_dir() and (state is None or state.is_file()):
-        return Tree(tree_dir, state)
+    tarball, state = entry.tarball, entry.state
     partial = tarball.with_name(f".{tarball.name}.tree.{os.getpid()}.partial")
     partial_state = None if state is None else partial.with_name(partial.name + ".state")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     try:
-        with progress.stage("rootfs", f"unpack {tarball.name} into the cache"):
+        with progress.stage("rootfs", f"unpack {tarball.name} into the cache"), \
+                host_disk(f"unpacking {tarball.name} into the cache", [tarball.parent], hint=DISK_HINT):
+            partial.mkdir(parents=True)
             if partial_state is not None:
                 partial_state.touch()
             _extract(tarball, partial, partial_state)
         if partial_state is not None and state is not None:
             partial_state.replace(state)
-        partial.replace(tree_dir)
+        partial.replace(entry.tree)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         if partial_state is not None:
             partial_state.unlink(missing_ok=True)
-    return Tree(tree_dir, state)
+    return Tree(entry.tree, state)
 
 
-def _link_tree(cached: Tree, dest: Path, state: Path | None) -> None:
-    """Stage a cached tree by hard links; rootless, replay its fakeroot state and record the copy's."""
-    argv: list[Arg] = ["cp", "-al", f"{cached.path}/.", dest]
-    if state is None or cached.fakeroot_state is None:
-        run(argv)
-    else:
-        run(["fakeroot", "-i", cached.fakeroot_state, "-s", state, "--", *argv])
+def cached_tree(entry: CacheEntry, recipe: Recipe, profile: KernelProfile, progress: Progress) -> tuple[Tree, str]:
+    """The entry's unpacked tree and how it came to be ('cached bootstrap', 'fresh bootstrap').
+
+    A missing entry is made under its lock: of concurrent builds of the same bootstrap one
+    bootstraps and unpacks, the others wait (a progress stage says so) and then reuse it.
+    """
+    ready = entry.unpacked()
+    if ready is not None:
+        return ready, "cached bootstrap"
+
+    def waiting(holder: str) -> AbstractContextManager[object]:
+        return progress.stage("wait", f"for another imagekit bootstrapping the same rootfs ({holder})")
+
+    with locked(entry.lock, waiting):
+        ready = entry.unpacked()
+        if ready is not None:
+            return ready, "cached bootstrap, made by another imagekit"
+        entry.remove_partials()
+        fresh = not entry.tarball.is_file()
+        if fresh:
+            bootstrap(recipe, profile, entry.tarball, progress)
+        return unpack_into_cache(entry, progress), "fresh bootstrap" if fresh else "cached bootstrap"
 
 
-def _copy_directory(src: Path, dest: Path, state: Path | None) -> None:
-    argv: list[Arg] = ["cp", "-a", "--reflink=auto", f"{src}/.", dest]
+def stage_uncached(entry: CacheEntry, recipe: Recipe, profile: KernelProfile, dest: Tree, problem: str,
+                   progress: Progress) -> None:
+    """No usable cache (read-only, not ours): bootstrap into the work dir, or unpack a cached tarball, into dest."""
+    progress.warn(f"bootstrap cache {entry.tarball.parent}: {problem}; building without caching")
+    tarball, note = entry.tarball, "cached bootstrap, read-only cache"
+    if not tarball.is_file():
+        tarball, note = dest.path.parent / "bootstrap.tar", "fresh bootstrap, not cached"
+        bootstrap(recipe, profile, tarball, progress)
+    with progress.stage("rootfs", f"unpack {tarball.name}") as st:
+        st.set_note(note)
+        _extract(tarball, dest.path, dest.fakeroot_state)
+    if tarball != entry.tarball:
+        tarball.unlink()
+
+
+def _first_file(root: Path) -> Path | None:
+    """A regular file in root (to try a hard link with)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            if stat.S_ISREG(path.lstat().st_mode):
+                return path
+    return None
+
+
+LINK_REFUSED = {
+    errno.EXDEV: "cache on another mount",
+    errno.EPERM: "cache files owned by another user (fs.protected_hardlinks)",
+    errno.EACCES: "cache files not accessible for hard links",
+    errno.EROFS: "cache on a read-only filesystem",
+}
+
+
+def copy_reason(cached: Path, dest: Path) -> str | None:
+    """Why the cached tree cannot be hard-linked into dest (so must be copied), or None when it can.
+
+    Hard links need one filesystem (st_dev), one mount (a bind mount, read-only or not, has the
+    same st_dev but refuses with EXDEV) and, rootless, files the user owns (fs.protected_hardlinks):
+    after the st_dev check one real link of a cached file into dest's parent answers the rest.
+    """
+    if os.stat(cached).st_dev != os.stat(dest).st_dev:
+        return "cache on another filesystem"
+    sample = _first_file(cached)
+    if sample is None:
+        return None
+    probe = dest.parent / f".link-probe.{os.getpid()}"
+    try:
+        os.link(sample, probe)
+    except OSError as exc:
+        return LINK_REFUSED.get(exc.errno or 0, f"hard links refused ({exc.strerror})")
+    probe.unlink()
+    return None
+
+
+def _cp_tree(src: Path, dest: Path, state: Path | None, replay: Path | None, *how: str) -> None:
+    """cp src's contents into dest; rootless, under fakeroot replaying `replay` (if any) and recording `state`."""
+    argv: list[Arg] = ["cp", *how, f"{src}/.", dest]
     if state is None:
         run(argv)
-    else:
+    elif replay is None:
         run(["fakeroot", "-s", state, "--", *argv])
+    else:
+        run(["fakeroot", "-i", replay, "-s", state, "--", *argv])
+
+
+def stage_tree(cached: Tree, dest: Tree, note: str, progress: Progress) -> None:
+    """Stage a cached tree by hard links, or by a copy (reflinks where the filesystem has them) when
+    links cannot work; rootless, the cached tree's fakeroot state is replayed and the copy's recorded."""
+    reason = copy_reason(cached.path, dest.path)
+    how = ("-al",) if reason is None else ("-a", "--reflink=auto")
+    with progress.stage("rootfs", f"stage the bootstrap ({'hard links' if reason is None else 'copy'})") as st:
+        st.set_note(note if reason is None else f"{note}; copied: {reason}")
+        _cp_tree(cached.path, dest.path, dest.fakeroot_state, cached.fakeroot_state, *how)
+
+
+def stage_bootstrap(recipe: Recipe, profile: KernelProfile, dest: Tree, progress: Progress) -> None:
+    """The recipe's bootstrap staged into dest: from the cache (made first when missing), or without
+    the cache when it cannot be written (a warning: the cache is an optimisation)."""
+    src = recipe.rootfs
+    assert isinstance(src, Bootstrap)
+    if shutil.which(src.tool) is None:
+        raise UsageError(f"rootfs.tool: {src.tool} is not installed", hint="run scripts/setup")
+    entry = bootstrap_entry(recipe, profile)
+    if entry.unpacked() is None:
+        problem = unwritable(entry.tarball.parent)
+        if problem is not None:
+            stage_uncached(entry, recipe, profile, dest, problem, progress)
+            return
+    with host_disk(f"caching the bootstrap in {entry.tarball.parent}", [entry.tarball.parent], hint=DISK_HINT):
+        cached, note = cached_tree(entry, recipe, profile, progress)  # the lock file, too, can meet a full disk
+    stage_tree(cached, dest, note, progress)
 
 
 def prepare_rootfs(recipe: Recipe, profile: KernelProfile, workdir: Path, progress: Progress) -> Tree:
@@ -179,13 +319,7 @@ def prepare_rootfs(recipe: Recipe, profile: KernelProfile, workdir: Path, progre
         state.touch()
     src = recipe.rootfs
     if isinstance(src, Bootstrap):
-        if shutil.which(src.tool) is None:
-            raise UsageError(f"rootfs.tool: {src.tool} is not installed", hint="run scripts/setup")
-        tarball, cached = bootstrap_tarball(recipe, profile, progress)
-        unpacked = unpacked_tree(tarball, progress)
-        with progress.stage("rootfs", "stage the bootstrap (hard links)") as st:
-            st.set_note("cached bootstrap" if cached else "fresh bootstrap")
-            _link_tree(unpacked, dest, state)
+        stage_bootstrap(recipe, profile, Tree(dest, state), progress)
     elif isinstance(src, Tarball):
         path = src.path if src.path.is_absolute() else recipe.directory / src.path
         if not path.is_file():
@@ -197,5 +331,5 @@ def prepare_rootfs(recipe: Recipe, profile: KernelProfile, workdir: Path, progre
         if not path.is_dir():
             raise RecipeError(recipe.path, "rootfs.path", f"no such directory: {path}")
         with progress.stage("rootfs", f"copy {path}"):
-            _copy_directory(path, dest, state)
+            _cp_tree(path, dest, state, None, "-a", "--reflink=auto")
     return Tree(dest, state)

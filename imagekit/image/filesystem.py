@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from imagekit.errors import CommandFailed, ImagekitError
+from imagekit.hostdisk import disk_full_reason
 from imagekit.image.layout import FirmwarePart, Placement
 from imagekit.image.sparse import copy_range
 from imagekit.recipe import Filesystem, FsType
@@ -30,7 +31,8 @@ FAT32_BACKUP_SECTOR = 6  # mkfs.fat's backup boot sector
 
 
 class TooSmall(ImagekitError):
-    pass
+    """mke2fs ran out of room inside the filesystem ("Could not allocate block/inode"): the recipe's size.
+    A full host disk ("No space left on device" writing the image file) is not this (see hostdisk)."""
 
 
 def mke2fs_env(epoch: int | None) -> dict[str, str]:
@@ -59,7 +61,9 @@ def make_ext(place: Placement, image: Path, tree: Tree, uuid: str, *, boot: bool
     try:
         tree.run(argv, env=mke2fs_env(epoch))
     except CommandFailed as exc:
-        if "Could not allocate" in exc.output or "No space left" in exc.output or "ext2fs_" in exc.output:
+        if disk_full_reason(exc) is not None:  # the host's disk, not the image: build.py says so
+            raise
+        if "Could not allocate" in exc.output or "ext2fs_" in exc.output:
             raise TooSmall(f"{place.mountpoint}: the tree does not fit in {place.size // (1024 * 1024)} MiB "
                            f"({exc.output.strip().splitlines()[-1]})", hint="raise the recipe's size") from None
         raise
