@@ -18,6 +18,7 @@ memory; Xen's domain builder judges the bytes at boot. So the menu is run by the
     delays (and a key would cancel the fallback); no timeout at all is recorded: PV-GRUB waits forever.
   - each entry ends with `print imagekit-boot N` and `quit`: reaching them is "this entry boots".
   - titles carry their entry number, so each `Booting '...'` names its entry.
+  - `savedefault` -> a `print` saying it was not run (the shell's crashes; PV-GRUB's is Xen's own).
 The derived menu sits on a small ext2 helper disk mapped as (fd1).
 """
 
@@ -37,6 +38,9 @@ MENU_ONLY = frozenset({"default", "fallback", "hiddenmenu", "timeout", "title"})
 LOADERS = {"kernel": "kernel", "initrd": "initrd", "module": "module", "modulenounzip": "module"}
 HELPER_DRIVE = "(fd1)"
 MARK = "imagekit-boot"
+# Commands the shell cannot stand in for. savedefault: 0.97-80's crashes the shell (SIGSEGV), and PV-GRUB's
+# is Xen's own (30savedefault.diff: a `default` file beside menu.lst); it is reported, not run.
+NOT_RUN = {"savedefault": "imagekit: savedefault is not run (PV-GRUB writes its default file)"}
 BOOTING = re.compile(r"^  Booting '(?:imagekit-entry-(\d+) ?)(.*)'$", re.MULTILINE)
 # PV-GRUB 1.03 and earlier: one place per AKI; 1.04 and later: this order (shared/REFERENCE.md).
 MENU_103 = {Variant.HD0: ("(hd0)/boot/grub",), Variant.HD00: ("(hd0,0)/boot/grub",)}
@@ -183,7 +187,7 @@ class _Derived:
     """The derived menu.lst and, per entry, its commands as sent and the loads they stand for."""
 
     text: str
-    sent: dict[int, list[tuple[str, Line]]]
+    sent: dict[int, list[tuple[str, Line]]]  # per entry: the line the shell echoes for it, its menu.lst line
     loads: dict[int, list[tuple[str, Line, str, str, Path]]]
 
 
@@ -219,8 +223,11 @@ def derive(shell: Shell, menu: Menu) -> _Derived:
                 loads[entry.index].append((kind, line, file, args, target))
                 command = f"dump {to(file)} {target}"
                 have_kernel = have_kernel or kind == "kernel"
+            echo = command
+            if line.word in NOT_RUN:
+                command, echo = f"print {NOT_RUN[line.word]}", NOT_RUN[line.word]  # print does not echo
             out.append(command)
-            sent[entry.index].append((command, line))
+            sent[entry.index].append((echo, line))
         out += [f"print {MARK} {entry.index}", "quit"]
     return _Derived("\n".join(out) + "\n", sent, loads)
 
@@ -260,7 +267,9 @@ def find_menu(shell: Shell, dirs: Sequence[str]) -> tuple[str | None, str, tuple
 
 def attempt_of(menu: Menu, derived: _Derived, shell: Shell, index: int, block: str) -> Attempt:
     entry = menu.entries[index]
-    lines = block.splitlines()
+    marker = f"\n{MARK} {index}\n"  # what `print` printed (print does not echo itself)
+    booted = marker in block
+    lines = block.split(marker)[0].splitlines()
     results: list[CommandResult] = []
     current: tuple[str, Line] | None = None
     body: list[str] = []
@@ -268,7 +277,7 @@ def attempt_of(menu: Menu, derived: _Derived, shell: Shell, index: int, block: s
 
     def flush() -> None:
         if current is not None:
-            out = shell.disk.from_shell("\n".join(body) + "\n")
+            out = NOT_RUN.get(current[1].word) or shell.disk.from_shell("\n".join(body) + "\n")
             results.append(CommandResult(current[1].text, out, parse_error(out)))
 
     for text in lines:
@@ -280,8 +289,7 @@ def attempt_of(menu: Menu, derived: _Derived, shell: Shell, index: int, block: s
         else:
             body.append(text)
     flush()
-    booted = any(t.strip() == f"{MARK} {index}" for t in lines)
-    error = parse_error(block) if not booted else None
+    error = None if booted else parse_error(block) or GrubError(0, "the entry stopped without an error")
     loads = tuple(Load(kind, line, file, args, _read(shell, file, target, results, line))
                   for kind, line, file, args, target in derived.loads[index]
                   if any(r.command == line.text for r in results))
