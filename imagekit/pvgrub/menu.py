@@ -302,10 +302,15 @@ def _read(shell: Shell, file: str, target: Path, results: list[CommandResult], l
     return FileRead(file, size, error, target if target.exists() and error is None else None)
 
 
+def searches_one_place(aki_version: str) -> bool:
+    """PV-GRUB 1.03 and earlier read menu.lst from one place; 1.04 and later search."""
+    return tuple(int(p) for p in aki_version.split(".")) <= (1, 3)
+
+
 def plan_boot(image: Path, variant: Variant, *, aki_version: str = "1.03", keep: Path | None = None) -> BootPlan:
     """Run menu.lst as PV-GRUB (that AKI version, that variant) would; kernel/initrd bytes are moved to
     `keep` (a directory) when given, named entryN-K.kernel / .initrd."""
-    dirs = MENU_103[variant] if aki_version == "1.03" else MENU_104
+    dirs = MENU_103[variant] if searches_one_place(aki_version) else MENU_104
     with open_shell(image, variant) as shell:
         path, text, tried = find_menu(shell, dirs)
         if path is None:
