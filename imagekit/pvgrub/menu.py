@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.boot.pvgrub import Variant
+from imagekit.errors import UsageError
 from imagekit.pvgrub.shell import CommandResult, FileRead, GrubError, Shell, open_shell, parse_error
 from imagekit.run import run
 
@@ -200,12 +201,15 @@ def loader_file(line: Line) -> tuple[str, str]:
     return words[0], " ".join(words[1:])
 
 
-def derive(shell: Shell, menu: Menu) -> _Derived:
-    """The menu.lst the shell runs (see the module's docstring for each change)."""
+def derive(shell: Shell, menu: Menu, only: int | None = None) -> _Derived:
+    """The menu.lst the shell runs (see the module's docstring for each change). `only`: that entry alone
+    (its default and fallback lines replaced by `default ONLY`)."""
     to = shell.disk.to_shell
     out = ["timeout 0"] if menu.timeout is None else []
     out += ["timeout 0" if line.word == "timeout" else to(line.text)
-            for line in menu.global_lines if line.word != "hiddenmenu"]
+            for line in menu.global_lines
+            if line.word != "hiddenmenu" and not (only is not None and line.word in ("default", "fallback"))]
+    out += [f"default {only}"] if only is not None else []
     sent: dict[int, list[tuple[str, Line]]] = {}
     loads: dict[int, list[tuple[str, Line, str, str, Path]]] = {}
     for entry in menu.entries:
@@ -307,16 +311,20 @@ def searches_one_place(aki_version: str) -> bool:
     return tuple(int(p) for p in aki_version.split(".")) <= (1, 3)
 
 
-def plan_boot(image: Path, variant: Variant, *, aki_version: str = "1.03", keep: Path | None = None) -> BootPlan:
+def plan_boot(image: Path, variant: Variant, *, aki_version: str = "1.03", keep: Path | None = None,
+              only: int | None = None) -> BootPlan:
     """Run menu.lst as PV-GRUB (that AKI version, that variant) would; kernel/initrd bytes are moved to
-    `keep` (a directory) when given, named entryN-K.kernel / .initrd."""
+    `keep` (a directory) when given, named entryN-K.kernel / .initrd. `only=N` runs entry N alone, no
+    fallback: how lint learns the error of an entry GRUB would not try (each run reads that entry's files)."""
     dirs = MENU_103[variant] if searches_one_place(aki_version) else MENU_104
     with open_shell(image, variant) as shell:
         path, text, tried = find_menu(shell, dirs)
         if path is None:
             return BootPlan(None, tried, ())
         menu = read_menu(path, text, known_commands(shell))
-        derived = derive(shell, menu)
+        if only is not None and not 0 <= only < len(menu.entries):
+            raise UsageError(f"{path} has {len(menu.entries)} entries: there is no entry {only}")
+        derived = derive(shell, menu, only)
         shell.add_drive(HELPER_DRIVE, helper_disk(shell.workdir, derived.text))
         output = shell.invoke([f"--config-file={HELPER_DRIVE}/menu.lst"], b"")
         attempts = tuple(attempt_of(menu, derived, shell, int(m.group(1)), block)

@@ -166,6 +166,9 @@ def test_missing_kernel_is_error_15_and_the_fallback_boots(hd0: Callable[..., Pa
     assert plan.booted is second and plan.fell_back
     kernel = second.loaded("kernel")
     assert kernel is not None and kernel.read.size == len(KERNEL) and kernel.args == "ro"
+    alone = plan_boot(image, Variant.HD0, only=0)  # entry 0 by itself: no fallback
+    assert [a.entry.index for a in alone.attempts] == [0] and alone.booted is None
+    assert [a.entry.index for a in plan_boot(image, Variant.HD0, only=1).attempts] == [1]
 
 
 def test_unknown_command_is_skipped_a_menu_only_one_fails_the_entry(hd0: Callable[..., Path]) -> None:
