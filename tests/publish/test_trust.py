@@ -214,3 +214,18 @@ def test_an_ami_of_the_name_from_other_bytes_is_not_already_published(
     assert f"--name {unique_name}: AMI ami-" in info.value.message and "registered from an image with sha256" in (
         info.value.message
     )
+
+
+def test_a_pending_snapshot_a_killed_upload_left_is_deleted_by_the_rerun(
+    clients: Any, make_image: Callable[..., SparseImage], unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL leaves no chance to clean up: the re-run deletes the pending snapshot, naming it, and uploads."""
+    image = make_image("pv")
+    sha = stamp_sha256(image)
+    ebs, ec2 = clients.client("ebs", "us-east-1"), clients.client("ec2", "us-east-1")
+    tags = [{"Key": SHA_TAG, "Value": sha}, {"Key": MADE_BY_TAG, "Value": "ebs-direct"}]
+    left = ebs.start_snapshot(VolumeSize=1, Description=f"imagekit {unique_name}", Tags=tags)["SnapshotId"]
+    result = publish(clients, request(image, unique_name), Progress("plain"))
+    assert f"deleted snapshot {left} (pending), left by an interrupted upload of this image" in capsys.readouterr().err
+    [done] = snapshots_tagged(ec2, sha)
+    assert done["State"] == "completed" and result.snapshot and done["SnapshotId"] == result.snapshot["id"] != left
