@@ -229,3 +229,28 @@ def test_a_pending_snapshot_a_killed_upload_left_is_deleted_by_the_rerun(
     assert f"deleted snapshot {left} (pending), left by an interrupted upload of this image" in capsys.readouterr().err
     [done] = snapshots_tagged(ec2, sha)
     assert done["State"] == "completed" and result.snapshot and done["SnapshotId"] == result.snapshot["id"] != left
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ({"boot_mode": [1]}, "boot_mode: [1] is not a string"),
+        ({"image": [1]}, "image: [1] is not an object"),
+        ({"image": {"sha256": 5}}, "image.sha256: 5 is not a sha256"),
+        ({"arch": {"x": 1}}, "arch: {'x': 1} is not a string"),
+        ({"data_volumes": 5}, "data_volumes: 5 is not a list"),
+        ({"data_volumes": [1]}, "data_volumes.0: 1 is not an object"),
+        ({"data_volumes": [{"image": "img.raw"}]}, "data_volumes.0.name: None is not a non-empty string"),
+    ],
+)
+def test_odd_manifests_are_one_line_errors_naming_the_key(
+    tmp_path: Path, manifest: dict[str, Any], message: str
+) -> None:
+    image = tmp_path / "img.raw"
+    image.write_bytes(bytes(4096))
+    base = {"arch": "x86_64", "layout": "hd0", "virtualization": "paravirtual"}
+    image.with_name("img.raw.manifest.json").write_text(json.dumps({**base, **manifest}))
+    proc = imagekit("publish", str(image), "--name", "good-name", "--dry-run", "--no-lint", "--region", "us-east-1")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {image}.manifest.json: {message}"), proc.stderr
+    assert "Traceback" not in proc.stderr
