@@ -10,8 +10,10 @@ that can be checked without reading it back agrees:
   when a snapshot is created and cannot be changed later, is the one that method gives
   (`imagekit <name>` from StartSnapshot, `Created by AWS-VMImport service for import-snap-...`);
 - its volume size is the image's, rounded up to GiB;
-- for an EBS-direct snapshot, its block list (ListSnapshotBlocks) is exactly the image's non-zero
-  blocks, as the verified block map has them (an import lays blocks out as EC2 likes).
+- its block list (ListSnapshotBlocks, which lists the blocks written) is exactly the image's non-zero
+  blocks for an EBS-direct snapshot, and holds all of them for an imported one (EC2 may write more);
+- a spot check: up to SPOT_BLOCKS of those blocks (the first, the last, and some the image's sha256
+  picks) are read back and hashed here, and must equal the verified block map.
 
 An import task is found by its tags too, and resumed only when it reads this image's
 content-addressed S3 key and is still running or finished with a snapshot that exists.
@@ -19,6 +21,7 @@ content-addressed S3 key and is still running or finished with a snapshot that e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,7 @@ NAME_TAG = "imagekit:name"
 MADE_BY_TAG = "imagekit:made-by"
 EBS_DIRECT = "ebs-direct"
 IMPORT_SNAPSHOT = "import-snapshot"
+SPOT_BLOCKS = 4
 DESCRIPTIONS = {EBS_DIRECT: "imagekit ", IMPORT_SNAPSHOT: "Created by AWS-VMImport service for import-snap-"}
 
 
@@ -93,28 +97,53 @@ def distrust(ebs: Any, snap: dict[str, Any], digest: ImageDigest) -> str | None:
         return f"it is {snap.get('VolumeSize')} GiB, the image needs {want} GiB"
     if snap.get("Encrypted"):
         return "it is encrypted: imagekit uploads unencrypted snapshots"
-    if made_by == EBS_DIRECT:
-        return block_list_mismatch(ebs, str(snap["SnapshotId"]), digest)
-    return None
+    return blocks_mismatch(ebs, str(snap["SnapshotId"]), digest, exact=made_by == EBS_DIRECT)
 
 
-def block_list_mismatch(ebs: Any, snapshot_id: str, digest: ImageDigest) -> str | None:
+def blocks_mismatch(ebs: Any, snapshot_id: str, digest: ImageDigest, *, exact: bool) -> str | None:
+    """Why the snapshot's blocks are not the image's (None: the listing and the spot check agree)."""
     try:
-        listed = set(snapshot_block_indexes(ebs, snapshot_id))
+        listed = dict(snapshot_blocks(ebs, snapshot_id))
     except Exception as exc:
         return f"could not list its blocks ({describe(exc)})"
-    if listed != set(digest.blocks):
-        extra, missing = sorted(listed - set(digest.blocks)), sorted(set(digest.blocks) - listed)
+    missing = sorted(set(digest.blocks) - set(listed))
+    extra = sorted(set(listed) - set(digest.blocks)) if exact else []
+    if missing or extra:
         return f"its blocks are not the image's non-zero blocks (extra {extra[:3]}, missing {missing[:3]})"
+    for index in spot_indexes(digest):
+        try:
+            got = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockToken=listed[index])
+            data = got["BlockData"].read()
+        except Exception as exc:
+            return f"could not read block {index} back ({describe(exc)})"
+        if hashlib.sha256(data).digest() != digest.blocks[index]:
+            return f"block {index} read back is not the image's block {index}"
     return None
 
 
-def snapshot_block_indexes(ebs: Any, snapshot_id: str) -> Iterator[int]:
+def spot_indexes(digest: ImageDigest) -> list[int]:
+    """The first and last data blocks and a few the image's sha256 picks: the same ones on every run."""
+    indexes = sorted(digest.blocks)
+    if len(indexes) <= SPOT_BLOCKS:
+        return indexes
+    seed = int(digest.sha256[:16], 16)
+    picks = {indexes[0], indexes[-1]}
+    step = 0
+    while len(picks) < SPOT_BLOCKS:
+        picks.add(indexes[(seed >> (8 * step)) % len(indexes)])
+        step += 1
+        if step > 8:
+            break
+    return sorted(picks)
+
+
+def snapshot_blocks(ebs: Any, snapshot_id: str) -> Iterator[tuple[int, str]]:
+    """(index, block token) of every block written to the snapshot."""
     kwargs: dict[str, Any] = {"SnapshotId": snapshot_id}
     while True:
         page = ebs.list_snapshot_blocks(**kwargs)
         for block in page.get("Blocks", []):
-            yield int(block["BlockIndex"])
+            yield int(block["BlockIndex"]), str(block["BlockToken"])
         if not page.get("NextToken"):
             return
         kwargs["NextToken"] = page["NextToken"]

@@ -254,3 +254,25 @@ def test_odd_manifests_are_one_line_errors_naming_the_key(
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {image}.manifest.json: {message}"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_sha256_tag_moved_onto_another_images_snapshot_is_caught_reading_blocks_back(
+    recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Same block layout, other bytes: the listing agrees, the blocks read back do not."""
+    other = make_image("pv", name="other.raw")
+    stamp_sha256(other)
+    theirs = publish(recorded_clients, request(other, unique_name + "-other"), Progress())
+    assert theirs.snapshot is not None
+    image = make_image("pv", name="img.raw")
+    sha = stamp_sha256(image)
+    assert image.data_blocks == other.data_blocks
+    ec2 = recorded_clients.client("ec2", "us-east-1")
+    ec2.create_tags(Resources=[theirs.snapshot["id"]], Tags=[{"Key": SHA_TAG, "Value": sha}])
+    recorder.calls.clear()
+    mine = publish(recorded_clients, request(image, unique_name), Progress("plain"))
+    assert mine.snapshot is not None and mine.snapshot["id"] != theirs.snapshot["id"]
+    warned = capsys.readouterr().err
+    assert f"not reusing snapshot {theirs.snapshot['id']}" in warned and "read back is not the image's block" in warned
+    assert len(recorder.of("PutSnapshotBlock")) == len(image.data_blocks)
