@@ -162,3 +162,31 @@ def test_an_interrupted_ebs_direct_upload_names_and_deletes_its_snapshot(slow_cl
     assert record["upload"]["blocks_sent"] == blocks
     [done] = snapshots()
     assert done["State"] == "completed" and done["SnapshotId"] == record["snapshot"]["id"] != pending
+
+
+def test_an_import_wait_that_times_out_keeps_the_object_for_the_rerun(slow_cloud: str, tmp_path: Path) -> None:
+    from imagekit.progress import Progress
+    from imagekit.publish.facts import image_facts
+    from imagekit.publish.pipeline import Method, PublishRequest, publish
+    from imagekit.publish.register import RegisterOptions
+    from imagekit.publish.wait import WaitTimeout
+
+    clients = AwsClients(endpoint_url=slow_cloud)
+    s3, iam = clients.client("s3", "us-east-1"), clients.client("iam", "us-east-1")
+    bucket = f"imagekit-test-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
+    image = write_image(tmp_path / "img.raw", 8 * 2**20, {0: os.urandom(BLOCK)}, HVM_MANIFEST)
+    stamp_sha256(image)
+    req = PublishRequest(facts=image_facts(image.path), register=RegisterOptions(name=f"imagekit-test-{uuid.uuid4()}"),
+                         region="us-east-1", method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None,
+                         timeout=1, poll_interval=0.2)
+    with pytest.raises(WaitTimeout) as info:
+        publish(clients, req, Progress())
+    assert info.value.hint and "a re-run resumes it" in info.value.hint
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 1  # the running task still reads it
+
+    done = publish(clients, PublishRequest(**{**req.__dict__, "timeout": 60}), Progress())
+    assert done.upload is not None and done.upload["resumed"] is True and done.upload["parts_sent"] == 0
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
