@@ -41,11 +41,11 @@ def overwrite_block(path: Path, index: int, fill: bytes = b"\x5a") -> None:
         fh.write(fill * 4096)
 
 
-def request(image: SparseImage, name: str, **kw: Any) -> PublishRequest:
+def request(image: SparseImage, name: str, region: str = "us-east-1", **kw: Any) -> PublishRequest:
     return PublishRequest(
         facts=image_facts(image.path),
         register=RegisterOptions(name=name),
-        region="us-east-1",
+        region=region,
         poll_interval=0.1,
         backoff=Backoff(attempts=2, base=0.01, cap=0.02),
         **kw,
@@ -276,3 +276,19 @@ def test_a_sha256_tag_moved_onto_another_images_snapshot_is_caught_reading_block
     warned = capsys.readouterr().err
     assert f"not reusing snapshot {theirs.snapshot['id']}" in warned and "read back is not the image's block" in warned
     assert len(recorder.of("PutSnapshotBlock")) == len(image.data_blocks)
+
+
+def test_a_copy_region_holding_an_ami_of_the_name_from_other_bytes_is_not_retagged(
+    clients: Any, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    other = make_image("pv", name="other.raw")
+    theirs = publish(clients, request(other, unique_name, region="eu-west-1"), Progress())
+    theirs_id = theirs.regions["eu-west-1"].image_id
+    image = make_image("pv", name="img.raw")
+    mine = publish(clients, request(image, unique_name, copy_to=("eu-west-1",)), Progress())
+    assert "eu-west-1" in mine.errors and f"AMI {theirs_id} in eu-west-1 is named {unique_name}" in (
+        mine.errors["eu-west-1"]
+    )
+    eu = clients.client("ec2", "eu-west-1")
+    tags = {t["Key"]: t["Value"] for t in eu.describe_images(ImageIds=[theirs_id])["Images"][0]["Tags"]}
+    assert tags[SHA_TAG] == theirs.sha256  # not overwritten with this image's sha256
