@@ -154,11 +154,14 @@ class EbsDirectUploader:
         tags: dict[str, str],
         client_token: str | None = None,
         expected: dict[int, bytes] | None = None,
+        expected_size: int | None = None,
     ) -> UploadStats:
         """Upload `path`; with `expected` (a verified block map, index -> raw SHA-256), every block read is
         checked against it and the snapshot is completed only if exactly those blocks were sent."""
         start = time.monotonic()
         size = path.stat().st_size
+        if expected_size is not None and size != expected_size:
+            raise ImageChanged(f"{path} changed after it was verified: {size} bytes, not {expected_size}", None)
         volume = volume_size_gib(size)
         snapshot_id = self.start_snapshot(volume, description, tags, client_token)
         digests: dict[int, bytes] = {}

@@ -238,7 +238,8 @@ def upload_ebs_direct(
     with progress.stage("upload", f"{req.facts.size} bytes by EBS direct") as stage:
         try:
             stats = uploader.upload(
-                req.facts.path, description=f"imagekit {req.register.name}", tags=tags, expected=digest.blocks
+                req.facts.path, description=f"imagekit {req.register.name}", tags=tags, expected=digest.blocks,
+                expected_size=digest.size,
             )
         except ebs_direct.UploadInterrupted as exc:
             raise Interrupted(
