@@ -126,12 +126,22 @@ def command(image: Path, **opts: Any) -> None:
     else:
         for region, entry in record["regions"].items():
             click.echo(f"{region}\t{entry['image_id']}")
+        report_snapshot(record.get("snapshot"))
     if result.errors:
         lines = "; ".join(f"{r}: {m}" for r, m in sorted(result.errors.items()))
         raise ImagekitError(
             f"copy failed in {len(result.errors)} region(s): {lines}",
             hint="re-run the same command: regions already done are left as they are",
         )
+
+
+def report_snapshot(snapshot: dict[str, Any] | None) -> None:
+    """On stderr (stdout is the AMI ids): which snapshot holds the image, when it was not uploaded now."""
+    if not snapshot or not snapshot.get("reused"):
+        return
+    stand_in = snapshot["made_by"] != snapshot["requested"]
+    asked = f", standing in for the {snapshot['requested']} upload asked for" if stand_in else ""
+    click.echo(f"snapshot {snapshot['id']}: reused, made by {snapshot['made_by']}{asked}", err=True)
 
 
 def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:

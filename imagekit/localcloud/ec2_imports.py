@@ -86,6 +86,21 @@ def _read_object(account: str, bucket: str, key: str) -> bytes:
     return bytes(obj.value)
 
 
+def finish(task: ImportTask, ec2: Any) -> None:
+    """End the conversion (once, under _lock): as on EC2, the object is read while the task runs, so an
+    object deleted before the end fails the task instead of producing a snapshot."""
+    if task.snapshot_id is not None or task.failure is not None:
+        return
+    bucket = task.container.get("UserBucket", {})
+    try:
+        _read_object(task.account, bucket["S3Bucket"], bucket["S3Key"])
+    except DiskValidationError as exc:
+        task.failure = str(exc).replace("Disk validation failed", "Failed to read the disk")
+        task.disk = None
+        return
+    _materialize(task, ec2)
+
+
 def _materialize(task: ImportTask, ec2: Any) -> None:
     """Turn the checked disk into an EC2 snapshot with EBS-direct blocks (once)."""
     from moto.ebs.models import EBSSnapshot, ebs_backends
@@ -121,8 +136,9 @@ def _detail(task: ImportTask, ec2: Any) -> dict[str, Any]:
         return {**detail, "Status": "deleted", "StatusMessage": task.failure}
     if frac >= 1.0:
         with _lock:
-            if task.snapshot_id is None:
-                _materialize(task, ec2)
+            finish(task, ec2)
+        if task.failure is not None:
+            return {**detail, "Status": "deleted", "StatusMessage": task.failure}
         return {**detail, "Status": "completed", "SnapshotId": task.snapshot_id}
     message = "pending" if frac < 0.1 else "validating" if frac < 0.3 else "converting"
     return {**detail, "Status": "active", "StatusMessage": message, "Progress": str(int(frac * 100))}
@@ -139,30 +155,38 @@ def import_snapshot(self: Any) -> Any:
     if not bucket.get("S3Bucket") or not bucket.get("S3Key"):
         raise _fail("InvalidParameter", "DiskContainer.UserBucket.S3Bucket and S3Key are required")
     _check_role(self.current_account, role)
-    tasks = _tasks(self.ec2_backend)
-    with _lock:
-        for task in tasks.values():
-            if token and task.extra.get("token") == token:
-                return ActionResult(_task_result(task, self.ec2_backend))
-        task = ImportTask(
-            task_id=f"import-snap-{next(_ids):017x}",
-            account=self.current_account,
-            region=self.region,
-            description=self._get_param("Description", ""),
-            container=container,
-            started=time.monotonic(),
-            duration=import_seconds(),
-            tags=[t for s in self._get_param("TagSpecifications", []) for t in s.get("Tags", [])],
-            extra={"token": token},
-        )
-        try:
-            data = _read_object(self.current_account, bucket["S3Bucket"], bucket["S3Key"])
-            task.extra["size"] = len(data)
-            task.disk = disk_bytes(data, container.get("Format", "RAW"))
-        except DiskValidationError as exc:
-            task.failure = str(exc)
-        tasks[task.task_id] = task
+    with _lock:  # find or create under the lock; describe outside it (_detail takes the lock itself)
+        task = _task_for_token(self.ec2_backend, token) or _new_task(self, container, bucket, token)
     return ActionResult(_task_result(task, self.ec2_backend))
+
+
+def _task_for_token(backend: Any, token: str | None) -> ImportTask | None:
+    """The task an earlier ImportSnapshot with this ClientToken started (EC2's idempotency)."""
+    if not token:
+        return None
+    return next((t for t in _tasks(backend).values() if t.extra.get("token") == token), None)
+
+
+def _new_task(self: Any, container: dict[str, Any], bucket: dict[str, str], token: str | None) -> ImportTask:
+    task = ImportTask(
+        task_id=f"import-snap-{next(_ids):017x}",
+        account=self.current_account,
+        region=self.region,
+        description=self._get_param("Description", ""),
+        container=container,
+        started=time.monotonic(),
+        duration=import_seconds(),
+        tags=[t for s in self._get_param("TagSpecifications", []) for t in s.get("Tags", [])],
+        extra={"token": token},
+    )
+    try:
+        data = _read_object(self.current_account, bucket["S3Bucket"], bucket["S3Key"])
+        task.extra["size"] = len(data)
+        task.disk = disk_bytes(data, container.get("Format", "RAW"))
+    except DiskValidationError as exc:
+        task.failure = str(exc)
+    _tasks(self.ec2_backend)[task.task_id] = task
+    return task
 
 
 def _task_result(task: ImportTask, ec2: Any) -> dict[str, Any]:

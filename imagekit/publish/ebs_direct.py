@@ -18,14 +18,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imagekit.errors import ImagekitError
 from imagekit.progress import Bar, Progress
 from imagekit.publish.awserrors import describe, error_code, is_transient
-from imagekit.publish.wait import Backoff, retry
+from imagekit.publish.wait import Backoff, Interrupted, retry
 
 BLOCK_SIZE = 524288
 GIB = 2**30
@@ -39,6 +39,16 @@ class UploadFailed(ImagekitError):
     def __init__(self, message: str, snapshot_id: str | None) -> None:
         super().__init__(message)
         self.snapshot_id = snapshot_id
+
+
+class ImageChanged(UploadFailed):
+    """A block read for the upload is not the block that was verified: the snapshot is not completed."""
+
+
+class UploadInterrupted(UploadFailed):
+    """Ctrl-C (SIGINT) during the upload; the pending snapshot is named for cleanup."""
+
+    exit_code = Interrupted.exit_code
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class _Tally:
     sent: int = 0
     skipped: int = 0
     bytes_sent: int = 0
+    changed: dict[int, str] = field(default_factory=dict)  # block index -> how it differs from `expected`
 
 
 class EbsDirectUploader:
@@ -142,19 +153,30 @@ class EbsDirectUploader:
         description: str,
         tags: dict[str, str],
         client_token: str | None = None,
+        expected: dict[int, bytes] | None = None,
+        expected_size: int | None = None,
     ) -> UploadStats:
+        """Upload `path`; with `expected` (a verified block map, index -> raw SHA-256), every block read is
+        checked against it and the snapshot is completed only if exactly those blocks were sent."""
         start = time.monotonic()
         size = path.stat().st_size
+        if expected_size is not None and size != expected_size:
+            raise ImageChanged(f"{path} changed after it was verified: {size} bytes, not {expected_size}", None)
         volume = volume_size_gib(size)
         snapshot_id = self.start_snapshot(volume, description, tags, client_token)
         digests: dict[int, bytes] = {}
         errors: dict[int, str] = {}
         tally = _Tally()
-        with ExitStack() as stack:
-            fd = os.open(path, os.O_RDONLY)
-            stack.callback(os.close, fd)
-            bar = stack.enter_context(self.progress.bar(f"upload {snapshot_id}", total=size))
-            self.send_blocks(fd, size, snapshot_id, bar, digests, errors, tally)
+        try:
+            with ExitStack() as stack:
+                fd = os.open(path, os.O_RDONLY)
+                stack.callback(os.close, fd)
+                bar = stack.enter_context(self.progress.bar(f"upload {snapshot_id}", total=size))
+                self.send_blocks(fd, size, snapshot_id, bar, digests, errors, tally, expected)
+        except KeyboardInterrupt:
+            raise UploadInterrupted(f"interrupted while uploading {path} into snapshot {snapshot_id}",
+                                    snapshot_id) from None
+        check_sent(path, snapshot_id, expected, digests, tally, errors)
         if errors:
             raise UploadFailed(summarize_errors(snapshot_id, errors, block_count(size)), snapshot_id)
         checksum = linear_checksum(digests)
@@ -195,12 +217,14 @@ class EbsDirectUploader:
         digests: dict[int, bytes],
         errors: dict[int, str],
         tally: _Tally,
+        expected: dict[int, bytes] | None = None,
     ) -> None:
         slots = threading.BoundedSemaphore(self.workers * 2)
         covered = 0
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ebs-put") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ebs-put")
+        try:
             for index in data_block_indexes(fd, size):
-                if len(errors) >= MAX_ERRORS:
+                if len(errors) >= MAX_ERRORS or tally.changed:
                     break
                 hole = index * BLOCK_SIZE - covered
                 if hole > 0:
@@ -208,9 +232,13 @@ class EbsDirectUploader:
                 covered = min(size, (index + 1) * BLOCK_SIZE)
                 slots.acquire()
                 future: Future[None] = pool.submit(
-                    self.send_block, fd, size, snapshot_id, index, bar, digests, errors, tally
+                    self.send_block, fd, size, snapshot_id, index, bar, digests, errors, tally, expected
                 )
                 future.add_done_callback(lambda _f: slots.release())
+        except BaseException:  # Ctrl-C: drop the queued blocks, let the running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if covered < size and not errors:
             bar.advance(size - covered)
 
@@ -224,12 +252,17 @@ class EbsDirectUploader:
         digests: dict[int, bytes],
         errors: dict[int, str],
         tally: _Tally,
+        expected: dict[int, bytes] | None = None,
     ) -> None:
         try:
             data = read_block(fd, index, size)
-            if data == ZERO_BLOCK:
+            digest = None if data == ZERO_BLOCK else hashlib.sha256(data).digest()
+            if expected is not None and digest != expected.get(index):
+                with self._lock:
+                    tally.changed[index] = block_change(digest, expected.get(index))
                 return
-            digest = hashlib.sha256(data).digest()
+            if digest is None:
+                return
             checksum = base64.b64encode(digest).decode()
             retry(
                 lambda: self.ebs.put_snapshot_block(
@@ -263,6 +296,33 @@ class EbsDirectUploader:
             raise UploadFailed(f"failed to complete snapshot {snapshot_id}: {describe(exc)}", snapshot_id) from exc
         if response.get("Status") == "error":
             raise UploadFailed(f"snapshot {snapshot_id} ended in state error after CompleteSnapshot", snapshot_id)
+
+
+def block_change(got: bytes | None, want: bytes | None) -> str:
+    if want is None:
+        return "holds data where the verified image had zeros"
+    if got is None:
+        return "is zeros where the verified image had data"
+    return "differs from the verified image"
+
+
+def check_sent(path: Path, snapshot_id: str, expected: dict[int, bytes] | None, digests: dict[int, bytes],
+               tally: _Tally, errors: dict[int, str]) -> None:
+    """The blocks sent must be exactly the verified block map; otherwise the image changed under the upload."""
+    if expected is None:
+        return
+    changed = dict(tally.changed)
+    if not changed and not errors:
+        changed = {i: "was never read: it is a hole in the image now" for i in set(expected) - set(digests)}
+    if not changed:
+        return
+    index = min(changed)
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    raise ImageChanged(
+        f"{path} changed after it was verified: block {index} {changed[index]}{more}; "
+        f"snapshot {snapshot_id} is not completed",
+        snapshot_id,
+    )
 
 
 def summarize_errors(snapshot_id: str, errors: dict[int, str], total: int) -> str:

@@ -93,17 +93,20 @@ def facts_from_manifest(image: Path, manifest: Path, overrides: dict[str, Any]) 
     for key in ("arch", "layout", "virtualization"):
         if key not in data and overrides.get(key) is None:
             raise UsageError(f"{manifest}: {key}: missing")
-    info = data.get("image") or {}
+    info = manifest_object(manifest, "image", data.get("image") or {})
     size = image.stat().st_size
     if info.get("size") not in (None, size):
         raise UsageError(f"{manifest}: image.size {info['size']} differs from {image} ({size} bytes): stale manifest?")
+    for key in ("arch", "layout", "virtualization", "boot_mode"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise UsageError(f"{manifest}: {key}: {data[key]!r} is not a string")
     boot = overrides.get("boot_mode") or data.get("boot_mode")
     recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else None
     return ImageFacts(
         path=image,
         size=size,
         allocated=allocated_bytes(image),
-        sha256=info.get("sha256"),
+        sha256=manifest_sha256(manifest, "image.sha256", info.get("sha256")),
         arch=overrides.get("arch") or data["arch"],
         layout=_enum(Layout, overrides.get("layout") or data["layout"], f"{manifest}: layout"),
         virtualization=_enum(
@@ -117,19 +120,49 @@ def facts_from_manifest(image: Path, manifest: Path, overrides: dict[str, Any]) 
     )
 
 
+def manifest_object(manifest: Path, key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{manifest}: {key}: {value!r} is not an object")
+    return value
+
+
+def manifest_sha256(manifest: Path, key: str, value: Any) -> str | None:
+    """A sha256 the manifest records: None, or 64 lowercase hex digits."""
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise UsageError(f"{manifest}: {key}: {value!r} is not a sha256 (64 hex digits)")
+    return value
+
+
+def manifest_string(manifest: Path, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{manifest}: {key}: {value!r} is not a non-empty string")
+    return value
+
+
 def data_volumes_of(image: Path, manifest: Path, data: dict[str, Any]) -> tuple[DataVolumeFacts, ...]:
     """The manifest's data volumes that have an image (imagekit/volumes.py), each checked to be there."""
+    volumes = data.get("data_volumes") or []
+    if not isinstance(volumes, list):
+        raise UsageError(f"{manifest}: data_volumes: {volumes!r} is not a list")
     found = []
-    for n, vol in enumerate(data.get("data_volumes") or []):
+    for n, vol in enumerate(volumes):
+        vol = manifest_object(manifest, f"data_volumes.{n}", vol)
         if not vol.get("image"):
             continue
-        path = image.with_name(vol["image"])
+        where = f"data_volumes.{n}"
+        path = image.with_name(manifest_string(manifest, f"{where}.image", vol["image"]))
         if not path.is_file():
-            raise UsageError(f"{manifest}: data_volumes.{n}.image: {path} is missing",
+            raise UsageError(f"{manifest}: {where}.image: {path} is missing",
                              hint="publish it beside the disk image, as `imagekit build` wrote it")
-        found.append(DataVolumeFacts(name=vol["name"], device=vol["device"], path=path, size=path.stat().st_size,
-                                     sha256=vol.get("sha256"),
-                                     delete_on_termination=bool(vol["delete_on_termination"])))
+        found.append(DataVolumeFacts(
+            name=manifest_string(manifest, f"{where}.name", vol.get("name")),
+            device=manifest_string(manifest, f"{where}.device", vol.get("device")),
+            path=path, size=path.stat().st_size,
+            sha256=manifest_sha256(manifest, f"{where}.sha256", vol.get("sha256")),
+            delete_on_termination=bool(vol.get("delete_on_termination", True)),
+        ))
     return tuple(found)
 
 

@@ -100,14 +100,46 @@ def parts_present(s3: Any, where: S3Location, upload_id: str) -> dict[int, dict[
         kwargs["PartNumberMarker"] = response["NextPartNumberMarker"]
 
 
-def object_complete(s3: Any, where: S3Location, size: int, sha256: str) -> bool:
+def object_complete(s3: Any, where: S3Location, path: Path, size: int, sha256: str, part: int) -> bool:
+    """The object is there and holds these bytes: its size, and the ETag S3 computed itself (the MD5 of the
+    parts' MD5s), not only the sha256 metadata an earlier run wrote, which is a record like any other."""
     try:
         head = s3.head_object(Bucket=where.bucket, Key=where.key)
     except Exception as exc:
         if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
             return False
         raise
-    return int(head["ContentLength"]) == size and head.get("Metadata", {}).get("sha256") == sha256
+    if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != sha256:
+        return False
+    etag, read_sha = multipart_etag(path, part)
+    check_read(path, read_sha, sha256)
+    return str(head.get("ETag", "")).strip('"') == etag
+
+
+def multipart_etag(path: Path, part: int) -> tuple[str, str]:
+    """The ETag S3 gives a multipart upload of `path` in parts of `part` bytes, and the sha256 of what was read."""
+    md5s = bytearray()
+    whole = hashlib.sha256()
+    count = 0
+    with open(path, "rb") as fh:
+        while data := fh.read(part):
+            md5s += hashlib.md5(data, usedforsecurity=False).digest()
+            whole.update(data)
+            count += 1
+    return f"{hashlib.md5(bytes(md5s), usedforsecurity=False).hexdigest()}-{max(1, count)}", whole.hexdigest()
+
+
+class ImageChanged(ImagekitError):
+    """The bytes read for the upload are not the bytes that were verified."""
+
+
+def check_read(path: Path, read_sha: str, sha256: str) -> None:
+    if read_sha != sha256:
+        raise ImageChanged(
+            f"{path} changed after it was verified: the bytes read for the S3 upload have sha256 "
+            f"{read_sha[:16]}..., the verified image {sha256[:16]}...; the object is not completed",
+            hint="re-run the publish once the image is no longer being written",
+        )
 
 
 def upload_object(
@@ -120,12 +152,16 @@ def upload_object(
     progress: Progress | None = None,
     backoff: Backoff = Backoff(),  # noqa: B008 (frozen)
 ) -> UploadedObject:
-    """Multipart-upload `path` to `where`, reusing the parts an earlier run left there."""
+    """Multipart-upload `path` to `where`, reusing the parts an earlier run left there.
+
+    `sha256` is the verified image's: the bytes read for the parts must hash to it, or the upload is
+    aborted before it completes (the image changed under it).
+    """
     progress = progress or Progress()
     size = path.stat().st_size
-    if object_complete(s3, where, size, sha256):
-        return UploadedObject(where, size, 0, 0, 0)
     part = part_size_for(size, part_size)
+    if object_complete(s3, where, path, size, sha256, part):
+        return UploadedObject(where, size, 0, 0, 0)
     upload_id = find_upload(s3, where)
     present = parts_present(s3, where, upload_id) if upload_id else {}
     if upload_id is None:
@@ -134,9 +170,11 @@ def upload_object(
         ]
     done: list[dict[str, Any]] = []
     sent = reused = bytes_sent = 0
+    whole = hashlib.sha256()
     with open(path, "rb") as fh, progress.bar(f"upload {where.url}", total=size) as bar:
         for number in range(1, max(1, math.ceil(size / part)) + 1):
             data = fh.read(part)
+            whole.update(data)
             etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
             have = present.get(number)
             if have is not None and have.get("ETag") == etag and int(have.get("Size", -1)) == len(data):
@@ -147,6 +185,10 @@ def upload_object(
                 bytes_sent += len(data)
             done.append({"PartNumber": number, "ETag": etag})
             bar.advance(len(data))
+        whole.update(fh.read())  # anything appended since: a longer file is a changed one
+    if whole.hexdigest() != sha256:
+        s3.abort_multipart_upload(Bucket=where.bucket, Key=where.key, UploadId=upload_id)
+        check_read(path, whole.hexdigest(), sha256)
     s3.complete_multipart_upload(
         Bucket=where.bucket, Key=where.key, UploadId=upload_id, MultipartUpload={"Parts": done}
     )

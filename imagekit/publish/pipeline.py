@@ -1,12 +1,16 @@
 """`publish()`: one image to AMIs in the regions asked for, idempotently.
 
-    check (name, combination) -> already there? -> reuse a finished snapshot or upload one
+    verify the image's bytes (against the build manifest) -> check (name, combination)
+    -> already there? -> reuse a finished snapshot of these bytes or upload them
     -> register -> tag, share -> copy to other regions -> record
 
-Everything that can be left half-made is either cleaned up or named in the error: a failed
-EBS-direct upload deletes its pending snapshot; an interrupted S3 upload keeps its parts for
-the re-run (content-addressed key) and says so; a snapshot that got no image is tagged with
-the image's sha256 and reused by the next run.
+Never a record over the bytes: the image is read and hashed first (whole-file sha256 and the
+EBS block map, `digest`), a manifest that describes other bytes is refused, and each uploader
+checks what it reads again against that digest before it completes anything. Everything that
+can be left half-made is either cleaned up or named in the error: a failed or interrupted
+EBS-direct upload deletes its pending snapshot; an interrupted S3 upload keeps its parts for the
+re-run (content-addressed key); an interrupted import keeps its S3 object while the task runs and
+the re-run waits for that task; a snapshot that got no image is tagged and reused by the next run.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from imagekit.errors import ImagekitError
+from imagekit.errors import ImagekitError, UsageError
 from imagekit.progress import Progress
 from imagekit.publish import ebs_direct
 from imagekit.publish import import_snapshot as imp
 from imagekit.publish.awserrors import describe
+from imagekit.publish.digest import ImageDigest, check_against_manifest, digest_image
 from imagekit.publish.facts import DataVolumeFacts, ImageFacts
 from imagekit.publish.regions import (
     CopyJob,
@@ -41,10 +46,18 @@ from imagekit.publish.register import (
     register_params,
     resolve_kernel,
 )
-from imagekit.publish.wait import Backoff, image_available, snapshot_completed
+from imagekit.publish.reuse import (
+    MADE_BY_TAG,
+    NAME_TAG,
+    SHA_TAG,
+    SnapshotChoice,
+    find_finished_snapshot,
+    find_import_task,
+    tag_value,
+)
+from imagekit.publish.wait import Backoff, Interrupted, WaitTimeout, image_available, snapshot_completed
 
-SHA_TAG = "imagekit:sha256"
-NAME_TAG = "imagekit:name"
+__all__ = ["MADE_BY_TAG", "NAME_TAG", "SHA_TAG", "Method", "PublishRequest", "PublishResult", "publish", "to_record"]
 
 
 class Method(StrEnum):
@@ -78,58 +91,97 @@ class PublishResult:
     sha256: str
     regions: dict[str, RegionImage] = field(default_factory=dict)
     upload: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None  # SnapshotChoice.report(): id, reused, made_by, requested
+    data_blocks: int = 0
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def image_sha256(facts: ImageFacts) -> str:
-    return facts.sha256 or imp.file_sha256(facts.path)
+def verify_image(facts: ImageFacts, progress: Progress) -> ImageDigest:
+    """The image's bytes, checked against what its build manifest says they are."""
+    with progress.stage("verify", str(facts.path)) as stage:
+        digest = digest_image(facts.path, progress)
+        check_against_manifest(digest, facts.sha256, facts.manifest_path)
+        if digest.size != facts.size:
+            raise UsageError(f"{facts.path} changed size while publish started ({facts.size} -> {digest.size})")
+        stage.set_note(f"sha256 {digest.sha256[:12]}..., {len(digest.blocks)} data blocks"
+                       + (", as the manifest says" if facts.sha256 else ""))
+    return digest
 
 
 def publish(clients: Any, req: PublishRequest, progress: Progress) -> PublishResult:
     check_combination(req.facts, req.register)
     if is_pv(req.facts):
         progress.info(PV_NOTE)
-    sha = image_sha256(req.facts)
-    result = PublishResult(req.register.name, sha)
+    digest = verify_image(req.facts, progress)
+    result = PublishResult(req.register.name, digest.sha256, data_blocks=len(digest.blocks))
     ec2 = clients.client("ec2", req.region)
     with progress.stage("publish", req.region) as stage:
         existing = find_image(ec2, req.register.name)
         if existing is not None:
+            check_existing(existing, req, digest)
             stage.set_note(f"already published: {existing['ImageId']}")
-            image = image_available(ec2, existing["ImageId"], timeout=req.timeout, interval=req.poll_interval)
-            snaps = snapshot_ids(image)
-            apply_tags(ec2, [image["ImageId"], *snaps], req.tags)
-            apply_sharing(ec2, image["ImageId"], snaps, req.sharing)
-            result.regions[req.region] = RegionImage(req.region, image["ImageId"], snaps, "existing")
+            result.regions[req.region] = publish_existing(ec2, req, existing, result)
         else:
-            result.regions[req.region] = publish_here(clients, req, sha, result, progress)
+            result.regions[req.region] = publish_here(clients, req, digest, result, progress)
     copy_everywhere(clients, req, result, progress)
     return result
+
+
+def check_existing(image: dict[str, Any], req: PublishRequest, digest: ImageDigest) -> None:
+    """An AMI of this name is only 'already published' if it was registered from these very bytes."""
+    tagged = tag_value(image, SHA_TAG)
+    if tagged == digest.sha256:
+        return
+    what = f"from an image with sha256 {tagged[:16]}..." if tagged else f"without a {SHA_TAG} tag (not by imagekit)"
+    raise UsageError(
+        f"--name {req.register.name}: AMI {image['ImageId']} in {req.region} has this name and was registered "
+        f"{what}, not from {req.facts.path} (sha256 {digest.sha256[:16]}...)",
+        hint="publish the new image under a new --name, or deregister the old AMI first",
+    )
+
+
+def publish_existing(ec2: Any, req: PublishRequest, existing: dict[str, Any], result: PublishResult) -> RegionImage:
+    image = image_available(ec2, existing["ImageId"], timeout=req.timeout, interval=req.poll_interval)
+    snaps = snapshot_ids(image)
+    apply_tags(ec2, [image["ImageId"], *snaps], req.tags)
+    apply_sharing(ec2, image["ImageId"], snaps, req.sharing)
+    if snaps:
+        made_by = made_by_of(ec2, snaps[0])
+        result.snapshot = SnapshotChoice(snaps[0], made_by, reused=True).report(req.method.value)
+    return RegionImage(req.region, image["ImageId"], snaps, "existing")
+
+
+def made_by_of(ec2: Any, snapshot_id: str) -> str:
+    try:
+        snaps = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
+    except Exception:
+        return "unknown"
+    return (tag_value(snaps[0], MADE_BY_TAG) if snaps else None) or "unknown"
 
 
 def tags_for(req: PublishRequest, sha: str) -> dict[str, str]:
     return {**req.tags, SHA_TAG: sha, NAME_TAG: req.register.name}
 
 
-def publish_here(clients: Any, req: PublishRequest, sha: str, result: PublishResult, progress: Progress) -> RegionImage:
+def publish_here(
+    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
+) -> RegionImage:
     ec2 = clients.client("ec2", req.region)
     kernel = resolve_kernel(ec2, req.region, req.facts, req.kernel)
-    snapshot = find_finished_snapshot(ec2, sha, req.register.name, progress)
-    if snapshot is None:
-        snapshot = upload(clients, req, sha, result, progress)
-    snapshot_completed(ec2, snapshot, timeout=req.timeout, interval=req.poll_interval)
-    tags = tags_for(req, sha)
-    apply_tags(ec2, [snapshot], tags)
+    choice = snapshot_for(clients, req, digest, result, progress)
+    result.snapshot = choice.report(req.method.value)
+    tags = tags_for(req, digest.sha256)
     data = data_volume_snapshots(clients, req, result, progress)
-    snapshots = (snapshot, *(snap for _, snap in data))
+    snapshots = (choice.snapshot_id, *(snap for _, snap in data))
     opts = RegisterOptions(**{**req.register.__dict__, "kernel_id": kernel})
-    params = register_params(req.facts, opts, snapshot, ebs_direct.volume_size_gib(req.facts.size), data)
+    params = register_params(req.facts, opts, choice.snapshot_id, ebs_direct.volume_size_gib(req.facts.size), data)
     try:
         image_id = ec2.register_image(**params)["ImageId"]
     except Exception as exc:
         raise ImagekitError(
             f"RegisterImage {req.register.name} in {req.region} failed: {describe(exc)}",
-            hint=f"snapshot {snapshot} is kept (tagged {SHA_TAG}); a re-run registers it without uploading again",
+            hint=f"snapshot {choice.snapshot_id} is kept (tagged {SHA_TAG}); a re-run registers it without "
+            "uploading again",
         ) from exc
     apply_tags(ec2, [image_id], tags)
     apply_sharing(ec2, image_id, snapshots, req.sharing)
@@ -137,63 +189,63 @@ def publish_here(clients: Any, req: PublishRequest, sha: str, result: PublishRes
     return RegionImage(req.region, image_id, snapshots, "registered")
 
 
+def snapshot_for(
+    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
+) -> SnapshotChoice:
+    """A completed snapshot of the verified bytes, tagged as imagekit's: reused, or uploaded now."""
+    ec2 = clients.client("ec2", req.region)
+    choice = find_finished_snapshot(ec2, clients.client("ebs", req.region), digest, req.register.name, progress)
+    if choice is not None and choice.made_by != req.method.value:
+        progress.info(f"snapshot {choice.snapshot_id} was made by {choice.made_by}; it stands in for the "
+                      f"{req.method.value} upload asked for (same bytes)")
+    if choice is None:
+        choice = upload(clients, req, digest, result, progress)
+    snapshot_completed(ec2, choice.snapshot_id, timeout=req.timeout, interval=req.poll_interval)
+    apply_tags(ec2, [choice.snapshot_id], {**tags_for(req, digest.sha256), MADE_BY_TAG: choice.made_by})
+    return choice
+
+
 def data_volume_snapshots(clients: Any, req: PublishRequest, result: PublishResult,
                           progress: Progress) -> list[tuple[DataVolumeFacts, str]]:
     """Each data volume image of the build (seed 000) as a snapshot, reused when an earlier run made it."""
-    ec2 = clients.client("ec2", req.region)
     done = []
     for vol in req.facts.data_volumes:
         facts = replace(req.facts, path=vol.path, size=vol.size, sha256=vol.sha256, data_volumes=())
         vreq = replace(req, facts=facts, register=replace(req.register, name=f"{req.register.name} {vol.name}"))
-        sha = image_sha256(facts)
-        snap = find_finished_snapshot(ec2, sha, vreq.register.name, progress)
-        if snap is None:
-            root_upload = result.upload
-            snap = upload(clients, vreq, sha, result, progress)
-            result.upload = root_upload
-        snapshot_completed(ec2, snap, timeout=req.timeout, interval=req.poll_interval)
-        apply_tags(ec2, [snap], tags_for(vreq, sha))
-        done.append((vol, snap))
+        digest = verify_image(facts, progress)
+        root_upload = result.upload
+        choice = snapshot_for(clients, vreq, digest, result, progress)
+        result.upload = root_upload
+        done.append((vol, choice.snapshot_id))
     return done
 
 
-def find_finished_snapshot(ec2: Any, sha: str, name: str, progress: Progress) -> str | None:
-    """A completed snapshot of this very image (same sha256), whatever AMI name it was uploaded for.
-
-    Keyed on the image's sha256 alone: an interrupted run's snapshot is reused, and so is the snapshot
-    of an identical (reproducible) rebuild published before under another name: nothing is uploaded.
-    """
-    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{SHA_TAG}", "Values": [sha]}])
-    snaps = found["Snapshots"]
-    for snap in snaps:
-        if snap.get("State") != "completed":
-            progress.warn(
-                f"snapshot {snap['SnapshotId']} ({snap.get('State')}) is left from an interrupted upload of this "
-                f"image: delete it with `aws ec2 delete-snapshot --snapshot-id {snap['SnapshotId']}`"
-            )
-    done = sorted((s for s in snaps if s.get("State") == "completed"),
-                  key=lambda s: not any(t.get("Key") == NAME_TAG and t.get("Value") == name for t in s.get("Tags", [])))
-    if done:
-        progress.info(f"reusing snapshot {done[0]['SnapshotId']}: it holds this very image (sha256 {sha[:12]}...)")
-        return str(done[0]["SnapshotId"])
-    return None
-
-
-def upload(clients: Any, req: PublishRequest, sha: str, result: PublishResult, progress: Progress) -> str:
+def upload(
+    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
+) -> SnapshotChoice:
     if req.method is Method.EBS_DIRECT:
-        return upload_ebs_direct(clients, req, sha, result, progress)
-    return upload_import(clients, req, sha, result, progress)
+        return upload_ebs_direct(clients, req, digest, result, progress)
+    return upload_import(clients, req, digest, result, progress)
 
 
-def upload_ebs_direct(clients: Any, req: PublishRequest, sha: str, result: PublishResult, progress: Progress) -> str:
+def upload_ebs_direct(
+    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
+) -> SnapshotChoice:
     uploader = ebs_direct.EbsDirectUploader(
         clients.client("ebs", req.region), workers=req.workers, backoff=req.backoff, progress=progress
     )
+    tags = {**tags_for(req, digest.sha256), MADE_BY_TAG: Method.EBS_DIRECT.value}
     with progress.stage("upload", f"{req.facts.size} bytes by EBS direct") as stage:
         try:
             stats = uploader.upload(
-                req.facts.path, description=f"imagekit {req.register.name}", tags=tags_for(req, sha)
+                req.facts.path, description=f"imagekit {req.register.name}", tags=tags, expected=digest.blocks,
+                expected_size=digest.size,
             )
+        except ebs_direct.UploadInterrupted as exc:
+            raise Interrupted(
+                exc.message + "; " + discard_snapshot(clients, req.region, exc.snapshot_id),
+                hint="re-run the same command to upload again",
+            ) from exc
         except ebs_direct.UploadFailed as exc:
             raise ImagekitError(exc.message + "; " + discard_snapshot(clients, req.region, exc.snapshot_id)) from exc
         stage.set_note(
@@ -201,7 +253,7 @@ def upload_ebs_direct(clients: Any, req: PublishRequest, sha: str, result: Publi
             f"{stats.rate / 2**20:.1f} MiB/s"
         )
     result.upload = {"method": req.method.value, **stats.__dict__}
-    return stats.snapshot_id
+    return SnapshotChoice(stats.snapshot_id, Method.EBS_DIRECT.value, reused=False)
 
 
 def discard_snapshot(clients: Any, region: str, snapshot_id: str | None) -> str:
@@ -210,21 +262,52 @@ def discard_snapshot(clients: Any, region: str, snapshot_id: str | None) -> str:
     try:
         clients.client("ec2", region).delete_snapshot(SnapshotId=snapshot_id)
     except Exception as exc:
-        return f"could not delete the incomplete snapshot {snapshot_id} ({describe(exc)}): delete it yourself"
+        return (f"could not delete the incomplete snapshot {snapshot_id} ({describe(exc)}): delete it yourself, "
+                "or let the re-run delete it")
     return f"deleted the incomplete snapshot {snapshot_id}"
 
 
-def upload_import(clients: Any, req: PublishRequest, sha: str, result: PublishResult, progress: Progress) -> str:
+def upload_import(
+    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
+) -> SnapshotChoice:
     if not req.bucket:
         raise ImagekitError("--method import-snapshot needs --bucket")
+    sha = digest.sha256
     s3 = clients.client("s3", req.region)
     ec2 = clients.client("ec2", req.region)
     where = imp.S3Location(req.bucket, imp.object_key(req.s3_prefix, sha))
     imp.check_role(clients.client("iam", req.region), req.role_name, progress)
     imp.check_bucket_region(s3, req.bucket, req.region)
+    task = find_import_task(ec2, sha, where.bucket, where.key)
+    if task is not None:
+        progress.info(f"import task {task} of this image, left by an interrupted run, is resumed: nothing is uploaded")
+        result.upload = {"method": req.method.value, "s3": where.url, "import_task": task, "resumed": True,
+                         "parts_sent": 0, "bytes_sent": 0}
+    else:
+        sent = upload_to_s3(s3, req, where, sha, progress)
+        try:
+            task = start_import(ec2, req, sha, where)
+        except imp.ImportFailed:
+            if not req.keep_s3_object:
+                remove_object(s3, where, progress)
+            raise
+        result.upload = {"method": req.method.value, "s3": where.url, "import_task": task, "resumed": False, **sent}
+    snapshot = wait_for_import(ec2, s3, req, task, where, progress)
+    return SnapshotChoice(snapshot, Method.IMPORT_SNAPSHOT.value, reused=False)
+
+
+def upload_to_s3(s3: Any, req: PublishRequest, where: imp.S3Location, sha: str, progress: Progress) -> dict[str, Any]:
     with progress.stage("upload", f"to {where.url}") as stage:
         try:
             obj = imp.upload_object(s3, req.facts.path, where, sha256=sha, progress=progress, backoff=req.backoff)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted while uploading {req.facts.path} to {where.url}",
+                hint="the parts already sent stay in S3 (an unfinished multipart upload); a re-run sends only "
+                "the rest, or drop them with `aws s3api abort-multipart-upload`",
+            ) from None
+        except imp.ImageChanged:
+            raise
         except Exception as exc:
             raise ImagekitError(
                 f"upload to {where.url} failed: {describe(exc)}",
@@ -232,27 +315,51 @@ def upload_import(clients: Any, req: PublishRequest, sha: str, result: PublishRe
                 "the rest, or drop them with `aws s3api abort-multipart-upload`",
             ) from exc
         stage.set_note(f"{obj.parts_sent} parts sent, {obj.parts_reused} already there")
-    sent = {k: v for k, v in obj.__dict__.items() if k != "location"}
-    result.upload = {"method": req.method.value, "s3": where.url, **sent}
-    try:
-        with progress.stage("import", where.url):
-            snapshot = run_import(ec2, req, sha, where, progress)
-    finally:
-        if not req.keep_s3_object:
-            remove_object(s3, where, progress)
-    return snapshot
+    return {k: v for k, v in obj.__dict__.items() if k != "location"}
 
 
-def run_import(ec2: Any, req: PublishRequest, sha: str, where: imp.S3Location, progress: Progress) -> str:
+def start_import(ec2: Any, req: PublishRequest, sha: str, where: imp.S3Location) -> str:
     token = hashlib.sha256(f"{req.register.name}/{sha}/{req.region}/{where.url}".encode()).hexdigest()[:64]
     description, tags = f"imagekit {req.register.name}", tags_for(req, sha)
-    task = imp.start_import(ec2, where, description=description, role_name=req.role_name, client_token=token, tags=tags)
-    if task_finished_badly(ec2, task):  # the token names a failed task of an earlier run: start afresh
-        token = f"{token[:48]}-{int(dt.datetime.now().timestamp())}"
+    try:
         task = imp.start_import(
             ec2, where, description=description, role_name=req.role_name, client_token=token, tags=tags
         )
-    return imp.wait_import(ec2, task, timeout=req.timeout, interval=req.poll_interval, progress=progress)
+        if task_finished_badly(ec2, task):  # the token names a failed task of an earlier run: start afresh
+            token = f"{token[:48]}-{int(dt.datetime.now().timestamp())}"
+            task = imp.start_import(
+                ec2, where, description=description, role_name=req.role_name, client_token=token, tags=tags
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while starting the import of {where.url}; the object is kept",
+            hint="re-run the same command: it finds the import task if one started, or starts it",
+        ) from None
+    return task
+
+
+def wait_for_import(
+    ec2: Any, s3: Any, req: PublishRequest, task: str, where: imp.S3Location, progress: Progress
+) -> str:
+    """Wait for the task; the S3 object is removed once the task has ended, never while it runs."""
+    try:
+        with progress.stage("import", f"{task} from {where.url}"):
+            snapshot = imp.wait_import(ec2, task, timeout=req.timeout, interval=req.poll_interval, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: import task {task} is still running; re-run to resume",
+            hint=f"{where.url} is kept while the task reads it; the re-run waits for {task} instead of "
+            "uploading again, and removes the object when the task ends",
+        ) from None
+    except WaitTimeout:
+        raise  # the task may still finish: the object stays for it (the hint says how to resume)
+    except imp.ImportFailed:
+        if not req.keep_s3_object:
+            remove_object(s3, where, progress)
+        raise
+    if not req.keep_s3_object:
+        remove_object(s3, where, progress)
+    return snapshot
 
 
 def task_finished_badly(ec2: Any, task: str) -> bool:
@@ -293,7 +400,14 @@ def to_record(req: PublishRequest, result: PublishResult) -> dict[str, Any]:
     return {
         "name": result.name,
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "image": {"path": str(facts.path), "size": facts.size, "allocated": facts.allocated, "sha256": result.sha256},
+        "image": {
+            "path": str(facts.path),
+            "size": facts.size,
+            "allocated": facts.allocated,
+            "sha256": result.sha256,
+            "data_blocks": result.data_blocks,
+            "verified": "against the manifest" if facts.sha256 else "digest computed (no manifest sha256)",
+        },
         "manifest": (
             {"path": str(facts.manifest_path), "sha256": facts.manifest_sha256} if facts.manifest_path else None
         ),
@@ -310,5 +424,6 @@ def to_record(req: PublishRequest, result: PublishResult) -> dict[str, Any]:
             for r in result.regions.values()
         },
         "upload": result.upload,
+        "snapshot": result.snapshot,
         "errors": result.errors,
     }

@@ -98,12 +98,27 @@ def copy_one(clients: Any, job: CopyJob, region: str) -> RegionImage:
         image_id = ec2.copy_image(**params)["ImageId"]
         how = "copied"
     else:
+        check_same_bytes(existing, job, region)
         image_id = existing["ImageId"]
     image = image_available(ec2, image_id, timeout=job.timeout, interval=job.interval)
     snaps = snapshot_ids(image) or snapshot_ids(existing or {})
     apply_tags(ec2, [image_id, *snaps], job.tags)
     apply_sharing(ec2, image_id, snaps, job.sharing)
     return RegionImage(region, image_id, snaps, how)
+
+
+def check_same_bytes(existing: dict[str, Any], job: CopyJob, region: str) -> None:
+    """An AMI of the name in `region` is this image's copy only if it is tagged with the same sha256;
+    otherwise tagging it would make its record lie."""
+    want = job.tags.get("imagekit:sha256")
+    have = next((t.get("Value") for t in existing.get("Tags", []) if t.get("Key") == "imagekit:sha256"), None)
+    if want is None or have == want:
+        return
+    raise ImagekitError(
+        f"AMI {existing['ImageId']} in {region} is named {job.name} but was not registered from this image "
+        f"(imagekit:sha256 {have or 'missing'}): not copied, not tagged",
+        hint="publish under a new --name, or deregister that AMI",
+    )
 
 
 def copy_to_regions(

@@ -21,6 +21,12 @@ class WaitTimeout(ImagekitError):
     """A bounded wait ran out of time."""
 
 
+class Interrupted(ImagekitError):
+    """Ctrl-C (SIGINT) during a publish, with what was left behind named; exit 130 like any interrupt."""
+
+    exit_code = 130
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Delays base, 2*base, 4*base ... capped at `cap`, with full jitter; `attempts` tries in all."""

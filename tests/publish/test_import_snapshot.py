@@ -112,3 +112,30 @@ def test_the_bucket_must_be_in_the_import_region(clients: Any) -> None:
 def test_part_size_fits_10000_parts() -> None:
     assert imp.part_size_for(10 * 2**20, 1) == 5 * 2**20
     assert imp.part_size_for(100 * 2**30, 64 * 2**20) * 10000 >= 100 * 2**30
+
+
+def test_a_repeated_client_token_returns_the_same_task_without_wedging_the_server(
+    local_cloud: str, clients: Any, bucket: str, vmimport: None, make_image: Callable[..., SparseImage]
+) -> None:
+    """Issue 13 item 6: the second ImportSnapshot with a token took the server's lock twice and hung."""
+    import boto3
+    from botocore.config import Config
+
+    image = make_image(None)
+    s3, ec2 = clients.client("s3", "us-east-1"), clients.client("ec2", "us-east-1")
+    sha = imp.file_sha256(image.path)
+    where = imp.S3Location(bucket, imp.object_key("imports", sha))
+    imp.upload_object(s3, image.path, where, sha256=sha, part_size=PART)
+    token = uuid.uuid4().hex
+    task = imp.start_import(ec2, where, description="t", role_name="vmimport", client_token=token, tags={})
+    snapshot = imp.wait_import(ec2, task, timeout=30, interval=0.2)  # finished: the path that deadlocked
+    impatient = boto3.client(
+        "ec2", region_name="us-east-1", endpoint_url=local_cloud,
+        config=Config(read_timeout=10, connect_timeout=5, retries={"total_max_attempts": 1}),
+    )
+    for _ in range(2):
+        again = imp.start_import(impatient, where, description="t", role_name="vmimport", client_token=token, tags={})
+        assert again == task
+    described = impatient.describe_import_snapshot_tasks(ImportTaskIds=[task])["ImportSnapshotTasks"]
+    detail = described[0]["SnapshotTaskDetail"]
+    assert (detail["Status"], detail["SnapshotId"]) == ("completed", snapshot)

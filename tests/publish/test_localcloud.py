@@ -108,3 +108,35 @@ def test_disk_formats() -> None:
         with pytest.raises(DiskValidationError, match=reason):
             disk_bytes(data, fmt)
     assert size_gib(1) == 1 and size_gib(2**30 + 1) == 2
+
+
+def test_ebs_direct_checksums_are_checked_as_on_aws(clients: Any) -> None:
+    import base64
+    import hashlib
+
+    ebs, ec2 = clients.client("ebs", "us-east-1"), clients.client("ec2", "us-east-1")
+    snap = ebs.start_snapshot(VolumeSize=1, Description="t")["SnapshotId"]
+    block = b"\1" * 524288
+    right = base64.b64encode(hashlib.sha256(block).digest()).decode()
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    put = {"SnapshotId": snap, "BlockIndex": 0, "BlockData": block, "DataLength": 524288,
+           "ChecksumAlgorithm": "SHA256"}
+    with pytest.raises(ClientError, match=r"ValidationException.*INVALID_CHECKSUM"):
+        ebs.put_snapshot_block(**put, Checksum=wrong)
+    ebs.put_snapshot_block(**put, Checksum=right)
+    with pytest.raises(ClientError, match="ChangedBlocksCount 2 but 1 blocks"):
+        ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=2)
+    assert ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "error"  # final
+
+    other = ebs.start_snapshot(VolumeSize=1, Description="t")["SnapshotId"]
+    ebs.put_snapshot_block(**{**put, "SnapshotId": other}, Checksum=right)
+    with pytest.raises(ClientError, match="aggregated Checksum does not match"):
+        ebs.complete_snapshot(SnapshotId=other, ChangedBlocksCount=1, Checksum=wrong, ChecksumAlgorithm="SHA256",
+                              ChecksumAggregationMethod="LINEAR")
+    good = ebs.start_snapshot(VolumeSize=1, Description="t")["SnapshotId"]
+    ebs.put_snapshot_block(**{**put, "SnapshotId": good}, Checksum=right)
+    linear = base64.b64encode(hashlib.sha256(base64.b64decode(right)).digest()).decode()
+    assert ebs.complete_snapshot(SnapshotId=good, ChangedBlocksCount=1, Checksum=linear, ChecksumAlgorithm="SHA256",
+                                 ChecksumAggregationMethod="LINEAR")["Status"] == "completed"
+    with pytest.raises(ClientError, match="pending snapshots only"):
+        ebs.put_snapshot_block(**{**put, "SnapshotId": good}, Checksum=right)
