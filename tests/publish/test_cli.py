@@ -95,7 +95,7 @@ def test_dry_run_prints_every_call_and_sends_none(make_image: Callable[..., Spar
 
 def imagekit(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imagekit", *map(str, args)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "imagekit", *map(str, args)], capture_output=True, text=True, timeout=300
     )
 
 
