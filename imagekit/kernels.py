@@ -76,6 +76,8 @@ def load_profile(name: str, *, recipe_path: Path, directory: Path = KERNELS_DIR)
         raise RecipeError(path, None, f"cannot read: {exc.strerror}") from None
     except RecursionError:
         raise RecipeError(path, None, "not valid TOML: nested too deeply") from None
+    except ValueError:  # tomllib: an integer past Python's 4300-digit limit for int("...")
+        raise RecipeError(path, None, "not valid TOML: a number too long to read") from None
     try:
         return KernelProfile.model_validate(data)
     except ValidationError as exc:

@@ -816,6 +816,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(path, None, one_line(f"not valid TOML: {exc}")) from None
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
         raise RecipeError(path, None, "not valid TOML: nested too deeply") from None
+    except ValueError:  # tomllib: an integer past Python's 4300-digit limit for int("...")
+        raise RecipeError(path, None, "not valid TOML: a number too long to read") from None
     for reserved in ("path", "sha256"):
         if reserved in data:
             raise RecipeError(path, reserved, "unknown key")
