@@ -202,6 +202,8 @@ def copy_files(tree: Tree, recipe: Recipe) -> None:
         src = f.src if f.src.is_absolute() else recipe.directory / f.src
         if not src.is_file():
             raise RecipeError(recipe.path, f"files.{n}.src", f"no such file: {src}")
+        if not os.access(src, os.R_OK):
+            raise RecipeError(recipe.path, f"files.{n}.src", f"cannot read {src}: permission denied")
         mode = int(f.mode, 8) if f.mode else (src.stat().st_mode & 0o7777)
         try:
             resolved = image_path(tree.path, resolve_in_tree(tree.path, f.dest, follow_final=False))

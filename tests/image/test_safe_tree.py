@@ -8,13 +8,16 @@ host paths they would have reached do not exist afterwards.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.util import SMALL_RECIPE, make_small_tree, run_imagekit
+from tests.util import REPO, SMALL_RECIPE, make_small_tree, run_imagekit
 
 
 def debugfs(image: Path, request: str) -> str:
@@ -100,3 +103,35 @@ def test_dest_through_a_symlink_into_proc_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"error: {recipe}: files.0.dest: /etc/kernel/hostname is /proc/sys/kernel/hostname in the image"), proc.stderr
+
+
+NOBODY = 65534
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to drop to an unprivileged user with setpriv")
+def test_dest_through_image_symlink_rootless(tag: str) -> None:
+    """The same resolution as an ordinary user (fakeroot tree): /var/run/x lands at /run/x in the image."""
+    work = Path(tempfile.mkdtemp(prefix="imagekit-safe-rootless-"))
+    try:
+        work.chmod(0o755)
+        tree = make_small_tree(work / "tree")
+        (tree / "var").mkdir()
+        (tree / "var/run").symlink_to("/run")
+        (work / "payload").write_text("rootless, inside the image\n")
+        recipe = recipe_for(work, tree, files_entry(f"/var/run/{tag}", src=str(work / "payload")))
+        for p in [work, *work.rglob("*")]:
+            os.lchown(p, NOBODY, NOBODY)
+        env = {"PATH": os.environ["PATH"], "HOME": str(work), "IMAGEKIT_CACHE_DIR": str(work / "cache"),
+               "PYTHONPATH": str(REPO), "IMAGEKIT_ACCEL": "tcg"}
+        proc = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                               str(REPO / ".venv/bin/python"), "-m", "imagekit", "build", str(recipe),
+                               "-o", str(work / "out.img"), "--no-lint"],
+                              capture_output=True, text=True, env=env, cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        assert not Path(f"/run/{tag}").exists()
+        assert debugfs(work / "out.img", f"cat /run/{tag}") == "rootless, inside the image\n"
+        assert "User:     0   Group:     0" in debugfs(work / "out.img", f"stat /run/{tag}")
+    finally:
+        shutil.rmtree(work)
