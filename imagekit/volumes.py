@@ -29,7 +29,7 @@ from imagekit.manifest import sha256_file
 from imagekit.recipe import DataVolume, Filesystem, Recipe
 from imagekit.rootfs import Tree
 from imagekit.run import output
-from imagekit.tree_paths import make_directory_in_tree, read_in_tree, resolve_in_tree, write_in_tree
+from imagekit.tree_paths import TreePathError, make_directory_in_tree, read_in_tree, resolve_in_tree, write_in_tree
 
 DROPIN = "imagekit-volumes.conf"
 VOLUME_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/data-volumes")
@@ -85,6 +85,8 @@ def split_mounts(recipe: Recipe, tree: Tree, workdir: Path) -> dict[str, Tree]:
     trees = {}
     for n, point in enumerate(sorted((p for p in points if p), key=lambda p: (-p.count("/"), p))):
         src = resolve_in_tree(tree.path, point)  # what the mount covers at boot (symlinks followed in the image)
+        if src == tree.path:
+            raise TreePathError(point, "is a symlink to the image's root directory: it cannot be a mount point")
         dest = workdir / f"mount-{n}"
         if src.is_dir() and not src.is_symlink():
             mode = src.stat().st_mode & 0o7777
