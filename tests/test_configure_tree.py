@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from imagekit.bootloader.menulst import Entry, render_menu_lst
 from imagekit.configure import install_kernel, make_esp_mountpoint, split_boot, write_fstab, write_identity
-from imagekit.errors import UsageError
+from imagekit.errors import ImagekitError, UsageError
 from imagekit.kernels import load_profile
 from imagekit.recipe import load_recipe
 from imagekit.rootfs import Tree
@@ -112,3 +113,12 @@ def test_mount_point_through_a_link_to_root_is_refused(tmp_path: Path, host: Pat
     with pytest.raises(UsageError, match="symlink to the image's root directory"):
         split_mounts(recipe, Tree(root), tmp_path)
     assert (root / "var/lib/postgresql").is_symlink()
+
+
+@pytest.mark.parametrize("entry", [Entry("a\nkernel /evil", kernel="/boot/vmlinuz-1"),
+                                   Entry("a", kernel="/boot/vmlinuz-1", kernel_args="ro\ninitrd /evil"),
+                                   Entry("", kernel="/boot/vmlinuz-1\r")])
+def test_menu_lst_never_renders_a_line_break(entry: Entry) -> None:
+    """The loader refuses such values; the renderer refuses them too (kernel versions come from the rootfs)."""
+    with pytest.raises(ImagekitError, match="holds a line break"):
+        render_menu_lst([entry], root_device="(hd0)")
