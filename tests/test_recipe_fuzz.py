@@ -10,9 +10,11 @@ grub.cfg and fstab with no line injected. A few rejected recipes also go through
 
 from __future__ import annotations
 
+import atexit
 import copy
 import math
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -249,7 +251,8 @@ def with_issue_cases(test: Any) -> Any:
     return test
 
 
-WORKDIR = Path(tempfile.mkdtemp(prefix="imagekit-fuzz-"))
+WORKDIR = Path(tempfile.mkdtemp(prefix="imagekit-fuzz-"))  # module-wide: hypothesis reruns the test body
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 (WORKDIR / "files").mkdir()
 (WORKDIR / "files/interfaces-eth0").write_text("auto eth0\n")
 
