@@ -21,7 +21,6 @@ from imagekit import __version__
 from imagekit.configure import (
     FsIds,
     KernelInfo,
-    _write,
     boot_config,
     check_entry_files,
     copy_files,
@@ -32,6 +31,7 @@ from imagekit.configure import (
     make_esp_mountpoint,
     split_boot,
     write_boot_config,
+    write_fstab,
     write_identity,
 )
 from imagekit.errors import ImagekitError, RecipeError, UsageError
@@ -254,7 +254,7 @@ def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
     ids = assign_ids(recipe, epoch)
     path, menu = boot_config(recipe, profile, kernel, ids)
     write_boot_config(tree, path, menu)
-    _write(tree.path / "etc/fstab", fstab_text(recipe, ids))
+    write_fstab(tree, fstab_text(recipe, ids))
     make_esp_mountpoint(tree, recipe)
     configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
     write_identity(tree, recipe)

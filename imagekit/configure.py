@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,20 @@ from imagekit.bootloader.grub2 import render_grub_cfg
 from imagekit.bootloader.menulst import Entry, render_menu_lst
 from imagekit.errors import RecipeError, UsageError
 from imagekit.kernels import KernelProfile, host_files, kernel_version
-from imagekit.recipe import Layout, Recipe, Virtualization
+from imagekit.recipe import VIRTUAL_DIRS, Layout, Recipe, Virtualization
 from imagekit.rootfs import Tree
+from imagekit.tree_paths import (
+    TreePathError,
+    copy_into_tree,
+    image_path,
+    is_file_in_tree,
+    make_directory_in_tree,
+    read_in_tree,
+    resolve_in_tree,
+    write_in_tree,
+)
+
+KERNEL_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -42,36 +53,38 @@ class FsIds:
         return self.boot_uuid or self.root_uuid
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace path with new content (a new inode: a hard-linked cache copy is never changed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.imagekit")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def write_file(tree: Tree, path: str, text: str, mode: int = 0o644) -> None:
+    """Replace the image's `path` with new content (a new inode, resolved inside the tree: tree_paths)."""
+    write_in_tree(tree.path, path, text.encode(), mode)
+
+
+def write_fstab(tree: Tree, text: str) -> None:
+    write_file(tree, "/etc/fstab", text)
 
 
 def install_kernel(tree: Tree, profile: KernelProfile) -> KernelInfo:
     """Put the profile's kernel (and initrd) in /boot; return what is there."""
-    boot = tree.path / "boot"
-    boot.mkdir(exist_ok=True)
+    boot = make_directory_in_tree(tree.path, "/boot")
     if profile.files is not None:
         kernel, initrd = host_files(profile)
         for src in (kernel, initrd):
             if src is not None:
-                _copy(src, boot / src.name, 0o644)
+                copy_into_tree(tree.path, f"/boot/{src.name}", src, 0o644)
     kernels = sorted(p.name for p in boot.glob("vmlinu[xz]-*"))
     if not kernels:
         raise UsageError(f"kernel profile {profile.name}: no kernel in the rootfs's /boot after install",
                          hint="does the profile's package install a kernel for this architecture?")
     name = kernels[-1]
     version = kernel_version(name)
+    if not KERNEL_VERSION_RE.fullmatch(version):  # it lands in menu.lst, grub.cfg and the boot titles
+        raise UsageError(f"kernel profile {profile.name}: /boot/{name!r} is not a kernel file name like "
+                         "vmlinuz-6.1.0-28-cloud-amd64")
     initrd_name = None
     if profile.initrd != "none":
         candidates = [f"initrd.img-{version}", f"initramfs-{version}.img", f"initrd-{version}"]
         if profile.files and profile.files.initrd:
             candidates.insert(0, Path(profile.files.initrd.replace("{version}", version)).name)
-        initrd_name = next((c for c in candidates if (boot / c).is_file()), None)
+        initrd_name = next((c for c in candidates if is_file_in_tree(tree.path, f"/boot/{c}")), None)
         if initrd_name is None:
             raise UsageError(f"kernel profile {profile.name}: no initrd for {version} in /boot "
                              f"(initrd = {profile.initrd!r})", hint="set initrd = \"none\" for a static kernel")
@@ -139,7 +152,7 @@ def boot_config(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids:
 def check_entry_files(recipe: Recipe, tree: Tree) -> None:
     for n, e in enumerate(recipe.boot.entries):
         for key, value in (("kernel", e.kernel), ("initrd", e.initrd)):
-            if value and not (tree.path / "boot" / value).is_file():
+            if value and not is_file_in_tree(tree.path, f"/boot/{value}"):
                 raise RecipeError(recipe.path, f"boot.entries.{n}.{key}", f"no file /boot/{value} in the rootfs")
 
 
@@ -173,47 +186,43 @@ def fstab_text(recipe: Recipe, ids: FsIds) -> str:
 def make_esp_mountpoint(tree: Tree, recipe: Recipe) -> None:
     """/boot/efi, where fstab mounts the ESP (on the /boot filesystem once split_boot moves /boot)."""
     if recipe.esp is not None:
-        path = tree.path / ESP_MOUNTPOINT.lstrip("/")
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o755)
+        os.chmod(make_directory_in_tree(tree.path, ESP_MOUNTPOINT), 0o755)
 
 
 def write_identity(tree: Tree, recipe: Recipe) -> None:
-    _write(tree.path / "etc/hostname", recipe.hostname + "\n")
-    _write(tree.path / "etc/hosts",
+    write_file(tree, "/etc/hostname", recipe.hostname + "\n")
+    write_file(tree, "/etc/hosts",
            f"127.0.0.1\tlocalhost\n127.0.1.1\t{recipe.hostname}\n"
            "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
 
 
 def copy_files(tree: Tree, recipe: Recipe) -> None:
     for n, f in enumerate(recipe.files):
+        key = f"files.{n}.dest"
         src = f.src if f.src.is_absolute() else recipe.directory / f.src
         if not src.is_file():
             raise RecipeError(recipe.path, f"files.{n}.src", f"no such file: {src}")
-        dest = tree.path / f.dest.lstrip("/")
-        if dest.is_dir():
-            raise RecipeError(recipe.path, f"files.{n}.dest", f"{f.dest} is a directory in the image")
+        if not os.access(src, os.R_OK):
+            raise RecipeError(recipe.path, f"files.{n}.src", f"cannot read {src}: permission denied")
         mode = int(f.mode, 8) if f.mode else (src.stat().st_mode & 0o7777)
-        _copy(src, dest, mode)
-
-
-def _copy(src: Path, dest: Path, mode: int) -> None:
-    """Copy src to dest as a new inode (never through a hard link into a cached tree)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.imagekit")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, mode)
-    os.replace(tmp, dest)
+        try:
+            resolved = image_path(tree.path, resolve_in_tree(tree.path, f.dest, follow_final=False))
+            if resolved.split("/")[1] in VIRTUAL_DIRS:  # through a symlink: the loader refuses the plain path
+                raise RecipeError(recipe.path, key, f"{f.dest} is {resolved} in the image, where the kernel "
+                                  "mounts a virtual filesystem at boot (nothing written there is seen)")
+            copy_into_tree(tree.path, f.dest, src, mode)
+        except TreePathError as exc:
+            raise RecipeError(recipe.path, key, f"{f.dest}: {exc.reason}") from None
 
 
 def write_menu_lst(tree: Tree, text: str) -> str:
     """menu.lst where PV-GRUB looks: /boot/grub/menu.lst of the tree (see split_boot for /boot partitions)."""
-    _write(tree.path / "boot/grub/menu.lst", text)
+    write_file(tree, "/boot/grub/menu.lst", text)
     return "/boot/grub/menu.lst"
 
 
 def write_boot_config(tree: Tree, path: str, text: str) -> None:
-    _write(tree.path / path.lstrip("/"), text)
+    write_file(tree, path, text)
 
 
 def split_boot(tree: Tree, workdir: Path, *, nest_grub: bool = True) -> Tree:
@@ -224,12 +233,12 @@ def split_boot(tree: Tree, workdir: Path, *, nest_grub: bool = True) -> Tree:
     is told where grub.cfg is (grub/grub.cfg on the boot filesystem, /boot/grub/grub.cfg when running).
     """
     boot_tree = workdir / "boot"
-    os.replace(tree.path / "boot", boot_tree)
-    (tree.path / "boot").mkdir()
+    boot = make_directory_in_tree(tree.path, "/boot")  # a /boot symlink is followed inside the tree
+    os.replace(boot, boot_tree)
+    boot.mkdir()
     if nest_grub:
-        grub = boot_tree / "grub"
-        (boot_tree / "boot").mkdir()
-        os.replace(grub, boot_tree / "boot" / "grub")
+        grub = make_directory_in_tree(boot_tree, "/grub")
+        os.replace(grub, make_directory_in_tree(boot_tree, "/boot") / "grub")
     return Tree(boot_tree, tree.fakeroot_state)
 
 
@@ -253,11 +262,11 @@ _PKG_RE = re.compile(r"^Package: (.+)$|^Version: (.+)$|^Status: (.+)$", re.M)
 
 def installed_packages(tree: Tree) -> list[dict[str, str]]:
     """The dpkg database of the tree: [{"name", "version"}] of installed packages."""
-    status = tree.path / "var/lib/dpkg/status"
-    if not status.is_file():
+    status = read_in_tree(tree.path, "/var/lib/dpkg/status")
+    if status is None:
         return []
     out = []
-    for para in status.read_text(errors="replace").split("\n\n"):
+    for para in status.split("\n\n"):
         fields = dict(re.findall(r"^(Package|Version|Status): (.+)$", para, re.M))
         if fields.get("Status", "").endswith(" installed") and "Package" in fields:
             out.append({"name": fields["Package"], "version": fields.get("Version", "")})

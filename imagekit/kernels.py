@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import ValidationError, model_validator
 
 from imagekit.errors import RecipeError, UsageError
-from imagekit.recipe import Arch, Virtualization, _describe, _Model
+from imagekit.recipe import PROFILE_RE, Arch, PackageName, Virtualization, _describe, _Model, one_line
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -34,7 +34,7 @@ class KernelProfile(_Model):
     name: str
     description: str = ""
     arch: Arch = Arch.X86_64
-    packages: tuple[str, ...] = ()  # installed by a bootstrap
+    packages: tuple[PackageName, ...] = ()  # installed by a bootstrap
     files: KernelFiles | None = None  # copied from the build host
     initrd: Literal["initramfs-tools", "dracut", "file", "none"] = "initramfs-tools"
     cmdline: str = "ro"  # PV (PV-GRUB): the console is hvc0
@@ -61,19 +61,28 @@ def profile_path(name: str, directory: Path = KERNELS_DIR) -> Path:
 
 def load_profile(name: str, *, recipe_path: Path, directory: Path = KERNELS_DIR) -> KernelProfile:
     """The profile `name` from kernels/; errors name the recipe key or the profile file."""
-    path = profile_path(name, directory)
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or not path.is_file():
+    # a name, bounded, before it becomes a path (a 251-character name would be ENAMETOOLONG)
+    if not PROFILE_RE.fullmatch(name) or not profile_path(name, directory).is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
-        raise RecipeError(recipe_path, "kernel.profile", f"no kernel profile {name!r} in {directory} (known: {known})")
+        shown = name if len(name) <= 64 else name[:60] + "..."
+        raise RecipeError(recipe_path, "kernel.profile",
+                          one_line(f"no kernel profile {shown!r} in {directory} (known: {known})"))
+    path = profile_path(name, directory)
     try:
         data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(path, None, f"not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(path, None, one_line(f"not valid TOML: {exc}")) from None
+    except OSError as exc:
+        raise RecipeError(path, None, f"cannot read: {exc.strerror}") from None
+    except RecursionError:
+        raise RecipeError(path, None, "not valid TOML: nested too deeply") from None
+    except ValueError:  # tomllib: an integer past Python's 4300-digit limit for int("...")
+        raise RecipeError(path, None, "not valid TOML: a number too long to read") from None
     try:
         return KernelProfile.model_validate(data)
     except ValidationError as exc:
         key, message = _describe(exc.errors()[0])
-        raise RecipeError(path, key, message) from None
+        raise RecipeError(path, one_line(key), one_line(message)) from None
 
 
 def kernel_version(name: str) -> str:

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from imagekit.errors import RecipeError, UsageError
 
@@ -90,22 +102,139 @@ GiB = 1024 * MiB
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
 
 
+# The largest size imagekit takes: EBS's largest volume (io2 Block Express, 64 TiB). Anything past it is a typo
+# (and `int(float("1" + 309 zeros))` would be an OverflowError, not a message).
+MAX_SIZE = 64 * 1024 * GiB
+
+
 def parse_size(value: object) -> int:
-    """'4G', '512M', '1.5G', 4294967296 -> bytes (binary units)."""
+    """'4G', '512M', '1.5G', 4294967296 -> bytes (binary units), at most MAX_SIZE."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size like 4G or 512M")
     if isinstance(value, int):
         if value <= 0:
-            raise ValueError(f"{value} is not a positive size")
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(value), re.IGNORECASE)
+            raise ValueError(f"{_short(value)} is not a positive size")
+        return _bounded(value, value)
+    text = str(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE) if len(text) <= 1000 else None
     if not m:
-        raise ValueError(f"{value!r} is not a size like 4G or 512M")
-    size = int(float(m[1]) * _UNITS[m[2].upper()])
+        raise ValueError(f"{_short(value)} is not a size like 4G or 512M")
+    size = int(Decimal(m[1]) * _UNITS[m[2].upper()])  # Decimal: exact, and never inf
     if size <= 0:
         raise ValueError(f"{value!r} is not a positive size")
+    return _bounded(size, value)
+
+
+def _bounded(size: int, value: object) -> int:
+    if size > MAX_SIZE:
+        raise ValueError(f"{_short(value)} is larger than 64T (EBS's largest volume)")
     return size
 
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: a message stays one short line whatever the input."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"a {len(str(abs(value))) if value.bit_length() < 10000 else 'many'}-digit number"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + "...'" if text[0] == "'" else text[:limit] + "..."
+
+
+# --- strings that land in argv, menu.lst, grub.cfg, fstab or a path of the image ------------------------
+
+# Where the kernel mounts virtual filesystems at boot (devtmpfs, proc, sysfs): a file a recipe put there
+# would never be seen, and these are the host paths where a stray write does the most harm. /run is left
+# alone: it is an ordinary directory in the staged tree (the image's /var/run -> /run lands there, as in a
+# chroot), hidden by a tmpfs only while the system runs, like any Debian image's /run.
+VIRTUAL_DIRS = ("dev", "proc", "sys")
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 4095
+
+
+def check_text(value: str, what: str, limit: int) -> None:
+    """One line of printable text: no newline, tab or other control character (they would inject lines)."""
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds the control character {bad!r}: give one line of printable text")
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} characters long (at most {limit})")
+
+
+def check_image_path(path: str) -> None:
+    """An absolute path in the image without `..`, `.`, empty components or kernel filesystems."""
+    check_text(path, f"{_short(path)}", PATH_MAX)
+    if not path.startswith("/"):
+        raise ValueError(f"{_short(path)} must be an absolute path in the image")
+    parts = path.split("/")[1:]
+    if parts == [""]:
+        raise ValueError("'/' is the image's root directory, not a file")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValueError(f"{_short(path)}: {part or 'an empty'!r} component: give a plain path like /etc/motd"
+                             .replace("'an empty'", "an empty"))
+        if len(part.encode()) > NAME_MAX:
+            raise ValueError(f"{_short(path)}: a component is longer than {NAME_MAX} bytes")
+    if parts[0] in VIRTUAL_DIRS:
+        raise ValueError(f"{_short(path)} is under /{parts[0]}, where the kernel mounts a virtual filesystem at "
+                         "boot (nothing written there is seen)")
+
+
+def check_host_path(path: Path) -> None:
+    """A host path a recipe names (a file to copy, a tarball, a directory): no NUL, not over Linux's limits."""
+    text = str(path)
+    check_text(text, _short(text), PATH_MAX)
+    if any(len(part.encode()) > NAME_MAX for part in text.split("/")):
+        raise ValueError(f"{_short(text)}: a component is longer than {NAME_MAX} bytes")
+
+
+# What GRUB 2's grub.cfg (a small shell language) would read as syntax on a `linux` line: `;` or `&` ends
+# the command, `{}` a block, `$` expands, `#` a comment, quotes and `\` change words. The kernel command
+# line needs none of them (Linux takes "..." for a value with spaces: an even number of `"` is allowed).
+_GRUB_SPECIAL = set(";&|<>{}$`'\\#")
+
+
+def check_kernel_args(value: str, what: str) -> None:
+    """Kernel command line words: printable ASCII, nothing menu.lst or grub.cfg would read as syntax."""
+    check_text(value, what, 2048)
+    bad = next((c for c in value if not c.isascii() or c in _GRUB_SPECIAL), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds {bad!r}, which GRUB would read as syntax (or is not ASCII)")
+    if value.count('"') % 2:
+        raise ValueError(f"{what} has an unbalanced '\"'")
+
+
+TITLE_FIELDS = ("name", "kernel_version")
+
+
+def check_title(value: str) -> None:
+    """A boot entry title: one printable line; {name} and {kernel_version} are the only fields."""
+    check_text(value, "title", 200)
+    try:
+        fields = [(f, conv, spec) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"title {_short(value)}: {exc} (write {{{{ and }}}} for a brace)") from None
+    for field, conv, spec in fields:
+        if field not in TITLE_FIELDS or conv or spec:
+            shown = field + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "")
+            raise ValueError(f"title {_short(value)}: {{{shown}}} is not a field: use {{name}} or "
+                             "{kernel_version} ({{ and }} for a brace)")
+
+
+# A Debian package name (Policy 5.6.1), optionally with apt's :arch and =version or /release, as mmdebstrap
+# passes --include to apt. Never a leading '-' (an option) or '/' and './' (mmdebstrap reads a .deb path).
+PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,127}")
+PACKAGE_APT_RE = re.compile(PACKAGE_RE.pattern + r"(:[a-z0-9-]{1,32})?(=[A-Za-z0-9.+~:-]{1,128}|/[a-z0-9.-]{1,64})?")
+
+
+def check_package(name: str) -> str:
+    if not PACKAGE_APT_RE.fullmatch(name):
+        raise ValueError(f"{_short(name)} is not a Debian package name (optionally with :arch and =version "
+                         "or /release)")
+    return name
+
+
+PackageName = Annotated[str, AfterValidator(check_package)]
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -117,16 +246,18 @@ def parse_free(value: object) -> int | float:
         try:
             pct = float(number)
         except ValueError:
-            raise ValueError(f"{value!r} is not a size like 512M or a percentage like 20%") from None
+            raise ValueError(f"{_short(value)} is not a size like 512M or a percentage like 20%") from None
         if not 0 <= pct <= 1000:
-            raise ValueError(f"{value!r}: a percentage from 0% to 1000%")
+            raise ValueError(f"{_short(value)}: a percentage from 0% to 1000%")
         return pct / 100
     if value in (0, "0"):
         return 0
     try:
         return parse_size(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a size like 512M or a percentage like 20%") from None
+    except ValueError as exc:
+        if "larger than" in str(exc):
+            raise
+        raise ValueError(f"{_short(value)} is not a size like 512M or a percentage like 20%") from None
 
 
 def parse_image_size(value: object) -> int | str:
@@ -135,6 +266,27 @@ def parse_image_size(value: object) -> int | str:
 
 ImageSize = Annotated[int | Literal["auto"], BeforeValidator(parse_image_size)]
 Free = Annotated[int | float, BeforeValidator(parse_free)]
+
+
+SUITE_RE = re.compile(r"[a-z][a-z0-9.-]{0,63}")
+COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+# mmdebstrap takes a MIRROR with "://" as a URI (else a file to paste, or a sources.list line); apt's methods.
+MIRROR_RE = re.compile(r"(https?|file|copy|tor\+https?|mirror(\+(https?|file|copy))?)://[!-~]+")
+DEBOOTSTRAP_MIRROR_RE = re.compile(r"(https?|ftp|file)://[!-~]+")
+MMDEBSTRAP_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important",
+                       "debootstrap", "-", "standard")
+DEBOOTSTRAP_VARIANTS = ("minbase", "buildd", "fakechroot")
+PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+BOOT_FILE_RE = re.compile(r"[A-Za-z0-9._+~-]{1,255}")
+
+
+def _host_path(value: object) -> object:
+    if isinstance(value, str):
+        check_host_path(Path(value))
+    return value
+
+
+HostPath = Annotated[Path, BeforeValidator(_host_path)]
 
 
 class _Model(BaseModel):
@@ -148,10 +300,63 @@ class Bootstrap(_Model):
     variant: str = "minbase"
     mirror: str = "http://deb.debian.org/debian"
     components: tuple[str, ...] = ("main",)
-    packages: tuple[str, ...] = ()
+    packages: tuple[PackageName, ...] = ()
     # A snapshot.debian.org timestamp (e.g. "20260101T000000Z"): pins the package set; the mirror
     # becomes the snapshot archive unless `mirror` names one explicitly.
     snapshot: str | None = Field(default=None, pattern=r"^\d{8}T\d{6}Z$")
+
+    # These reach mmdebstrap's (or debootstrap's) argv, apt's sources.list and the cache's file names:
+    # each is checked as what it is, so none can be an option (`--customize-hook=...`), a second
+    # sources.list line or a path. The argv also ends the options with `--` (mmdebstrap; see rootfs.py).
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, value: str) -> str:
+        if not SUITE_RE.fullmatch(value):
+            raise ValueError(f"{_short(value)} is not a Debian suite or codename like bookworm or stable-updates")
+        return value
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: str) -> str:
+        if len(value) > 1024 or not MIRROR_RE.fullmatch(value):
+            raise ValueError(f"{_short(value)} is not a mirror URL (http://, https://, file://, copy://, "
+                             "mirror+http://, tor+http://...)")
+        return value
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not 0 < len(value) <= 16:
+            raise ValueError("give 1-16 archive components, e.g. [\"main\"]")
+        for name in value:
+            if not COMPONENT_RE.fullmatch(name):
+                raise ValueError(f"{_short(name)} is not an archive component like main or non-free-firmware")
+        return value
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.strptime(value, "%Y%m%dT%H%M%SZ")
+            except ValueError:
+                raise ValueError(f"{value!r} is not a date and time (YYYYMMDDTHHMMSSZ)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tool(self) -> Bootstrap:
+        variants = MMDEBSTRAP_VARIANTS if self.tool == "mmdebstrap" else DEBOOTSTRAP_VARIANTS
+        if self.variant not in variants:
+            raise ValueError(f"variant {_short(self.variant)} is not one of {', '.join(variants)} ({self.tool})")
+        if self.tool == "debootstrap":
+            plain = next((p for p in self.packages if not PACKAGE_RE.fullmatch(p)), None)
+            if plain is not None:
+                raise ValueError(f"packages {plain!r}: debootstrap takes plain package names (no :arch, "
+                                 "=version or /release; mmdebstrap does)")
+            if not DEBOOTSTRAP_MIRROR_RE.fullmatch(self.mirror):
+                raise ValueError(f"mirror {_short(self.mirror)}: debootstrap reads http://, https://, ftp:// "
+                                 "or file:// mirrors")
+        return self
 
     @property
     def source_url(self) -> str:
@@ -162,12 +367,12 @@ class Bootstrap(_Model):
 
 class Tarball(_Model):
     source: Literal["tarball"]
-    path: Path
+    path: HostPath
 
 
 class Directory(_Model):
     source: Literal["directory"]
-    path: Path
+    path: HostPath
 
 
 RootfsSource = Annotated[Bootstrap | Tarball | Directory, Field(discriminator="source")]
@@ -178,6 +383,13 @@ class Filesystem(_Model):
     label: str
     size: Size | None = None  # /boot only; root takes the rest of the disk
     features: str | None = None  # mke2fs -O / mkfs.btrfs -O, as the tool spells it
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\^?[a-z0-9_]{1,32}(,\^?[a-z0-9_]{1,32}){0,63}", value):
+            raise ValueError(f"{_short(value)} is not a feature list like ^has_journal,extent")
+        return value
 
     @model_validator(mode="after")
     def _label_fits(self) -> Filesystem:
@@ -217,6 +429,30 @@ class Kernel(_Model):
     cmdline: str = ""  # appended to the profile's command line
     root: Literal["label", "uuid"] | str = "label"  # how root= names the root fs; or a device, e.g. /dev/xvda1
 
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        if not PROFILE_RE.fullmatch(value):
+            raise ValueError(f"{_short(value)} is not a kernel profile name (kernels/NAME.toml: 1-64 letters, "
+                             "digits, '.', '_' and '-')")
+        return value
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline(cls, value: str) -> str:
+        check_kernel_args(value, "cmdline")
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        # root= on the kernel line and the first field of fstab: a device path, nothing to split a line on
+        if value in ("label", "uuid"):
+            return value
+        if not re.fullmatch(r"/dev/[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}", value) or "/.." in value:
+            raise ValueError(f"{_short(value)} is not \"label\", \"uuid\" or a device like /dev/xvda1")
+        return value
+
 
 class BootEntry(_Model):
     title: str
@@ -224,11 +460,30 @@ class BootEntry(_Model):
     initrd: str | None = None  # file name in /boot; default: the profile's initrd
     args: str = ""  # appended to the kernel command line of this entry
 
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        check_title(value)
+        return value
+
+    @field_validator("kernel", "initrd")
+    @classmethod
+    def _file_name(cls, value: str | None) -> str | None:
+        if value is not None and (not BOOT_FILE_RE.fullmatch(value) or value in (".", "..")):
+            raise ValueError(f"{_short(value)}: give a file name in /boot (letters, digits, '.', '_', '+', '~', '-')")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: str) -> str:
+        check_kernel_args(value, "args")
+        return value
+
 
 class Boot(_Model):
     default: int = 0
     fallback: int | None = None
-    timeout: int = Field(default=1, ge=0)
+    timeout: int = Field(default=1, ge=0, le=3600)  # seconds
     entries: tuple[BootEntry, ...] = (BootEntry(title="{name} ({kernel_version})"),)
 
     @model_validator(mode="after")
@@ -250,13 +505,24 @@ class FileCopy(_Model):
     dest: str  # absolute path in the image
     mode: str | None = None  # octal, e.g. "0644"
 
-    @model_validator(mode="after")
-    def _check(self) -> FileCopy:
-        if not self.dest.startswith("/"):
-            raise ValueError(f"dest {self.dest!r} must be an absolute path in the image")
-        if self.mode is not None and not re.fullmatch(r"0?[0-7]{3,4}", self.mode):
-            raise ValueError(f"mode {self.mode!r} is not an octal mode like 0644")
-        return self
+    @field_validator("src")
+    @classmethod
+    def _src(cls, value: Path) -> Path:
+        check_host_path(value)
+        return value
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, value: str) -> str:
+        check_image_path(value)
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"0?[0-7]{3,4}", value):
+            raise ValueError(f"{_short(value)} is not an octal mode like 0644")
+        return value
 
 
 def _check_mountpoint(path: str) -> None:
@@ -356,7 +622,7 @@ class Recipe(_Model):
     free: Free = 0.0  # headroom for size = "auto": bytes, or a fraction of the tree (from "20%")
     layout: Layout
     hostname: str = "localhost"
-    packages: tuple[str, ...] = ()  # extra packages for a bootstrap
+    packages: tuple[PackageName, ...] = ()  # extra packages for a bootstrap
     rootfs: RootfsSource
     filesystems: Filesystems = Filesystems()
     kernel: Kernel
@@ -365,7 +631,7 @@ class Recipe(_Model):
     volumes: tuple[DataVolume, ...] = ()  # persistent EBS data volumes (imagekit/volumes.py)
     lvm: Lvm | None = None  # /boot partition + LVM on the rest (imagekit/image/lvm.py)
     reproducible: bool = False  # same inputs, same bytes (needs epoch, rootfs.snapshot or SOURCE_DATE_EPOCH)
-    epoch: int | None = Field(default=None, ge=0)
+    epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)  # what ext2's 32-bit times hold (2038-01-19)
     # Where the recipe came from (set by load_recipe, not by the TOML).
     path: Path = Path("recipe.toml")
     sha256: str = ""
@@ -375,7 +641,14 @@ class Recipe(_Model):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.name):
             raise ValueError(f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", self.hostname):
-            raise ValueError(f"hostname {self.hostname!r} is not a valid host name")
+            raise ValueError(f"hostname {_short(self.hostname)} is not a host name (RFC 1123: 1-63 of a-z 0-9 -, "
+                             "no '-' at either end)")
+        src = self.rootfs
+        if isinstance(src, Bootstrap) and src.tool == "debootstrap":
+            plain = next((p for p in self.packages if not PACKAGE_RE.fullmatch(p)), None)
+            if plain is not None:
+                raise ValueError(f"packages {plain!r}: debootstrap takes plain package names (no :arch, "
+                                 "=version or /release; mmdebstrap does)")
         return self
 
     @property
@@ -404,9 +677,20 @@ class Recipe(_Model):
         return changed
 
 
+def _key_part(part: object) -> str:
+    """A key as the recipe spells it, escaped when it is not a plain word (a TOML key can hold anything)."""
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text) else _short(text)
+
+
+def one_line(text: str) -> str:
+    """The message with any control character escaped: an error is one line whatever the recipe held."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     """(key, message) for one pydantic error, in imagekit's words."""
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))]
+    loc = [_key_part(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))]
     # drop discriminator tags pydantic inserts, e.g. ('rootfs', 'bootstrap', 'suite')
     if len(loc) >= 2 and loc[0] == "rootfs" and loc[1] in ("bootstrap", "tarball", "directory"):
         loc = [loc[0], *loc[2:]]
@@ -416,24 +700,25 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
         return key, "unknown key"
     if kind == "missing":
         return key, "required key is missing"
-    if kind == "enum":
-        return key, f"{value!r} is not one of {ctx.get('expected', '').replace(' or ', ', ').replace(chr(39), '')}"
-    if kind == "literal_error":
-        return key, f"{value!r} is not one of {ctx.get('expected', '').replace(' or ', ', ').replace(chr(39), '')}"
+    if kind in ("enum", "literal_error"):
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ").replace(chr(39), "")
+        return key, f"{_short(value)} is not one of {expected}"
     if kind == "union_tag_invalid":
-        return key + ".source", f"{ctx.get('tag')!r} is not one of bootstrap, tarball, directory"
+        return key + ".source", f"{_short(ctx.get('tag'))} is not one of bootstrap, tarball, directory"
     if kind == "union_tag_not_found":
         return key + ".source", "required key is missing (bootstrap, tarball or directory)"
     if kind == "value_error":
         return key, str(ctx.get("error", err["msg"]))
-    return key, f"{err['msg'].lower()} (got {value!r})"
+    return key, f"{err['msg'].lower()} (got {_short(value)})"
 
 
 def _locate_model_error(key: str, message: str) -> tuple[str, str]:
     """Model-level checks report on their model; point at the field they name when they name one."""
     first = message.split(" ", 1)[0]
+    if key.rsplit(".", 1)[-1] == first:  # a field's own validator: the key names it already
+        return key, message
     if first in {"name", "hostname", "label", "default", "fallback", "dest", "mode", "size",
-                 "mountpoint", "device", "services", "type", "vg", "volumes"}:
+                 "mountpoint", "device", "services", "type", "vg", "volumes", "variant", "packages", "mirror"}:
         key = f"{key}.{first}" if key != "(top level)" else first
     return key, message
 
@@ -445,7 +730,9 @@ def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
         key, message = _describe(exc.errors()[0])
         if exc.errors()[0]["type"] == "value_error":
             key, message = _locate_model_error(key, message)
-        raise RecipeError(path, key, message) from None
+        raise RecipeError(path, one_line(key), one_line(message)) from None
+    except RecursionError:
+        raise RecipeError(path, None, "nested too deeply to validate") from None
     if recipe.arch == Arch.I386:
         raise RecipeError(path, "arch", "i386 is recognised but not supported yet (x86_64 only)")
     return recipe
@@ -526,7 +813,11 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(path, None, f"not valid TOML: {exc}") from None
+        raise RecipeError(path, None, one_line(f"not valid TOML: {exc}")) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise RecipeError(path, None, "not valid TOML: nested too deeply") from None
+    except ValueError:  # tomllib: an integer past Python's 4300-digit limit for int("...")
+        raise RecipeError(path, None, "not valid TOML: a number too long to read") from None
     for reserved in ("path", "sha256"):
         if reserved in data:
             raise RecipeError(path, reserved, "unknown key")

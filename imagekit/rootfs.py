@@ -79,7 +79,9 @@ def _mmdebstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> No
     # Drop what must not ship in an image: apt lists, the host's resolv.conf, a machine-id.
     argv += ["--aptopt=Acquire::Languages \"none\"",
              "--customize-hook=rm -f \"$1\"/etc/resolv.conf; : > \"$1\"/etc/machine-id",
-             src.suite, out, src.source_url]
+             # `--` ends the options (Getopt::Long): a suite or mirror can never be read as one. The
+             # recipe loader checks both as well (recipe.Bootstrap), which is what debootstrap relies on.
+             "--", src.suite, out, src.source_url]
     run(argv)
 
 
@@ -91,6 +93,8 @@ def _debootstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> N
                            f"--components={','.join(src.components)}"]
         if packages:
             argv.append(f"--include={','.join(packages)}")
+        # No `--` here: debootstrap's option loop (a shell `case`) rejects it as "unrecognized or invalid
+        # option". The loader's checks of suite and mirror (recipe.Bootstrap: a codename, a URL) carry it.
         run([*argv, src.suite, tmp, src.source_url])
         Path(tmp, "etc/machine-id").write_text("")
         run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", tmp, "-cf", out, "."])

@@ -29,6 +29,7 @@ from imagekit.manifest import sha256_file
 from imagekit.recipe import DataVolume, Filesystem, Recipe
 from imagekit.rootfs import Tree
 from imagekit.run import output
+from imagekit.tree_paths import TreePathError, make_directory_in_tree, read_in_tree, resolve_in_tree, write_in_tree
 
 DROPIN = "imagekit-volumes.conf"
 VOLUME_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/data-volumes")
@@ -58,14 +59,6 @@ def service_dropins(recipe: Recipe) -> dict[str, str]:
     }
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.imagekit")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def configure_volumes(recipe: Recipe, tree: Tree) -> None:
     """Append the logical and data volumes to the tree's fstab; write the services' drop-ins."""
     from imagekit.image.lvm import lvm_fstab_lines
@@ -73,13 +66,12 @@ def configure_volumes(recipe: Recipe, tree: Tree) -> None:
     lines = [*lvm_fstab_lines(recipe), *(volume_fstab_line(v) for v in recipe.volumes)]
     if not lines:
         return
-    fstab = tree.path / "etc/fstab"
-    old = fstab.read_text() if fstab.is_file() else ""
-    _write(fstab, old + "".join(line + "\n" for line in lines))
+    old = read_in_tree(tree.path, "/etc/fstab") or ""
+    write_in_tree(tree.path, "/etc/fstab", (old + "".join(line + "\n" for line in lines)).encode())
     for path, text in service_dropins(recipe).items():
-        _write(tree.path / path.lstrip("/"), text)
+        write_in_tree(tree.path, path, text.encode())
     for vol in recipe.volumes:
-        (tree.path / vol.mountpoint.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        make_directory_in_tree(tree.path, vol.mountpoint)
 
 
 def split_mounts(recipe: Recipe, tree: Tree, workdir: Path) -> dict[str, Tree]:
@@ -92,7 +84,9 @@ def split_mounts(recipe: Recipe, tree: Tree, workdir: Path) -> dict[str, Tree]:
     points += [v.mountpoint for v in recipe.volumes if v.initial == "copy"]
     trees = {}
     for n, point in enumerate(sorted((p for p in points if p), key=lambda p: (-p.count("/"), p))):
-        src = tree.path / point.lstrip("/")
+        src = resolve_in_tree(tree.path, point)  # what the mount covers at boot (symlinks followed in the image)
+        if src == tree.path:
+            raise TreePathError(point, "is a symlink to the image's root directory: it cannot be a mount point")
         dest = workdir / f"mount-{n}"
         if src.is_dir() and not src.is_symlink():
             mode = src.stat().st_mode & 0o7777
@@ -100,7 +94,7 @@ def split_mounts(recipe: Recipe, tree: Tree, workdir: Path) -> dict[str, Tree]:
             src.mkdir(mode=mode)
         else:
             dest.mkdir()
-            src.mkdir(parents=True, exist_ok=True)
+            make_directory_in_tree(tree.path, point)
         trees[point] = Tree(dest, tree.fakeroot_state)
     return trees
 

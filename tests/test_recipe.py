@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,46 @@ BAD = [
     (GOOD + '[filesystems.root]\nlabel = "a label with spaces"\n',
      "filesystems.root.label: label 'a label with spaces'"),
     ("name = ", "not valid TOML"),
+    # issue 13, items 1, 7 and 8: hostile values are refused at load, each naming its key
+    (GOOD + '[[files]]\nsrc = "a"\ndest = "/../../../../../../../../srv/escaped"\n',
+     "files.0.dest: '/../../../../../../../../srv/escaped': '..' component"),
+    (GOOD + '[[files]]\nsrc = "a"\ndest = "/dev/sda"\n', "files.0.dest: '/dev/sda' is under /dev"),
+    (GOOD + '[[files]]\nsrc = "a"\ndest = "/etc/a\\u0000b"\n', "files.0.dest: '/etc/a\\x00b' holds the control"),
+    (GOOD.replace('size = "1G"', 'size = "1' + "0" * 309 + '"'), "size: '1000"),
+    (GOOD.replace('size = "1G"', 'size = "65T"'), "size: '65T' is larger than 64T"),
+    (GOOD.replace('size = "1G"', 'size = "auto"\nfree = "' + "9" * 400 + '"'), "free: '9999"),
+    (GOOD.replace("debian-cloud-amd64", "a" * 251), "kernel.profile: 'aaaa"),
+    ("x = " + "[" * 331 + "]" * 331 + "\n" + GOOD, "x: unknown key"),
+    ("x = " + "{a = " * 331 + "1" + "}" * 331 + "\n" + GOOD, "not valid TOML: nested too deeply"),
+    (GOOD + '[[boot.entries]]\ntitle = "Debian {version}"\n',
+     "boot.entries.0.title: title 'Debian {version}': {version} is not a field"),
+    (GOOD + '[[boot.entries]]\ntitle = "Debian {"\n', "boot.entries.0.title: title 'Debian {': Single '{'"),
+    (GOOD + '[[boot.entries]]\ntitle = "a\\nkernel /evil"\n', "boot.entries.0.title: title holds the control"),
+    (GOOD + '[[boot.entries]]\ntitle = "a"\nargs = "x\\ninitrd /evil"\n',
+     "boot.entries.0.args: args holds the control"),
+    (GOOD + '[[boot.entries]]\ntitle = "a"\nargs = "x; insmod evil"\n', "boot.entries.0.args: args holds ';'"),
+    (GOOD + 'cmdline = "quiet\\nroot=/dev/evil"\n', "kernel.cmdline: cmdline holds the control character"),
+    (GOOD + 'root = "/dev/xvda1\\t/"\n', "kernel.root: '/dev/xvda1\\t/' is not"),
+    (GOOD + '[[boot.entries]]\ntitle = "a"\nkernel = "../../etc/shadow"\n',
+     "boot.entries.0.kernel: '../../etc/shadow'"),
+    ('hostname = "web-"\n' + GOOD, "hostname: hostname 'web-' is not a host name (RFC 1123"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\nsuite = "--customize-hook=touch /x"'),
+     "rootfs.suite: '--customize-hook=touch /x' is not a Debian suite"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\nmirror = "--customize-hook=touch /x"'),
+     "rootfs.mirror: '--customize-hook=touch /x' is not a mirror URL"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\nmirror = "deb http://evil bookworm main"'),
+     "rootfs.mirror: 'deb http://evil bookworm main' is not a mirror URL"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\ncomponents = ["main contrib"]'),
+     "rootfs.components: 'main contrib' is not an archive component"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\nvariant = "--x"'), "rootfs.variant: variant '--x'"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\npackages = ["ok", "--x"]'),
+     "rootfs.packages.1: '--x' is not a Debian package name"),
+    ('packages = ["./evil.deb"]\n' + GOOD, "packages.0: './evil.deb' is not a Debian package name"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\ntool = "debootstrap"\npackages = ["ab=1"]'),
+     "rootfs.packages: packages 'ab=1': debootstrap takes plain package names"),
+    (GOOD.replace('source = "bootstrap"', 'source = "bootstrap"\nsnapshot = "99999999T999999Z"'),
+     "rootfs.snapshot: '99999999T999999Z' is not a date"),
+    ('"a\\nb" = 1\n' + GOOD, "'a\\nb': unknown key"),
 ]
 
 
@@ -90,3 +131,34 @@ def test_cli_missing_recipe_file(tmp_path: Path) -> None:
     proc = run_imagekit("build", tmp_path / "nope.toml")
     assert proc.returncode == 2
     assert proc.stderr == f"error: {tmp_path / 'nope.toml'}: no such recipe file\n"
+
+
+def test_good_values_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    bootstrap = ('source = "bootstrap"\nsuite = "bookworm-backports"\nmirror = "mirror+file:///etc/apt/mirrors.txt"\n'
+                 'components = ["main", "non-free-firmware"]\n'
+                 'packages = ["linux-image-cloud-amd64/bookworm-backports", "libc6:amd64", "gcc-12=12.2.0-14"]')
+    path.write_text(GOOD.replace('source = "bootstrap"', bootstrap) + 'cmdline = "quiet dyndbg=\\"file x +p\\""\n'
+                    '[[boot.entries]]\ntitle = "{name} {{{kernel_version}}}"\n'
+                    '[[files]]\nsrc = "motd"\ndest = "/var/run/motd"\n')
+    recipe = load_recipe(path)
+    assert recipe.boot.entries[0].title == "{name} {{{kernel_version}}}"
+    assert recipe.files[0].dest == "/var/run/motd"
+
+
+def test_mmdebstrap_argv_ends_options_before_suite_and_mirror(tmp_path: Path) -> None:
+    """A fake mmdebstrap on PATH records its argv: `--` comes before the positional suite, target, mirror."""
+    from imagekit.recipe import Bootstrap
+    from imagekit.rootfs import _mmdebstrap
+
+    fake = tmp_path / "bin/mmdebstrap"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {tmp_path}/argv\n')
+    fake.chmod(0o755)
+    src = Bootstrap(source="bootstrap", suite="bookworm", mirror="http://deb.debian.org/debian")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+        _mmdebstrap(src, "amd64", ["udev"], tmp_path / "out.tar")
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[-4:] == ["--", "bookworm", str(tmp_path / "out.tar"), "http://deb.debian.org/debian"]
+    assert all(a.startswith("--") for a in argv[:-4])

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import jinja2
 
+from imagekit.errors import ImagekitError
+
 ROOT_RE = re.compile(r"^\(hd(?P<disk>\d+)(?:,(?P<part>\d+))?\)$")
 
 
@@ -99,6 +101,12 @@ def render_menu_lst(
     hiddenmenu: bool = False,
 ) -> str:
     """menu.lst text for `entries`, every one booting from `root_device` ("(hd0)" or "(hd0,0)")."""
+    for e in entries:  # GRUB legacy reads a command per line: a line break in a value would inject one
+        for what, value in (("title", e.title), ("kernel", e.kernel), ("kernel line", e.kernel_args),
+                            ("initrd", e.initrd)):
+            if value is not None and any(c in value for c in "\n\r\0"):
+                title = (e.title.splitlines() or [""])[0]
+                raise ImagekitError(f"menu.lst: the {what} of entry {title!r} holds a line break")
     variant = "hd0" if root_device == "(hd0)" else "hd00"
     text = _env.get_template("menu.lst.j2").render(
         entries=entries, root_device=root_device, default=default, fallback=fallback,
