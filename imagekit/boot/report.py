@@ -71,6 +71,8 @@ class BootReport:
     disk_interface: str | None = None
     seconds_to_bootloader: float | None = None
     firmwares: list[FirmwareResult] = field(default_factory=list)
+    # --loader pvgrub097: GRUB 0.97's run of the menu and Xen's loader (imagekit/boot/pvgrub097.py summary())
+    pvgrub097: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
