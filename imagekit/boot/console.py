@@ -54,8 +54,8 @@ EXPLAIN: dict[Reason, str] = {
     Reason.PVGRUB_NOT_XEN_PV: "the kernel has no Xen PV ELF notes Xen's loader accepts: it cannot start as a PV guest",
     Reason.PVGRUB_UNKNOWN_COMMAND: "GRUB 0.97 failed the entry with Error 27 (a menu-only command inside it) and "
                                    "no fallback booted",
-    Reason.PVGRUB_UNREADABLE: "GRUB 0.97 could not read the entry's device or files (its error named) and no "
-                              "fallback booted",
+    Reason.PVGRUB_UNREADABLE: "GRUB 0.97 could not load the entry (a device or file it cannot read, or no "
+                              "kernel: its error named) and no fallback booted",
     Reason.FIRMWARE_NO_BOOTABLE_DEVICE: "the firmware found nothing it could boot on the disk",
     Reason.GRUB_RESCUE: "GRUB 2 could not find its own files and stopped at the rescue prompt",
     Reason.GRUB_CFG_NOT_FOUND: "GRUB 2 found no grub.cfg (or no entry in it) and stopped at its prompt",

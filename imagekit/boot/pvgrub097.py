@@ -34,6 +34,7 @@ from imagekit.pvgrub.shell import GrubError
 
 LOADER = "pvgrub097"
 BOOT_FAILURE = GrubError(9, "Unknown boot failure")  # what PV-GRUB prints when Xen refuses the kernel
+NO_KERNEL = GrubError(8, "Kernel must be loaded before booting")  # an entry that ends without a kernel line
 MAX_FALLBACK_ENTRIES = 8  # stage2/shared.h
 REASONS = {KERNEL_FORMAT: Reason.PVGRUB_KERNEL_FORMAT, "pvgrub-not-xen-pv": Reason.PVGRUB_NOT_XEN_PV}
 
@@ -44,14 +45,19 @@ class Tried:
 
     attempt: Attempt
     refused: XenRefused | None = None
+    no_kernel: bool = False  # GRUB ran every command but none loaded a kernel: `boot` fails with Error 8
 
     @property
     def error(self) -> GrubError | None:
-        return BOOT_FAILURE if self.refused else self.attempt.error
+        if self.refused:
+            return BOOT_FAILURE
+        return NO_KERNEL if self.no_kernel else self.attempt.error
 
     def describe(self) -> str:
         entry = self.attempt.entry
         head = f"entry {entry.index} {entry.title!r}"
+        if self.no_kernel:
+            return f"{head}: {NO_KERNEL} (no kernel line)"
         if self.refused is not None:
             kernel = self.attempt.loaded("kernel")
             line = f" at menu.lst line {kernel.line.number}" if kernel else ""
@@ -98,7 +104,7 @@ class Grub097Plan:
         first = self.tried[0]
         if first.refused is not None:
             reason = REASONS[first.refused.reason]
-        elif first.attempt.error is not None and first.attempt.error.number == 27:
+        elif first.error is not None and first.error.number == 27:
             reason = Reason.PVGRUB_UNKNOWN_COMMAND
         else:
             reason = Reason.PVGRUB_UNREADABLE
@@ -123,7 +129,9 @@ def plan(image: Path, variant: Variant, aki_version: str, keep: Path) -> Grub097
     order = fallbacks(grub.menu) if grub.menu else []
     while tried:
         last = tried[-1]
-        if last.attempt.ok:
+        if last.attempt.ok and last.attempt.loaded("kernel") is None:
+            tried[-1] = Tried(last.attempt, no_kernel=True)
+        elif last.attempt.ok:
             try:
                 return Grub097Plan(aki_version, grub, tuple(tried), _xen(last.attempt))
             except XenRefused as refused:

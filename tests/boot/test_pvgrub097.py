@@ -19,8 +19,9 @@ import pytest
 
 from imagekit.boot import BootOptions, boot_image
 from imagekit.boot.pvgrub import Variant
-from imagekit.boot.pvgrub097 import plan
+from imagekit.boot.pvgrub097 import fallbacks, plan
 from imagekit.kernel.bzimage import convert_to_aki
+from imagekit.pvgrub.menu import read_menu
 from tests.boot.conftest import INITRD, requires_kernel, userland
 from tests.util import SMALL_RECIPE, run_imagekit
 
@@ -142,6 +143,31 @@ def test_aki_version_picks_the_search(build: Build) -> None:
     assert old.detail == "PV-GRUB 1.03 looked in: (hd0)/boot/grub/menu.lst: Error 15: File not found"
     bad = run_imagekit("boot", image, "--loader", "pvgrub097", "--aki-version", "new")
     assert bad.returncode == 2 and "--aki-version: 'new' is not a PV-GRUB version" in bad.stderr
+
+
+def test_fallback_list_as_stage2_reads_it() -> None:
+    def menu(fallback: str) -> list[int]:
+        entries = "".join(f"title e{i}\nkernel /k\n" for i in range(4))
+        return fallbacks(read_menu("(hd0)/boot/grub/menu.lst", f"fallback {fallback}\n{entries}", frozenset()))
+
+    assert menu("1") == [1] and menu("1 2 3") == [1, 2, 3] and menu("=2") == [2]
+    assert menu("1 9 2") == [1]  # stage2 stops at an entry that does not exist
+    assert menu("x") == []
+
+
+def test_entry_without_kernel_and_a_qcow2_image(build: Build, tmp_path: Path) -> None:
+    """An entry whose commands all run but load no kernel: `boot` fails with Error 8. A qcow2 image: exit 2."""
+    image = build()
+    bare = debugfs_edit(image, lambda m: "\n".join(x for x in m.splitlines() if not x.startswith(("\tkernel",
+                                                                                                  "\tinitrd"))))
+    report = boot_image(BootOptions(bare, loader="pvgrub097"))
+    assert report.reason == "pvgrub-unreadable" and report.detail.startswith("no entry boots: entry 0 'pv (")
+    assert report.detail.endswith("': Error 8: Kernel must be loaded before booting (no kernel line)")
+    qcow2 = tmp_path / "pv.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", image, qcow2], check=True)
+    proc = run_imagekit("boot", qcow2, "--loader", "pvgrub097")
+    assert proc.returncode == 2 and "is qcow2: --loader pvgrub097 reads raw images" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
