@@ -106,7 +106,8 @@ class BootReport:
                   f"{' (degraded)' if f.degraded else ''}, GRUB "
                   f"{_seconds(f.seconds_to_bootloader)}, sentinel {_seconds(f.seconds_to_sentinel)}"
                   for f in self.firmwares]
-        lines.append(f"  serial log: {self.serial_log}")
+        if self.serial_log:  # empty when no QEMU ran (--loader pvgrub097 decided before it)
+            lines.append(f"  serial log: {self.serial_log}")
         if not self.booted and self.context:
             lines.append("  console:")
             lines += [f"    | {c}" for c in self.context]
