@@ -10,6 +10,8 @@ The pipeline of `imagekit boot`, one module a step:
   nocloud  a `cidata` seed disk for cloud-init images
   pvgrub   real GRUB code (GRUB 2's legacycfg) reading the image's menu.lst as PV-GRUB would
   direct   the entry PV-GRUB would pick, its kernel and initrd given straight to QEMU
+  pvgrub097  GRUB 0.97 itself runs menu.lst (imagekit/pvgrub), Xen's loader rules judge the kernel
+             (kernel/xenload.py), QEMU boots the ELF Xen would start (PVH entry)
   qemu     the QEMU process: owned, bounded, always reaped; the serial log streamed and saved
   console  what the serial log says: booted, or which failure and where
   xen      xl config and pvgrub2 image for a real Xen dom0

@@ -81,6 +81,8 @@ def main() -> int:
         if firmwares is not None:
             return bench_hvm(image, target, firmwares, args, accel, workdir)
         harness, prepare, bare = [], [], []
+        grub097: Grub097Times = []
+        refused: str | None = None
         with overlay(target, workdir) as ov:
             with guest.open_guest(ov, accel, image.name) as g:
                 prepared = prepare_overlay(g, target, BootOptions(image, loader="direct"), "direct", workdir)
@@ -92,16 +94,37 @@ def main() -> int:
                 harness.append((report.seconds_to_first_kernel_line, report.seconds_to_sentinel))
                 prepare.append(report.seconds_prepare)
                 bare.append(bare_boot(n, ov, prepared, machine))
+                if refused is None:
+                    refused = pvgrub097_boot(image, workdir, grub097)
     h_kernel, h_sentinel = median([k for k, _ in harness]), median([s for _, s in harness])
     b_kernel, b_sentinel = median([k for k, _ in bare]), median([s for _, s in bare])
     print(f"image: {image} ({args.runs} runs each, interleaved, {accel.name})")
     print(f"{'':28}{'first kernel line':>20}{'sentinel':>12}")
     print(f"{'imagekit boot (pvgrub)':28}{h_kernel!s:>19}s{h_sentinel!s:>11}s   (+ prepare {median(prepare)}s)")
     print(f"{'bare qemu -kernel/-initrd':28}{b_kernel!s:>19}s{b_sentinel!s:>11}s")
+    if refused:
+        print(f"{'imagekit boot (pvgrub097)':28} refused before QEMU: {refused}")
+    elif grub097:
+        g_kernel, g_sentinel = median([k for k, _, _ in grub097]), median([s for _, s, _ in grub097])
+        print(f"{'imagekit boot (pvgrub097)':28}{g_kernel!s:>19}s{g_sentinel!s:>11}s   "
+              f"(+ GRUB 0.97 reading menu.lst, kernel, initrd {median([p for _, _, p in grub097])}s, before prepare)")
     if h_sentinel and b_sentinel:
         ratio = h_sentinel / b_sentinel
         print(f"ratio to sentinel: {ratio:.2f}x (target <= 1.10x) {'OK' if ratio <= 1.10 else 'OVER'}")
     return 0
+
+
+Grub097Times = list[tuple[float | None, float | None, float | None]]  # kernel line, sentinel, GRUB 0.97's plan
+
+
+def pvgrub097_boot(image: Path, workdir: Path, times: Grub097Times) -> str | None:
+    """One --loader pvgrub097 boot, its times appended; the reason (and detail) when PV-GRUB would not boot it."""
+    report = boot_image(BootOptions(image, loader="pvgrub097", serial_log=workdir / "pvgrub097.log"))
+    if not report.booted:
+        return f"{report.reason}: {report.detail}"
+    plan = report.pvgrub097["seconds"] if report.pvgrub097 else None
+    times.append((report.seconds_to_first_kernel_line, report.seconds_to_sentinel, plan))
+    return None
 
 
 # --- HVM: firmware + GRUB 2 -------------------------------------------------------------------------

@@ -26,6 +26,11 @@ class Reason(StrEnum):
     FAILED_UNITS = "failed-units"
     MENU_LST_NOT_FOUND = "menu-lst-not-found"
     NO_ENTRY_LOADED = "no-entry-loaded"
+    # --loader pvgrub097, decided before QEMU starts (imagekit/boot/pvgrub097.py)
+    PVGRUB_KERNEL_FORMAT = "pvgrub-kernel-format"
+    PVGRUB_NOT_XEN_PV = "pvgrub-not-xen-pv"
+    PVGRUB_UNKNOWN_COMMAND = "pvgrub-unknown-command"
+    PVGRUB_UNREADABLE = "pvgrub-unreadable"
     FIRMWARE_NO_BOOTABLE_DEVICE = "firmware-no-bootable-device"
     GRUB_RESCUE = "grub-rescue"
     GRUB_CFG_NOT_FOUND = "grub-cfg-not-found"
@@ -44,6 +49,13 @@ EXPLAIN: dict[Reason, str] = {
     Reason.FAILED_UNITS: "the guest booted but systemd units failed",
     Reason.MENU_LST_NOT_FOUND: "PV-GRUB found no menu.lst where this AKI variant looks",
     Reason.NO_ENTRY_LOADED: "GRUB could not load the default entry nor any fallback",
+    Reason.PVGRUB_KERNEL_FORMAT: "Xen's domain builder cannot load the kernel PV-GRUB read (not an ELF, or a "
+                                 "bzImage payload PV-GRUB cannot decompress)",
+    Reason.PVGRUB_NOT_XEN_PV: "the kernel has no Xen PV ELF notes Xen's loader accepts: it cannot start as a PV guest",
+    Reason.PVGRUB_UNKNOWN_COMMAND: "GRUB 0.97 failed the entry with Error 27 (a menu-only command inside it) and "
+                                   "no fallback booted",
+    Reason.PVGRUB_UNREADABLE: "GRUB 0.97 could not load the entry (a device or file it cannot read, or no "
+                              "kernel: its error named) and no fallback booted",
     Reason.FIRMWARE_NO_BOOTABLE_DEVICE: "the firmware found nothing it could boot on the disk",
     Reason.GRUB_RESCUE: "GRUB 2 could not find its own files and stopped at the rescue prompt",
     Reason.GRUB_CFG_NOT_FOUND: "GRUB 2 found no grub.cfg (or no entry in it) and stopped at its prompt",

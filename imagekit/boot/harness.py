@@ -27,6 +27,8 @@ from imagekit.boot.console import EXPLAIN, Reason, Verdict, Watcher, context
 from imagekit.boot.direct import DirectBoot, prepare_direct
 from imagekit.boot.overlay import ImageFile, image_file, overlay
 from imagekit.boot.pvgrub import MENU_LST, Variant, build_core
+from imagekit.boot.pvgrub097 import LOADER as PVGRUB097
+from imagekit.boot.pvgrub097 import Grub097Boot, Grub097Plan
 from imagekit.boot.qemu import Machine, Outcome, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport, EntryBooted
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
@@ -34,7 +36,7 @@ from imagekit.cache import cache_dir
 from imagekit.errors import UsageError
 from imagekit.progress import Progress
 
-LOADERS = ("pvgrub", "direct")
+LOADERS = ("pvgrub", "direct", PVGRUB097)
 HYPERVISORS = ("qemu", "xen")
 
 
@@ -53,6 +55,7 @@ class BootOptions:
     attach: AttachOptions = field(default_factory=AttachOptions)  # instance store, data volumes, user-data (attach.py)
     firmware: str | None = None  # HVM: bios, uefi or both (default: from the manifest or the disk)
     disk_interface: str | None = None  # HVM: nvme (default), virtio or ide; PV images boot with virtio
+    aki_version: str | None = None  # --loader pvgrub097: the PV-GRUB version (default: what `imagekit aki` registers)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Prepared:
     direct: DirectBoot | None
     notes: tuple[str, ...]
     grub_cfg: str | None = None  # HVM: GRUB 2's config in the mounted overlay (the NIC's net.ifnames=0 goes there)
+    grub097: Grub097Boot | None = None  # --loader pvgrub097: the bytes GRUB 0.97 read, as Xen would load them
 
 
 def read_manifest(image: Path) -> dict[str, Any] | None:
@@ -89,7 +93,8 @@ def check_options(opts: BootOptions) -> None:
         raise UsageError("--timeout: must be a positive number of seconds")
 
 
-def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, workdir: Path) -> Prepared:
+def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
+                    grub097: Grub097Plan | None = None) -> Prepared:
     """Everything the overlay gets, in one libguestfs session."""
     disk = guest.find_disk(g, image.path.name, opts.variant)
     if disk.variant is None:
@@ -103,7 +108,13 @@ def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, wo
     if kind is probe.ProbeKind.NONE:
         notes.append("no probe could be installed (no root filesystem with /sbin/init and /bin/sh)")
     direct = None
-    if loader == "direct":
+    booting = None
+    if grub097 is not None:
+        from imagekit.boot.pvgrub097 import prepare
+
+        booting = prepare(grub097, disk, workdir)
+        added.append(f"kernel command line: {probe.SERIAL_ARG} first (QEMU's serial port)")
+    elif loader == "direct":
         if menu_text is None:
             raise UsageError(f"IMAGE: {image.path} has no {disk.variant.legacy_root}{MENU_LST}")
         direct = prepare_direct(g, disk, menu_text, workdir)
@@ -117,13 +128,15 @@ def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, wo
     if disk.separate_boot:
         notes.append(f"separate /boot: PV-GRUB reads {disk.boot_device}, the root filesystem is "
                      f"{disk.root_device}")
-    return Prepared(disk, menu_text, kind, tuple(added), direct, tuple(notes))
+    return Prepared(disk, menu_text, kind, tuple(added), direct, tuple(notes), grub097=booting)
 
 
 def _entry(verdict: Verdict, prepared: Prepared) -> EntryBooted | None:
     if prepared.direct is not None:
         d = prepared.direct
         return EntryBooted(d.entry.title, d.index, d.fallback)
+    if prepared.grub097 is not None and (booted := prepared.grub097.plan.booted) is not None:
+        return EntryBooted(booted.entry.title, booted.entry.index, prepared.grub097.plan.fell_back)
     if verdict.entry_title is None:
         return None
     index = None
@@ -173,6 +186,9 @@ def qemu_command(prepared: Prepared, machine: Machine, disk: Path, log: Path) ->
     if prepared.direct is not None:
         d = prepared.direct
         return qemu_argv(machine, disk=disk, serial_log=log, kernel=d.kernel, initrd=d.initrd, append=d.append)
+    if prepared.grub097 is not None:
+        b = prepared.grub097
+        return qemu_argv(machine, disk=disk, serial_log=log, kernel=b.kernel, initrd=b.initrd, append=b.append)
     assert prepared.disk.variant is not None
     return qemu_argv(machine, disk=disk, serial_log=log, kernel=build_core(prepared.disk.variant))
 
@@ -199,11 +215,16 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     machine = Machine(opts.memory_mb, opts.cpus, accel)
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp:
         workdir = Path(tmp)
+        grub097, seconds_grub = None, 0.0
+        if loader == PVGRUB097:
+            opts, grub097, seconds_grub = plan_pvgrub097(opts, image, workdir, progress)
+            if grub097.xen is None:
+                return refused_report(opts, image, accel, grub097, seconds_grub)
         attached = attach_disks(image.path, manifest, opts.attach, workdir)
         with overlay(image, workdir) as ov:
             with progress.stage("prepare", "overlay, probe") as stage, \
                     guest.open_guest(ov, accel, image.path.name) as g:
-                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir), manifest,
+                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir, grub097), manifest,
                                             opts.attach)
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
@@ -213,8 +234,47 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
                 outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
             saved = save_log(log, opts.serial_log or default_log_path(image.path))
             extra = instance_fields(attached, watcher)
-    return replace(build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare),
-                   **extra)
+    report = build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare)
+    if grub097 is not None:
+        extra.update(grub097_fields(report, grub097, seconds_grub))
+    return replace(report, **extra)
+
+
+def plan_pvgrub097(opts: BootOptions, image: ImageFile, workdir: Path,
+                   progress: Progress) -> tuple[BootOptions, Grub097Plan, float]:
+    """--loader pvgrub097, before any overlay: GRUB 0.97 runs the image's menu, Xen's loader judges the kernel."""
+    from imagekit.boot.pvgrub097 import aki_version_for, plan, variant_of
+
+    variant = variant_of(image, opts.variant, workdir)
+    version = aki_version_for(variant, opts.aki_version)
+    with progress.stage("pvgrub097", f"GRUB 0.97 reads menu.lst ({variant} AKI, PV-GRUB {version})") as stage:
+        result = plan(image.path, variant, version, workdir / "grub097")
+    return replace(opts, variant=variant), result, stage.seconds
+
+
+def grub097_fields(report: BootReport, grub097: Grub097Plan, seconds: float) -> dict[str, Any]:
+    """The report's additions for --loader pvgrub097: which entry booted and why, the kernel Xen starts."""
+    from imagekit.boot.pvgrub097 import summary
+
+    return {"pvgrub097": summary(grub097, seconds), "notes": [grub097.why(), *report.notes],
+            "seconds_prepare": round(report.seconds_prepare + seconds, 2)}
+
+
+def refused_report(opts: BootOptions, image: ImageFile, accel: Accel, grub097: Grub097Plan,
+                   seconds: float) -> BootReport:
+    """No entry boots on PV-GRUB (GRUB 0.97's errors, or Xen's loader refusing the kernel): QEMU never starts."""
+    from imagekit.boot.pvgrub097 import summary
+
+    reason, detail = grub097.failure()
+    return BootReport(
+        image=str(image.path), loader=PVGRUB097, hypervisor=opts.hypervisor, variant=str(opts.variant),
+        accel=accel.name, accel_reason=accel.reason, booted=False, reason=str(reason), explanation=EXPLAIN[reason],
+        detail=detail, context=[], entry=None, kernel_version=None, seconds_to_first_kernel_line=None,
+        seconds_to_sentinel=None, seconds_qemu=0.0, seconds_prepare=round(seconds, 2), failed_units=[],
+        grub_errors=[str(t.error) for t in grub097.tried if t.error], system_state=None, login_prompt=False,
+        probe="none", serial_log="", notes=["decided before QEMU started: no entry PV-GRUB would boot"],
+        pvgrub097=summary(grub097, seconds),
+    )
 
 
 def boot_if_hvm(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport | None:
@@ -259,7 +319,8 @@ def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel,
         grub_errors=list(verdict.grub_errors),
         system_state=verdict.system_state, login_prompt=verdict.login_prompt, probe=str(prepared.kind),
         serial_log=str(log), added=list(prepared.added),
-        mappings=list(prepared.direct.mappings) if prepared.direct else [], notes=notes,
+        mappings=list(prepared.direct.mappings) if prepared.direct else
+        list(prepared.grub097.mappings) if prepared.grub097 else [], notes=notes,
     )
 
 

@@ -71,6 +71,8 @@ class BootReport:
     disk_interface: str | None = None
     seconds_to_bootloader: float | None = None
     firmwares: list[FirmwareResult] = field(default_factory=list)
+    # --loader pvgrub097: GRUB 0.97's run of the menu and Xen's loader (imagekit/boot/pvgrub097.py summary())
+    pvgrub097: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -104,7 +106,8 @@ class BootReport:
                   f"{' (degraded)' if f.degraded else ''}, GRUB "
                   f"{_seconds(f.seconds_to_bootloader)}, sentinel {_seconds(f.seconds_to_sentinel)}"
                   for f in self.firmwares]
-        lines.append(f"  serial log: {self.serial_log}")
+        if self.serial_log:  # empty when no QEMU ran (--loader pvgrub097 decided before it)
+            lines.append(f"  serial log: {self.serial_log}")
         if not self.booted and self.context:
             lines.append("  console:")
             lines += [f"    | {c}" for c in self.context]

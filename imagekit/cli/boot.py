@@ -16,8 +16,14 @@ from imagekit.progress import Progress
 
 @click.command("boot")
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--loader", type=click.Choice(["pvgrub", "direct"]), default=None,
-              help="pvgrub: real GRUB reads the image's menu.lst (default); direct: kernel+initrd to QEMU.")
+@click.option("--loader", type=click.Choice(["pvgrub", "direct", "pvgrub097"]), default=None,
+              help="pvgrub: GRUB 2's legacycfg reads the image's menu.lst (default; looser than PV-GRUB); "
+                   "direct: kernel+initrd to QEMU; pvgrub097: GRUB 0.97 reads menu.lst and files, Xen's loader "
+                   "rules judge the kernel, QEMU boots the ELF it would start (becomes the default once the "
+                   "build installs PV-safe kernels: Debian's LZ4 bzImage is refused).")
+@click.option("--aki-version", default=None, metavar="VERSION",
+              help="--loader pvgrub097: the PV-GRUB version whose menu.lst search to follow (1.03: one place; "
+                   "1.04 and later: the search order); default: what `imagekit aki` registers for the layout.")
 @click.option("--hypervisor", type=click.Choice(["qemu", "xen"]), default="qemu", show_default=True,
               help="xen needs a dom0 (`xl info` must work).")
 @click.option("--variant", type=click.Choice(["hd0", "hd00"]), default=None,
@@ -47,7 +53,7 @@ from imagekit.progress import Progress
               help="Also attach a NoCloud seed (FAT, label cidata: user-data, meta-data) for cloud-init images.")
 @click.option("--json", "json_output", is_flag=True, help="Print the report as JSON.")
 def command(image: Path, loader: str | None, hypervisor: str, variant: str | None, firmware: str | None,
-            disk_interface: str | None, accel: str | None,
+            aki_version: str | None, disk_interface: str | None, accel: str | None,
             memory_mb: int, cpus: int, timeout: float, silence: float, serial_log: Path | None,
             volumes: tuple[Path, ...], no_volumes: bool, instance_store: str, user_data: Path | None,
             nocloud: bool, json_output: bool) -> None:
@@ -62,7 +68,7 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
     opts = BootOptions(image=image, loader=loader, hypervisor=hypervisor,
                        variant=Variant(variant) if variant else None, accel=accel, memory_mb=memory_mb,
                        cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log, attach=attach,
-                       firmware=firmware, disk_interface=disk_interface)
+                       firmware=firmware, disk_interface=disk_interface, aki_version=aki_version)
     report = boot_image(opts, Progress.for_cli(json_output))
     if json_output:
         click.echo(json.dumps(report.to_json(), indent=2))
