@@ -25,13 +25,20 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
+def _hex(data: bytes, pos: int) -> int:
+    """A newc header field: 8 ASCII hex digits (an initrd is read from the image: hostile input)."""
+    field = data[pos : pos + 8]
+    if len(field) != 8 or not all(c in b"0123456789abcdefABCDEF" for c in field):
+        raise KernelFormatError(f"initrd: corrupt cpio header field at byte {pos}: {field!r}")
+    return int(field, 16)
+
+
 def _read_cpio(data: bytes, pos: int, names: list[str]) -> int:
     """Append the member names of the archive at `pos`; return the offset after its trailer."""
     while True:
         if data[pos : pos + 6] not in NEWC or pos + HEADER > len(data):
             raise KernelFormatError(f"initrd: corrupt cpio header at byte {pos}")
-        filesize = int(data[pos + 54 : pos + 62], 16)
-        namesize = int(data[pos + 94 : pos + 102], 16)
+        filesize, namesize = _hex(data, pos + 54), _hex(data, pos + 94)
         name = data[pos + HEADER : pos + HEADER + namesize - 1].decode("utf-8", "replace")
         pos = _align4(pos + HEADER + namesize)
         pos = _align4(pos + filesize)

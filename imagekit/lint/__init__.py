@@ -92,11 +92,12 @@ def lint_image(
     from imagekit.appliance import disk_format
 
     image = Path(path)
+    chosen = _target(target) if target else None
     if not image.is_file():
         raise UsageError(f"{image}: no such image file")
     disk = disk_format(image, fmt)
     manifest = _read_manifest(image)
-    tgt = _target(target or default_target(image))
+    tgt = chosen or _target(default_target(image))
     arch = arch or (manifest or {}).get("arch") or "x86_64"
     progress = progress or Progress("quiet")
     with progress.stage("lint", f"{image.name} --target {tgt}"), open_view(image, disk) as view:

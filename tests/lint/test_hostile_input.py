@@ -152,3 +152,27 @@ def test_format_is_decided_never_sniffed(tmp_path: Path) -> None:
     assert disk_format(good, "qcow2") is DiskFormat.QCOW2
     with pytest.raises(UsageError, match="--format: 'vmdk' is not one of raw, qcow2"):
         disk_format(good, "vmdk")
+
+
+@pytest.mark.parametrize("data", [b"070701" + b"zz" * 60, b"070701" + b"0" * 48 + "٣".encode() * 4,
+                                  b"070701" + b"1" * 50], ids=["not-hex", "unicode-digits", "short"])
+def test_initrd_with_a_corrupt_cpio_header_is_a_format_error(data: bytes) -> None:
+    from imagekit.kernel.bzimage import KernelFormatError
+    from imagekit.kernel.initrd import initrd_members
+
+    with pytest.raises(KernelFormatError, match="initrd: corrupt cpio header"):
+        initrd_members(data)
+
+
+def test_kernel_decompression_bomb_is_a_format_error() -> None:
+    """A gzipped "vmlinux" that expands past MAX_VMLINUX is refused, not expanded into memory."""
+    import zlib
+
+    from imagekit.kernel.bzimage import MAX_VMLINUX, KernelFormatError, load_vmlinux
+
+    c = zlib.compressobj(9, wbits=31)
+    chunk = bytes(64 << 20)
+    bomb = b"".join(c.compress(chunk) for _ in range((MAX_VMLINUX >> 26) + 2)) + c.flush()
+    assert len(bomb) < 2 << 20
+    with pytest.raises(KernelFormatError, match="more than 256 MiB"):
+        load_vmlinux(bomb, "bomb")
