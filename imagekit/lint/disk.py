@@ -48,7 +48,7 @@ def check_disk(view: ImageView) -> Iterator[Finding]:
     """Rules for PV targets: the table, the first partition, LVM, the boot filesystem's type."""
     if not mountable(view):
         yield finding("disk-unreadable", view.image.name, "no filesystem found on the image",
-                      "is this a disk image? lint reads raw and qcow2 images")
+                      "is this a disk image? lint reads raw images (a qcow2 with --format qcow2)")
         return
     if view.parttype == "gpt":
         yield finding("disk-gpt", "partition table", "the image has a GPT partition table; "
