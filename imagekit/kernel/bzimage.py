@@ -54,11 +54,11 @@ MAGIC: dict[Compression, bytes] = {
     Compression.LZ4: b"\x02\x21\x4c\x18",
     Compression.ZSTD: b"\x28\xb5\x2f\xfd",
 }
-# the packaged tool for the formats the standard library lacks: argv reading stdin, writing stdout
 # A decompressed x86 vmlinux is 20-80 MiB (more only with debug info, which no boot image carries); a
 # payload that decompresses to more is not a kernel but a decompression bomb, and is not expanded further.
 MAX_VMLINUX = 256 * 1024 * 1024
 
+# the packaged tool for the formats the standard library lacks: argv reading stdin, writing stdout
 TOOLS: dict[Compression, list[str]] = {
     Compression.LZO: ["lzop", "-dc"],
     Compression.LZ4: ["lz4", "-dc"],

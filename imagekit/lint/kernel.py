@@ -22,11 +22,12 @@ EARLY = {"XEN_BLKDEV_FRONTEND", "BLK_DEV_NVME", "ENA_ETHERNET", "EXT4_FS", "EXT3
          "BTRFS_FS", "REISERFS_FS"}
 HVM_DRIVERS = {"BLK_DEV_NVME", "ENA_ETHERNET"}
 
-# What lint reads of a kernel or an initrd, at most (the size is checked before a byte is read; the file
-# is streamed to a temp file, then parsed in memory). A distribution's vmlinuz is 5-15 MiB and an
-# uncompressed ELF vmlinux without debug info 30-80 MiB; PV-GRUB and GRUB load the whole kernel and
-# initrd into guest memory (a t1.micro has 613 MiB), and Debian's initrds are 20-80 MiB (a dracut
-# initrd with every driver ~200 MiB). Above these a file is not a kernel (or an initrd) a loader can use.
+# What lint reads of a kernel or an initrd, at most. The size is checked before a byte is read; the file
+# is streamed to a temp file; a kernel is then parsed in memory, an initrd read as a stream. A
+# distribution's vmlinuz is 5-15 MiB and an uncompressed ELF vmlinux without debug info 30-80 MiB;
+# PV-GRUB and GRUB load the whole kernel and initrd into guest memory (a t1.micro has 613 MiB), and
+# Debian's initrds are 20-80 MiB (a dracut initrd with every driver ~200 MiB). Above these a file is
+# not a kernel (or an initrd) a loader can use.
 MAX_KERNEL = 256 * 1024 * 1024
 MAX_INITRD = 512 * 1024 * 1024
 
@@ -93,13 +94,15 @@ def _initrd_modules(view: ImageView, k: KernelFiles) -> tuple[set[str] | None, l
         return None, []
     try:
         too_large = _too_large(view, k.device, k.initrd, MAX_INITRD, "initrd-too-large", k.initrd)
-        data = None if too_large else view.fetch(k.device, k.initrd, MAX_INITRD)
+        if too_large:
+            return None, too_large
+        with view.fetched(k.device, k.initrd, MAX_INITRD) as local:
+            if local is None:
+                return None, []
+            with open(local, "rb") as f:
+                return module_names(initrd_members(f)), []  # streamed: never the whole initrd in memory
     except UnreadableFile as exc:
         return None, [unreadable(exc, k.initrd)]
-    if too_large or data is None:
-        return None, too_large
-    try:
-        return module_names(initrd_members(data)), []
     except KernelFormatError as exc:
         return None, [finding("initrd-unreadable", k.initrd, exc.message, "rebuild the initrd")]
 

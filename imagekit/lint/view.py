@@ -203,14 +203,24 @@ class ImageView:
             return []
         return sorted(self._ask(device, path, self.g.ls))
 
-    def fetch(self, device: str, path: str, limit: int) -> bytes | None:
-        """A larger file (a kernel, an initrd) of at most `limit` bytes: its size is checked first (a sparse
-        3 GiB file is refused without reading it), then it is streamed out of the appliance to a temp file."""
+    @contextmanager
+    def fetched(self, device: str, path: str, limit: int) -> Iterator[Path | None]:
+        """A larger file (a kernel, an initrd) of at most `limit` bytes, as a temp file (None when there is
+        none), removed on the way out: its size is checked first (a sparse 3 GiB file is refused without
+        reading it), then libguestfs streams it out of the appliance in chunks."""
         if self._bounded(device, path, limit) is None:
-            return None
+            yield None
+            return
         with tempfile.TemporaryDirectory(prefix="imagekit-lint-") as tmp:
-            local = os.path.join(tmp, "file")
-            self._ask(device, path, self.g.download, local)
+            local = Path(tmp) / "file"
+            self._ask(device, path, self.g.download, os.fspath(local))
+            yield local
+
+    def fetch(self, device: str, path: str, limit: int) -> bytes | None:
+        """`fetched`, read into memory (for a kernel, which is parsed whole: at most `limit` bytes)."""
+        with self.fetched(device, path, limit) as local:
+            if local is None:
+                return None
             with open(local, "rb") as f:
                 return f.read(limit)
 
