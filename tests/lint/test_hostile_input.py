@@ -176,3 +176,14 @@ def test_kernel_decompression_bomb_is_a_format_error() -> None:
     assert len(bomb) < 2 << 20
     with pytest.raises(KernelFormatError, match="more than 256 MiB"):
         load_vmlinux(bomb, "bomb")
+
+
+def test_boot_refuses_a_qcow2_with_an_external_data_file(tmp_path: Path, sentinel: Path) -> None:
+    """boot probes with qemu-img (which does not open the data file) and refuses before QEMU would."""
+    from imagekit.boot.overlay import image_file
+
+    data = qcow2(tmp_path / "data.qcow2", "-o", f"data_file={sentinel},data_file_raw=on")
+    with OpenWatch(sentinel) as watch:
+        with pytest.raises(UsageError, match="keeps its data in an external file"):
+            image_file(data)
+        assert watch.opens() == 0
