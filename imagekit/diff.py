@@ -4,11 +4,14 @@ Images are opened read-only in one libguestfs appliance (both disks attached): e
 and every path, then the boot configuration (menu.lst, fstab, kernel command line) as the image holds
 it. Packages come from the build manifests when both have them, else from each image's dpkg database.
 Two manifests compare without opening anything (packages and boot configuration only).
+
+Images are hostile input: each is opened as the format imagekit decides (raw unless --format qcow2,
+and a qcow2 only without a backing or data file: appliance.disk_format); files are hashed inside the
+appliance (sha256sum streams them), and the text files compared are read only up to MAX_TEXT.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -18,8 +21,10 @@ from typing import Any
 
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
 from imagekit.errors import ImagekitError, UsageError
-from imagekit.manifest import read_manifest
+from imagekit.manifest import load_manifest, read_manifest
 from imagekit.progress import Progress
+
+MAX_TEXT = 32 * 1024 * 1024  # menu.lst, fstab: kilobytes; dpkg's status of a large system: a few MiB
 
 
 @dataclass
@@ -82,11 +87,11 @@ def _cmdline(menu: str) -> str | None:
     return choice.entry.kernel_args if choice else None
 
 
-def _mount_image(g: Any, disk: str, at: str) -> None:
-    """Mount the root filesystem of `disk` (a /dev/sdX) at `at`, and a separate /boot under it."""
+def _mount_image(g: Any, disk: str, at: str, image: Path) -> None:
+    """Mount the root filesystem of `disk` (a /dev/sdX, from `image`) at `at`, and a separate /boot under it."""
     fss = {d: t for d, t in g.list_filesystems().items() if d.startswith(disk) and t not in ("swap", "unknown")}
     if not fss:
-        raise ImagekitError(f"{disk}: no filesystem libguestfs can read")
+        raise UsageError(f"{image}: no filesystem libguestfs can read (not a disk image?)")
     probe = f"{at}.probe"
     g.mkmountpoint(probe)
     root = boot = None
@@ -101,32 +106,56 @@ def _mount_image(g: Any, disk: str, at: str) -> None:
             boot = dev
         g.umount(probe)
     if root is None:
-        raise ImagekitError(f"{disk}: no filesystem holds /etc/fstab (not a Linux root?)")
+        raise UsageError(f"{image}: no filesystem holds /etc/fstab (not a Linux root?)")
     g.mount_ro(root, at)
     if boot is not None and g.is_dir(f"{at}/boot"):
         g.mount_ro(boot, f"{at}/boot")
 
 
+def _text(g: Any, path: str, scratch: Path) -> str | None:
+    """A regular file's text (symlinks are not followed), streamed out; None when there is none. A file
+    over MAX_TEXT is not read: its size stands in for it (a change of size still shows)."""
+    if not g.is_file(path):
+        return None
+    size = int(g.statns(path)["st_size"])
+    if size > MAX_TEXT:
+        return f"({size} bytes: too large to compare)\n"
+    local = scratch / "text"
+    g.download(path, str(local))
+    try:
+        return local.read_text(errors="replace")
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def image_path(name: str) -> str:
+    """'./etc/motd', 'etc/motd' or '/etc/motd' (as sha256sum and find print them) -> '/etc/motd'."""
+    if name == "." or name.startswith("./"):
+        name = name[1:]
+    return "/" + name.lstrip("/")
+
+
 def _read_image(g: Any, at: str, manifest: dict[str, Any] | None, scratch: Path) -> Side:
     side = from_manifest(manifest) if manifest else Side()
-    if not side.packages and g.is_file(f"{at}/var/lib/dpkg/status"):
-        side.packages = _dpkg_status(g.cat(f"{at}/var/lib/dpkg/status"))
+    if not side.packages and (status := _text(g, f"{at}/var/lib/dpkg/status", scratch)) is not None:
+        side.packages = _dpkg_status(status)
     for rel in ("boot/grub/menu.lst", "boot/boot/grub/menu.lst"):
-        if g.is_file(f"{at}/{rel}"):
-            side.boot["menu.lst"] = g.cat(f"{at}/{rel}")
-            side.boot["cmdline"] = _cmdline(side.boot["menu.lst"]) or ""
+        if (menu := _text(g, f"{at}/{rel}", scratch)) is not None:
+            side.boot["menu.lst"] = menu
+            side.boot["cmdline"] = _cmdline(menu) or ""
             break
-    if g.is_file(f"{at}/etc/fstab"):
-        side.boot["fstab"] = g.cat(f"{at}/etc/fstab")
+    if (fstab := _text(g, f"{at}/etc/fstab", scratch)) is not None:
+        side.boot["fstab"] = fstab
     sums = scratch / "sums"
-    g.checksums_out("sha256", at, str(sums))
+    g.checksums_out("sha256", at, str(sums))  # sha256sum in the appliance: every file streamed, not copied out
     side.sums = {}
-    for line in sums.read_text(errors="surrogateescape").splitlines():
-        digest, _, path = line.partition("  ")
-        side.sums[path[1:] if path.startswith(".") else path] = digest
+    with open(sums, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            digest, _, path = line.rstrip("\n").partition("  ")
+            side.sums[image_path(path)] = digest
     names = scratch / "names"
     g.find0(at, str(names))
-    side.paths = {"/" + n.decode(errors="surrogateescape") for n in names.read_bytes().split(b"\0") if n}
+    side.paths = {image_path(n.decode(errors="surrogateescape")) for n in names.read_bytes().split(b"\0") if n}
     return side
 
 
@@ -140,29 +169,32 @@ def _sizes(g: Any, at: str, paths: list[str]) -> dict[str, int]:
     return out
 
 
-def read_sides(a: Path, b: Path, progress: Progress) -> tuple[Side, Side]:
+def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None) -> tuple[Side, Side]:
+    """Both sides; `fmt` (raw or qcow2, None: raw) is how both images are opened (appliance.disk_format)."""
     for p in (a, b):
         if not p.is_file():
             raise UsageError(f"{p}: no such image or manifest")
     if a.suffix == ".json" and b.suffix == ".json":
-        return from_manifest(_load_json(a)), from_manifest(_load_json(b))
+        return from_manifest(load_manifest(a)), from_manifest(load_manifest(b))
     if a.suffix == ".json" or b.suffix == ".json":
         raise UsageError("diff: give two images or two manifests, not one of each")
-    from imagekit.appliance import drive_format, guestfs_handle
+    from imagekit.appliance import disk_format, guestfs_handle
 
+    formats = [disk_format(p, fmt) for p in (a, b)]
+    manifests = [read_manifest(p) for p in (a, b)]
     g = guestfs_handle()
     try:
-        for p in (a, b):
-            g.add_drive_opts(os.fspath(p), readonly=True, format=drive_format(p))
+        for p, kind in zip((a, b), formats, strict=True):
+            g.add_drive_opts(os.fspath(p), readonly=True, format=str(kind))
         with progress.stage("diff", "launch libguestfs"):
             g.launch()
         sides = []
         with tempfile.TemporaryDirectory(prefix="imagekit-diff-") as tmp:
-            for disk, at, path in (("/dev/sda", "/a", a), ("/dev/sdb", "/b", b)):
+            for disk, at, path, manifest in (("/dev/sda", "/a", a, manifests[0]), ("/dev/sdb", "/b", b, manifests[1])):
                 with progress.stage("diff", f"read {path.name}"):
                     g.mkmountpoint(at)
-                    _mount_image(g, disk, at)
-                    sides.append(_read_image(g, at, read_manifest(path), Path(tmp)))
+                    _mount_image(g, disk, at, path)
+                    sides.append(_read_image(g, at, manifest, Path(tmp)))
         changed = _file_changes(sides[0], sides[1])
         sides[0].sizes = _sizes(g, "/a", [c.name for c in changed if c.change != "added"])
         sides[1].sizes = _sizes(g, "/b", [c.name for c in changed if c.change != "removed"])
@@ -172,14 +204,6 @@ def read_sides(a: Path, b: Path, progress: Progress) -> tuple[Side, Side]:
     finally:
         g.shutdown()
         g.close()
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except ValueError as exc:
-        raise UsageError(f"{path}: not a JSON manifest: {exc}") from None
 
 
 def _file_changes(a: Side, b: Side) -> list[Change]:
@@ -208,6 +232,6 @@ def compare(a: Side, b: Side) -> list[Change]:
     return changes
 
 
-def diff(a: Path, b: Path, progress: Progress) -> list[Change]:
-    side_a, side_b = read_sides(a, b, progress)
+def diff(a: Path, b: Path, progress: Progress, fmt: str | None = None) -> list[Change]:
+    side_a, side_b = read_sides(a, b, progress, fmt)
     return compare(side_a, side_b)

@@ -9,7 +9,58 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from imagekit.errors import UsageError
+
 SCHEMA = 1
+MAX_MANIFEST = 64 * 1024 * 1024  # a manifest lists packages and files: megabytes, never this
+
+
+class _Lenient(BaseModel):
+    """Keys readers do not use are kept and not checked (newer imagekits add some)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Text(_Lenient):
+    text: str
+
+
+class _Package(_Lenient):
+    name: str
+    version: str
+
+
+class _Volume(_Lenient):
+    image: str | None = None
+    device: str | None = None
+    name: str | None = None
+    label: str | None = None
+    mountpoint: str | None = None
+    services: list[str] | None = None
+
+
+class _Registration(_Lenient):
+    ramdisk_id: str | None = None
+    ari: str | None = None
+
+
+class ManifestFields(_Lenient):
+    """The fields lint, diff and boot read from a manifest, with the types they assume."""
+
+    arch: str | None = None
+    virtualization: str | None = None
+    boot_mode: str | None = None
+    layout: str | None = None
+    cmdline: str | None = None
+    fstab: str | None = None
+    menu_lst: _Text | None = None
+    grub_cfg: _Text | None = None
+    packages: list[_Package] | None = None
+    data_volumes: list[_Volume] | None = None
+    publish: _Registration | None = None
+    registration: _Registration | None = Field(None, alias="register")
 
 
 def manifest_path(image: Path) -> Path:
@@ -73,8 +124,33 @@ def write_manifest(image: Path, data: dict[str, Any]) -> Path:
 
 
 def read_manifest(image: Path) -> dict[str, Any] | None:
+    """The manifest beside `image` (None when there is none), with the fields readers use validated:
+    a manifest that is not JSON, not an object, or has a field of the wrong type is a UsageError naming
+    the file and the key. Unknown keys are kept as they are."""
     path = manifest_path(image)
     if not path.is_file():
         return None
-    data: dict[str, Any] = json.loads(path.read_text())
+    return load_manifest(path)
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the manifest: {exc.strerror}") from None
+    if len(raw) > MAX_MANIFEST:
+        raise UsageError(f"{path}: the manifest is over {MAX_MANIFEST >> 20} MiB: not a build manifest")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"{path}: not a JSON manifest: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: the manifest is a JSON {type(data).__name__}, not an object")
+    try:
+        ManifestFields.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise UsageError(f"{path}: {key}: {first['msg']}") from None
     return data

@@ -10,9 +10,13 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import IO
 
 from imagekit.errors import CommandFailed
 
@@ -63,3 +67,44 @@ def run(
 def output(argv: Sequence[Arg], **kw: object) -> str:
     """Run argv and return its stdout as text."""
     return run(argv, **kw).stdout.decode(errors="replace")  # type: ignore[arg-type]
+
+
+@dataclass
+class Piped:
+    """A tool started by `pipe`: write `proc.stdin`, read `proc.stdout`; `stderr()` once it is done."""
+
+    proc: subprocess.Popen[bytes]
+    err: IO[bytes]
+    args: list[str]
+
+    def stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace")
+
+    def failed(self) -> CommandFailed | None:
+        """None when the tool exited 0 (wait for it first), else the error naming it."""
+        code = self.proc.wait()
+        return None if code == 0 else CommandFailed(self.args, code, self.stderr())
+
+
+@contextmanager
+def pipe(argv: Sequence[Arg]) -> Iterator[Piped]:
+    """Start argv with its stdin and stdout as pipes, to stream data through a tool (a decompressor)
+    without holding it all; its stderr goes to a temp file. On the way out a tool still running is
+    killed, and it is always reaped."""
+    args = [os.fspath(a) for a in argv]
+    log.info("+ %s", shlex.join(args))
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(args, env=_env(None), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        except FileNotFoundError:
+            raise CommandFailed(args, 127) from None
+        try:
+            yield Piped(proc, err, args)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()

@@ -69,3 +69,21 @@ def test_diff_refuses_mixed_inputs(tmp_path: Path) -> None:
     proc = run_imagekit("diff", tmp_path / "a.json", tmp_path / "b.img")
     assert proc.returncode == 2
     assert proc.stderr == "error: diff: give two images or two manifests, not one of each\n"
+
+
+@pytest.mark.parametrize(("printed", "path"), [("./etc/motd", "/etc/motd"), ("etc/motd", "/etc/motd"),
+                                               ("/boot/vmlinuz", "/boot/vmlinuz"), ("//boot/grub", "/boot/grub"),
+                                               ("./.hidden", "/.hidden"), (".hidden", "/.hidden")])
+def test_image_paths_are_joined_once(printed: str, path: str) -> None:
+    """sha256sum prints ./x, find prints x or /x: every path in a diff starts with exactly one slash."""
+    from imagekit.diff import image_path
+
+    assert image_path(printed) == path
+
+
+def test_diff_of_two_bad_manifests_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps({"packages": [{"name": "bash", "version": 5}]}))
+    (tmp_path / "b.json").write_text("{}")
+    proc = run_imagekit("diff", tmp_path / "a.json", tmp_path / "b.json")
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {tmp_path / 'a.json'}: packages.0.version: Input should be a valid string\n"

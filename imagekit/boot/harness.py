@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -71,13 +70,11 @@ class Prepared:
 
 
 def read_manifest(image: Path) -> dict[str, Any] | None:
-    """The build manifest beside the image (`<image>.manifest.json`), if there is one."""
-    path = image.with_name(image.name + ".manifest.json")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The build manifest beside the image (`<image>.manifest.json`), if there is one; one that does not
+    validate is a UsageError naming it and the key (imagekit.manifest.read_manifest)."""
+    from imagekit.manifest import read_manifest as read_validated
+
+    return read_validated(image)
 
 
 def check_options(opts: BootOptions) -> None:

@@ -33,6 +33,8 @@ def image_file(path: Path, option: str = "IMAGE") -> ImageFile:
         raise UsageError(f"{option}: {path} is not a disk image qemu-img can read: {exc.output.strip()}") from None
     if info.get("backing-filename"):
         raise UsageError(f"{option}: {path} has a backing file; boot the image it is backed by, or flatten it")
+    if ((info.get("format-specific") or {}).get("data") or {}).get("data-file"):  # QEMU would open that host file
+        raise UsageError(f"{option}: {path} keeps its data in an external file; flatten it (qemu-img convert)")
     size = int(info.get("virtual-size", 0))
     if size < 1024 * 1024:
         raise UsageError(f"{option}: {path} is {size} bytes: too small to be a bootable disk image")

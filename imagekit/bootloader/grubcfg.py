@@ -72,9 +72,11 @@ class GrubCfg:
 
     def pick(self, ref: str) -> GrubEntry | None:
         """The entry a `default`/`fallback` value names: an index, a title or an id; None if none."""
-        if ref.isdigit():
+        if re.fullmatch(r"[0-9]{1,9}", ref, re.ASCII):  # not str.isdigit(): "²" is a digit to it, not to int()
             items = self.top_level
             return items[int(ref)] if int(ref) < len(items) else None
+        if ref.isdigit():  # digits GRUB does not read as an index (Unicode, or too many): no entry
+            return None
         title = ref.split(">")[-1]
         return next((e for e in self.entries if e.title == title), None)
 

@@ -16,7 +16,10 @@ import jinja2
 
 from imagekit.errors import ImagekitError
 
-ROOT_RE = re.compile(r"^\(hd(?P<disk>\d+)(?:,(?P<part>\d+))?\)$")
+# ASCII digits only, and few of them: menu.lst comes from the image (hostile input); `\d` would take
+# any Unicode digit and int() of 5,000 digits raises (Python's int-string limit)
+ROOT_RE = re.compile(r"^\(hd(?P<disk>[0-9]{1,3})(?:,(?P<part>[0-9]{1,3}))?\)$")
+MAX_NUMBER = 2**31 - 1  # GRUB legacy's safe_parse_maxint: a number must fit an int
 
 
 class MenuLstError(ValueError):
@@ -131,8 +134,10 @@ def _split(line: str) -> tuple[str, str]:
 
 
 def _int(value: str, lineno: int, what: str) -> int:
-    if not value.isdigit():
-        raise MenuLstError(lineno, f"{what} {value!r} is not a number")
+    """A non-negative decimal number as GRUB legacy reads one (ASCII digits, at most MAX_NUMBER)."""
+    shown = value if len(value) <= 20 else f"{value[:20]}... ({len(value)} characters)"
+    if not re.fullmatch(r"[0-9]{1,10}", value, re.ASCII) or int(value) > MAX_NUMBER:
+        raise MenuLstError(lineno, f"{what} {shown!r} is not a number from 0 to {MAX_NUMBER}")
     return int(value)
 
 
@@ -188,5 +193,5 @@ def parse_menu_lst(text: str) -> MenuLst:
 
 def split_device(path: str) -> tuple[str | None, str]:
     """'(hd0,0)/boot/vmlinuz' -> ('(hd0,0)', '/boot/vmlinuz'); a plain path -> (None, path)."""
-    m = re.match(r"^(\(hd\d+(?:,\d+)?\))(/.*)$", path)
+    m = re.match(r"^(\(hd[0-9]{1,3}(?:,[0-9]{1,3})?\))(/.*)$", path)
     return (m[1], m[2]) if m else (None, path)

@@ -17,16 +17,23 @@ from imagekit.progress import Progress
               help="Where the image must boot: pv (PV-GRUB), hvm (Xen HVM and Nitro), nitro (NVMe, ENA, serial "
                    "console). Default: hvm for an HVM image (its manifest, else GPT or GRUB in the MBR), else pv.")
 @click.option("--arch", default=None, help="x86_64 or i386 (default: the build manifest's, else x86_64).")
+@click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), default=None,
+              help="How to read IMAGE: raw (what imagekit builds) or qcow2 (without a backing or data file). "
+                   "Default: raw, and a file that starts with a qcow2 header is refused: say which it is.")
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def command(image: str, target: str | None, arch: str | None, json_output: bool) -> None:
+def command(image: str, target: str | None, arch: str | None, fmt: str | None, json_output: bool) -> None:
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error."""
     from pathlib import Path
 
+    from imagekit.appliance import disk_format
     from imagekit.lint import Severity, default_target, has_errors, lint_image
 
-    target = target or default_target(Path(image))
+    path = Path(image)
+    if path.is_file():
+        disk_format(path, fmt)  # refused before anything else reads it
+    target = target or default_target(path)
     progress = Progress.for_cli(json_output)
-    findings = lint_image(image, target=target, progress=progress, arch=arch)
+    findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt)
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
     if json_output:

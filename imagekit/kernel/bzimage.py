@@ -54,6 +54,10 @@ MAGIC: dict[Compression, bytes] = {
     Compression.LZ4: b"\x02\x21\x4c\x18",
     Compression.ZSTD: b"\x28\xb5\x2f\xfd",
 }
+# A decompressed x86 vmlinux is 20-80 MiB (more only with debug info, which no boot image carries); a
+# payload that decompresses to more is not a kernel but a decompression bomb, and is not expanded further.
+MAX_VMLINUX = 256 * 1024 * 1024
+
 # the packaged tool for the formats the standard library lacks: argv reading stdin, writing stdout
 TOOLS: dict[Compression, list[str]] = {
     Compression.LZO: ["lzop", "-dc"],
@@ -182,9 +186,15 @@ def _gzip_candidates(data: bytes, start: int) -> list[int]:
 # --- decompressors: each returns the decompressed bytes and raises on corrupt input ---------------
 
 
+def _capped(out: bytes) -> bytes:
+    if len(out) > MAX_VMLINUX:
+        raise ValueError(f"it decompresses to more than {MAX_VMLINUX >> 20} MiB: not a kernel")
+    return out
+
+
 def _gunzip(payload: bytes) -> bytes:
     d = zlib.decompressobj(wbits=31)
-    out = d.decompress(payload)
+    out = _capped(d.decompress(payload, MAX_VMLINUX + 1))
     if not d.eof:
         raise EOFError("gzip stream ends early")
     return out
@@ -192,7 +202,7 @@ def _gunzip(payload: bytes) -> bytes:
 
 def _bunzip2(payload: bytes) -> bytes:
     d = bz2.BZ2Decompressor()
-    out = d.decompress(payload)
+    out = _capped(d.decompress(payload, MAX_VMLINUX + 1))
     if not d.eof:
         raise EOFError("bzip2 stream ends early")
     return out
@@ -201,7 +211,7 @@ def _bunzip2(payload: bytes) -> bytes:
 def _unlzma(fmt: int) -> Callable[[bytes], bytes]:
     def decompress(payload: bytes) -> bytes:
         d = lzma.LZMADecompressor(format=fmt)
-        out = d.decompress(payload)
+        out = _capped(d.decompress(payload, MAX_VMLINUX + 1))
         if not d.eof:
             raise EOFError("stream ends early")
         return out
@@ -212,7 +222,9 @@ def _unlzma(fmt: int) -> Callable[[bytes], bytes]:
 def _with_tool(compression: Compression) -> Callable[[bytes], bytes]:
     def decompress(payload: bytes) -> bytes:
         # the payload ends with the 4-byte size the kernel's build appended: the tools call it garbage
-        return run(TOOLS[compression], input=payload[:-4]).stdout
+        if len(payload) >= 4 and _u32(payload, len(payload) - 4) > MAX_VMLINUX:
+            raise ValueError(f"its size trailer says more than {MAX_VMLINUX >> 20} MiB: not a kernel")
+        return _capped(run(TOOLS[compression], input=payload[:-4]).stdout)
 
     return decompress
 

@@ -128,6 +128,9 @@ def looks_like_config(text: str) -> bool:
     return any(_LINE.match(line) for line in text.splitlines()[:200])
 
 
+MAX_IKCONFIG = 4 * 1024 * 1024  # a kernel's .config is ~250 KiB
+
+
 def ikconfig(vmlinux: bytes) -> str | None:
     """The config a CONFIG_IKCONFIG kernel embeds (gzip between IKCFG_ST and IKCFG_ED), if any."""
     start = vmlinux.find(IKCFG_START)
@@ -137,9 +140,11 @@ def ikconfig(vmlinux: bytes) -> str | None:
     if end == -1:
         return None
     try:
-        return gzip.decompress(vmlinux[start + len(IKCFG_START) : end]).decode(errors="replace")
+        d = zlib.decompressobj(wbits=31)
+        text = d.decompress(vmlinux[start + len(IKCFG_START) : end], MAX_IKCONFIG)
     except (OSError, EOFError, zlib.error):
         return None
+    return text.decode(errors="replace") if d.eof else None  # cut short or over MAX_IKCONFIG: no config
 
 
 def sibling_config(kernel: Path, release: str = "") -> Path | None:

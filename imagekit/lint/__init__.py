@@ -3,21 +3,25 @@
     from imagekit.lint import lint_image
     findings = lint_image("out/img.raw", target="pv")
 
-Works on any image (raw or qcow2), not only imagekit's: one read-only libguestfs launch, the
-facts read from the image itself; a build manifest beside the image, if there is one, only
-supplies the architecture and the boot mode. Each Finding has a stable rule id (RULES).
+Works on any image (raw, or a self-contained qcow2 when asked for with fmt="qcow2"), not only
+imagekit's: one read-only libguestfs launch, the facts read from the image itself; a build manifest
+beside the image, if there is one, only supplies the architecture and the boot mode (a manifest that
+does not validate is a UsageError naming it). Each Finding has a stable rule id (RULES). The image is
+hostile input: a file a rule cannot read (a symlink loop, a relative path, a huge file) is a finding,
+and the other rules still run.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from imagekit.errors import UsageError
 from imagekit.kernel.config import Target
-from imagekit.lint.disk import boot_filesystem, check_disk, grub_device, mountable
-from imagekit.lint.findings import RULES, Finding, Severity, finding
+from imagekit.lint.disk import boot_filesystem, check_disk, check_labels, grub_device, mountable
+from imagekit.lint.findings import RULES, Finding, Severity, finding, unreadable
 from imagekit.lint.grubcfg import (
     CFG_PATHS,
     check_esp,
@@ -36,7 +40,7 @@ from imagekit.lint.system import (
     check_root_arg,
     root_filesystem,
 )
-from imagekit.lint.view import Filesystem, ImageView, open_view
+from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
 from imagekit.progress import Progress
 
 __all__ = ["RULES", "Finding", "Severity", "default_target", "has_errors", "lint_image", "lint_view"]
@@ -56,12 +60,10 @@ def _target(target: str) -> Target:
 
 
 def _read_manifest(image: Path) -> dict[str, Any] | None:
-    try:
-        from imagekit.manifest import read_manifest
+    """The build manifest beside the image, validated (a bad one is a UsageError naming file and key)."""
+    from imagekit.manifest import read_manifest
 
-        return read_manifest(image)
-    except (ImportError, OSError, ValueError):
-        return None
+    return read_manifest(image)
 
 
 def default_target(image: Path) -> str:
@@ -82,17 +84,32 @@ def default_target(image: Path) -> str:
 
 def lint_image(
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
-    arch: str | None = None,
+    arch: str | None = None, fmt: str | None = None,
 ) -> list[Finding]:
     """Every finding for the image at `path` on `target` (pv, hvm or nitro; default: `default_target`).
+    `fmt` is raw or qcow2 (None: raw, and a file with a qcow2 header is refused; appliance.disk_format).
     Never writes to it."""
+    from imagekit.appliance import disk_format
+
     image = Path(path)
-    tgt = _target(target or default_target(image))
-    manifest = _read_manifest(image) if image.is_file() else None
+    chosen = _target(target) if target else None
+    if not image.is_file():
+        raise UsageError(f"{image}: no such image file")
+    disk = disk_format(image, fmt)
+    manifest = _read_manifest(image)
+    tgt = chosen or _target(default_target(image))
     arch = arch or (manifest or {}).get("arch") or "x86_64"
     progress = progress or Progress("quiet")
-    with progress.stage("lint", f"{image.name} --target {tgt}"), open_view(image) as view:
+    with progress.stage("lint", f"{image.name} --target {tgt}"), open_view(image, disk) as view:
         return lint_view(view, tgt, arch, manifest)
+
+
+def _rule(findings: list[Finding], check: Callable[..., Iterable[Finding]], *args: Any) -> None:
+    """Run one rule and keep its findings; a file it could not read becomes a finding and lint goes on."""
+    try:
+        findings += list(check(*args))
+    except UnreadableFile as exc:
+        findings.append(unreadable(exc))
 
 
 def _pv_boot(view: ImageView, findings: list[Finding]) -> tuple[BootMenu | None, list[KernelFiles]]:
@@ -157,42 +174,58 @@ def _root_arg(args: str) -> str | None:
 def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None) -> list[Finding]:
     findings: list[Finding] = []
     if target is Target.PV:
-        findings += check_disk(view)
+        _rule(findings, check_disk, view)
     elif not mountable(view):
         findings.append(finding("disk-unreadable", view.image.name, "no filesystem found on the image",
                                 "is this a disk image?"))
     if any(f.rule == "disk-unreadable" for f in findings):
         return findings
-    cmdlines: list[tuple[str, str]] = []  # (where, kernel arguments)
-    if target is Target.PV:
-        boot, kernels = _pv_boot(view, findings)
-        if boot is not None:
-            cmdlines = [(f"{boot.location.grub} entry {e.index}", e.entry.kernel_args)
-                        for e in boot.entries if e.entry.kernel]
-            if boot.chosen is not None:  # the entry PV-GRUB boots first
-                chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
-                cmdlines.insert(0, chosen)
-    else:
-        cmdlines, kernels = _hvm_boot(view, findings)
-        findings += check_esp(view)
+    _rule(findings, check_labels, view)
+    cmdlines, kernels = _boot(view, target, findings)
     for where, args in cmdlines:
-        findings += check_cmdline(where, args, target)
-        findings += check_nitro_cmdline(where, args, target)
-        findings += check_root_arg(view, where, _root_arg(args), target)
-    root_fs = root_filesystem(view, _root_arg(cmdlines[0][1]) if cmdlines else None)
-    fs_types = _fs_types(view, root_fs)
+        _rule(findings, check_cmdline, where, args, target)
+        _rule(findings, check_nitro_cmdline, where, args, target)
+        _rule(findings, check_root_arg, view, where, _root_arg(args), target)
+    try:
+        root_fs = root_filesystem(view, _root_arg(cmdlines[0][1]) if cmdlines else None)
+        fs_types = _fs_types(view, root_fs)
+    except UnreadableFile as exc:
+        findings.append(unreadable(exc))
+        root_fs, fs_types = None, set()
     for k in kernels[:MAX_KERNELS]:
-        findings += check_kernel(view, k, target, arch, fs_types)
+        _rule(findings, check_kernel, view, k, target, arch, fs_types)
     if root_fs is not None:
-        findings += check_fstab(view, root_fs, target)
+        _rule(findings, check_fstab, view, root_fs, target)
         if target is not Target.PV:
-            findings += check_fstab_esp(view, root_fs)
+            _rule(findings, check_fstab_esp, view, root_fs)
             if cmdlines:
-                findings += check_nic_name(view, root_fs, *cmdlines[0])
+                _rule(findings, check_nic_name, view, root_fs, *cmdlines[0])
     if target is not Target.PV:
-        findings += check_hvm_boot(view, (manifest or {}).get("boot_mode"))
+        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
     findings += _check_registration(manifest, target)
     return _unique(findings)
+
+
+def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[list[tuple[str, str]],
+                                                                           list[KernelFiles]]:
+    """The kernel command lines (the one booted first) and the kernels, from menu.lst (PV) or grub.cfg."""
+    cmdlines: list[tuple[str, str]] = []  # (where, kernel arguments)
+    try:
+        if target is not Target.PV:
+            cmdlines, kernels = _hvm_boot(view, findings)
+            findings += check_esp(view)
+            return cmdlines, kernels
+        boot, kernels = _pv_boot(view, findings)
+    except UnreadableFile as exc:
+        findings.append(unreadable(exc))
+        return cmdlines, []
+    if boot is not None:
+        cmdlines = [(f"{boot.location.grub} entry {e.index}", e.entry.kernel_args)
+                    for e in boot.entries if e.entry.kernel]
+        if boot.chosen is not None:  # the entry PV-GRUB boots first
+            chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
+            cmdlines.insert(0, chosen)
+    return cmdlines, kernels
 
 
 def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from imagekit.lint.findings import Finding, finding
-from imagekit.lint.view import Filesystem, ImageView
+from imagekit.lint.view import Filesystem, ImageView, UnreadableFile
 
 PVGRUB_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "reiserfs", "btrfs"}
 MOUNTABLE_SKIP = {"swap", "unknown", "LVM2_member"}
@@ -28,9 +28,13 @@ def layout_of(view: ImageView) -> str:
 
 
 def holds_boot_files(view: ImageView, fs: Filesystem) -> bool:
-    """Does this filesystem carry a menu.lst or a kernel, as / (in /boot) or as a /boot partition?"""
+    """Does this filesystem carry a menu.lst or a kernel, as / (in /boot) or as a /boot partition?
+    (A menu.lst that is there but cannot be read counts: check_menu reports it.)"""
     for path in ("/boot/grub/menu.lst", "/grub/menu.lst"):
-        if view.exists(fs.device, path):
+        try:
+            if view.exists(fs.device, path):
+                return True
+        except UnreadableFile:
             return True
     return any(n.startswith(("vmlinuz", "vmlinux")) for d in ("/boot", "/") for n in view.ls(fs.device, d))
 
@@ -44,7 +48,7 @@ def check_disk(view: ImageView) -> Iterator[Finding]:
     """Rules for PV targets: the table, the first partition, LVM, the boot filesystem's type."""
     if not mountable(view):
         yield finding("disk-unreadable", view.image.name, "no filesystem found on the image",
-                      "is this a disk image? lint reads raw and qcow2 images")
+                      "is this a disk image? lint reads raw images (a qcow2 with --format qcow2)")
         return
     if view.parttype == "gpt":
         yield finding("disk-gpt", "partition table", "the image has a GPT partition table; "
@@ -85,3 +89,18 @@ def check_boot_fs(view: ImageView, boot: Filesystem) -> Iterator[Finding]:
         yield finding("bootfs-ext4-64bit", obj, "the filesystem has the 64bit feature, which GRUB 0.97 "
                       "(PV-GRUB) does not know: it cannot read menu.lst or the kernel",
                       "make it with mkfs.ext4 -O ^64bit (or use ext2 for a /boot partition)")
+
+
+def check_labels(view: ImageView) -> Iterator[Finding]:
+    """Two filesystems with one label: LABEL= (root=, fstab, GRUB's search) names either, and which one
+    Linux or EC2 finds first is not defined (a second volume attached from the same image, a copy)."""
+    by_label: dict[str, list[Filesystem]] = {}
+    for fs in view.filesystems:
+        if fs.label:
+            by_label.setdefault(fs.label, []).append(fs)
+    for label, same in sorted(by_label.items()):
+        if len(same) > 1:
+            devices = ", ".join(f.device for f in same)
+            yield finding("duplicate-label", f"LABEL={label}", f"{len(same)} filesystems are labelled {label!r} "
+                          f"({devices}): LABEL={label} may mount any of them", "give each filesystem its own label "
+                          "(e2label, fatlabel, xfs_admin -L), and name the root by UUID= if in doubt")

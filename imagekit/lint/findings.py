@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 
 class Severity(StrEnum):
@@ -43,8 +44,14 @@ RULES: dict[str, tuple[Severity, str]] = {
     "menulst-kernel-missing": (Severity.ERROR, "an entry's kernel file does not exist"),
     "menulst-initrd-missing": (Severity.ERROR, "an entry's initrd file does not exist"),
     "menulst-none-bootable": (Severity.ERROR, "neither the default nor a fallback entry can be loaded"),
+    "menulst-path": (Severity.ERROR, "a kernel or initrd path is not absolute (GRUB cannot open it)"),
+    # files the image names that cannot be read (hostile layouts, issue 13)
+    "file-unreadable": (Severity.ERROR, "a file the boot needs cannot be read (a symlink loop, not a file, too large)"),
+    "duplicate-label": (Severity.ERROR, "two filesystems have the same label: EC2 may mount either"),
     # kernel
     "kernel-unreadable": (Severity.ERROR, "the kernel file is not a kernel"),
+    "kernel-too-large": (Severity.ERROR, "the kernel file is larger than any kernel (not read)"),
+    "initrd-too-large": (Severity.ERROR, "the initrd is larger than a boot loader loads (not read)"),
     "kernel-arch": (Severity.ERROR, "the kernel's architecture does not match the target"),
     "kernel-xen-pv": (Severity.ERROR, "the kernel cannot run as a Xen PV guest"),
     "kernel-compression": (Severity.WARNING, "PV-GRUB reads gzip, bzip2, lzo and xz kernels"),
@@ -89,3 +96,17 @@ def finding(rule: str, obj: str, message: str, hint: str = "", severity: Severit
     """A Finding for a catalogued rule (its severity from the catalogue unless given)."""
     default, _ = RULES[rule]
     return Finding(rule, severity or default, obj, message, hint)
+
+
+class Unreadable(Protocol):
+    """What lint.view.UnreadableFile tells (any reader's error for a file it cannot read)."""
+
+    device: str
+    path: str
+    reason: str
+
+
+def unreadable(exc: Unreadable, obj: str | None = None) -> Finding:
+    """The finding for a file a rule needed and could not read; `obj` names it (default device:path)."""
+    return finding("file-unreadable", obj or f"{exc.device}:{exc.path}", f"cannot read it: {exc.reason}",
+                   "make it a regular file (no symlink loop), of a sane size, at an absolute path")

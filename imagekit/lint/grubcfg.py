@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from imagekit.bootloader.grubcfg import GrubCfg, GrubCfgError, GrubEntry, parse_grub_cfg
 from imagekit.kernel.config import Target
-from imagekit.lint.findings import Finding, finding
+from imagekit.lint.findings import Finding, finding, unreadable
 from imagekit.lint.kernel import KernelFiles
 from imagekit.lint.system import ESP_GUID, resolve
-from imagekit.lint.view import Filesystem, ImageView
+from imagekit.lint.view import Filesystem, ImageView, UnreadableFile
 
 CFG_PATHS = ("/boot/grub/grub.cfg", "/grub/grub.cfg")
-GRUB_ROOT = re.compile(r"^\(?hd\d+,(?:gpt|msdos)?(\d+)\)?$")
+GRUB_ROOT = re.compile(r"^\(?hd[0-9]{1,3},(?:gpt|msdos)?([0-9]{1,3})\)?$")  # ASCII, short: int() is safe
 NVME_TIMEOUT = "nvme_core.io_timeout"
 
 
@@ -44,7 +44,10 @@ class LoadedEntry:
 def find_grub_cfg(view: ImageView) -> tuple[GrubMenu | None, list[Finding]]:
     for fs in _readable(view):
         for path in CFG_PATHS:
-            text = view.read_text(fs.device, path)
+            try:
+                text = view.read_text(fs.device, path)
+            except UnreadableFile as exc:
+                return None, [unreadable(exc, f"grub.cfg {exc.device}:{exc.path}")]
             if text is None:
                 continue
             try:
@@ -63,7 +66,7 @@ def entry_device(view: ImageView, menu: GrubMenu, entry: GrubEntry) -> str | Non
     search = entry.search or menu.cfg.search
     if search is not None and entry.root is None:
         if search.kind == "FILE":
-            return next((f.device for f in _readable(view) if view.exists(f.device, search.value)), None)
+            return next((f.device for f in _readable(view) if _exists(view, f.device, search.value, [])), None)
         fs = resolve(view, str(search))
         return fs.device if fs else None
     if entry.root is not None and (m := GRUB_ROOT.match(entry.root.strip("'\""))):
@@ -100,19 +103,29 @@ def check_grub_cfg(view: ImageView, menu: GrubMenu) -> tuple[list[Finding], list
                                     "GRUB cannot load this entry", "search by the boot filesystem's UUID or label"))
             loaded.append(LoadedEntry(entry, None, False))
             continue
-        exists = entry.linux is not None and view.exists(device, entry.linux)
+        exists = entry.linux is not None and _exists(view, device, entry.linux, findings, f"{obj} linux")
         if entry.linux is None:
             findings.append(finding("grubcfg-kernel-missing", obj, "the entry has no linux line", "add one"))
-        elif not exists:
+        elif exists is False:
             findings.append(finding("grubcfg-kernel-missing", f"{obj} linux {entry.linux}",
                                     f"{entry.linux} does not exist on {device}",
                                     "paths are relative to the filesystem the entry searches"))
         for initrd in entry.initrds:
-            if not view.exists(device, initrd):
+            if _exists(view, device, initrd, findings, f"{obj} initrd") is False:
                 findings.append(finding("grubcfg-initrd-missing", f"{obj} initrd {initrd}",
                                         f"{initrd} does not exist on {device}", "fix the path or rebuild the initrd"))
-        loaded.append(LoadedEntry(entry, device, exists))
+        loaded.append(LoadedEntry(entry, device, exists is True))
     return findings, loaded
+
+
+def _exists(view: ImageView, device: str, path: str, findings: list[Finding], obj: str = "") -> bool | None:
+    """Is there a file at `path` (from grub.cfg: hostile input)? None, with a finding, when it cannot be told
+    (a path GRUB would read on another device, a symlink loop)."""
+    try:
+        return view.exists(device, path)
+    except UnreadableFile as exc:
+        findings.append(unreadable(exc, f"{obj} {path}".strip()))
+        return None
 
 
 def entry_kernels(loaded: list[LoadedEntry]) -> list[KernelFiles]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from imagekit.kernel.bzimage import PVGRUB_COMPRESSIONS, KernelFormatError, Vmlinux, load_vmlinux
 from imagekit.kernel.config import OptionResult, Status, Target, check_config, ikconfig, parse_config
 from imagekit.kernel.initrd import initrd_members, module_names
-from imagekit.lint.findings import Finding, Severity, finding
-from imagekit.lint.view import ImageView
+from imagekit.lint.findings import Finding, Severity, finding, unreadable
+from imagekit.lint.view import ImageView, UnreadableFile
 
 # the module a =m option builds, for looking it up in the initrd
 MODULES = {
@@ -22,6 +22,15 @@ EARLY = {"XEN_BLKDEV_FRONTEND", "BLK_DEV_NVME", "ENA_ETHERNET", "EXT4_FS", "EXT3
          "BTRFS_FS", "REISERFS_FS"}
 HVM_DRIVERS = {"BLK_DEV_NVME", "ENA_ETHERNET"}
 
+# What lint reads of a kernel or an initrd, at most. The size is checked before a byte is read; the file
+# is streamed to a temp file; a kernel is then parsed in memory, an initrd read as a stream. A
+# distribution's vmlinuz is 5-15 MiB and an uncompressed ELF vmlinux without debug info 30-80 MiB;
+# PV-GRUB and GRUB load the whole kernel and initrd into guest memory (a t1.micro has 613 MiB), and
+# Debian's initrds are 20-80 MiB (a dracut initrd with every driver ~200 MiB). Above these a file is
+# not a kernel (or an initrd) a loader can use.
+MAX_KERNEL = 256 * 1024 * 1024
+MAX_INITRD = 512 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class KernelFiles:
@@ -33,10 +42,24 @@ class KernelFiles:
     label: str  # how findings name it, e.g. "(hd0,0)/boot/vmlinuz-6.1.0-cloud-amd64"
 
 
+def _too_large(view: ImageView, device: str, path: str, limit: int, rule: str, label: str) -> list[Finding]:
+    """A finding when the file is over `limit` bytes (its size from the filesystem: nothing is read)."""
+    size = view.size(device, path)
+    if size is None or size <= limit:
+        return []
+    what = "kernel" if rule == "kernel-too-large" else "initrd"
+    return [finding(rule, label, f"the {what} file is {size} bytes, over {limit >> 20} MiB: no boot loader "
+                    f"loads a {what} that large (lint read none of it)", f"point the boot entry at the real {what}")]
+
+
 def _vmlinux(view: ImageView, k: KernelFiles) -> tuple[Vmlinux | None, list[Finding]]:
-    data = view.fetch(k.device, k.path)
-    if data is None:
-        return None, []
+    try:
+        too_large = _too_large(view, k.device, k.path, MAX_KERNEL, "kernel-too-large", k.label)
+        data = None if too_large else view.fetch(k.device, k.path, MAX_KERNEL)
+    except UnreadableFile as exc:
+        return None, [unreadable(exc, k.label)]
+    if too_large or data is None:
+        return None, too_large
     try:
         return load_vmlinux(data, k.label), []
     except KernelFormatError as exc:
@@ -57,7 +80,10 @@ def _config(view: ImageView, k: KernelFiles, vmlinux: Vmlinux) -> tuple[dict[str
             names.append("config-" + base[len(prefix):].removesuffix(".gz"))
     for name in names:
         path = f"{directory.rstrip('/')}/{name}"
-        text = view.read_text(k.device, path)
+        try:
+            text = view.read_text(k.device, path)
+        except UnreadableFile:
+            continue  # a config that cannot be read is no config: kernel-no-config says so
         if text is not None:
             return parse_config(text), f"{k.label.rsplit('/', 1)[0]}/{name}"
     return None, ""
@@ -66,11 +92,17 @@ def _config(view: ImageView, k: KernelFiles, vmlinux: Vmlinux) -> tuple[dict[str
 def _initrd_modules(view: ImageView, k: KernelFiles) -> tuple[set[str] | None, list[Finding]]:
     if k.initrd is None:
         return None, []
-    data = view.fetch(k.device, k.initrd)
-    if data is None:
-        return None, []
     try:
-        return module_names(initrd_members(data)), []
+        too_large = _too_large(view, k.device, k.initrd, MAX_INITRD, "initrd-too-large", k.initrd)
+        if too_large:
+            return None, too_large
+        with view.fetched(k.device, k.initrd, MAX_INITRD) as local:
+            if local is None:
+                return None, []
+            with open(local, "rb") as f:
+                return module_names(initrd_members(f)), []  # streamed: never the whole initrd in memory
+    except UnreadableFile as exc:
+        return None, [unreadable(exc, k.initrd)]
     except KernelFormatError as exc:
         return None, [finding("initrd-unreadable", k.initrd, exc.message, "rebuild the initrd")]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from imagekit.bootloader.menulst import Entry, MenuLst, MenuLstError, parse_menu_lst, split_device
 from imagekit.lint.disk import grub_device
-from imagekit.lint.findings import Finding, finding
-from imagekit.lint.view import ImageView
+from imagekit.lint.findings import Finding, finding, unreadable
+from imagekit.lint.view import ImageView, UnreadableFile
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,30 @@ def legacy_location(view: ImageView) -> Location:
 
 
 def find_menu(view: ImageView) -> tuple[Location, str] | None:
+    """The first menu.lst in PV-GRUB's order; UnreadableFile (with the location) when one is there but
+    cannot be read (a symlink loop): PV-GRUB stops there too."""
     for loc in search_order(view):
         fs = view.filesystem_on_partition(loc.partition)
         if fs is not None and view.exists(fs.device, loc.path):
             return loc, fs.device
     return None
+
+
+def _file_state(view: ImageView, device: str | None, path: str | None, what: str, title: str,
+                problems: list[Finding]) -> bool | None:
+    """Does `path` (from menu.lst: hostile input) name a file? True, False (missing), or None: the path is
+    bad or unreadable, and a finding says so."""
+    if device is None or path is None:
+        return False
+    if not path.startswith("/"):
+        problems.append(finding("menulst-path", f"{title} {what} {path}", f"{path!r} is not an absolute path: "
+                                "GRUB opens it on no filesystem", f"write the {what} as /boot/... or (hd0,0)/..."))
+        return None
+    try:
+        return view.exists(device, path)
+    except UnreadableFile as exc:
+        problems.append(unreadable(exc, f"{title} {what} {path}"))
+        return None
 
 
 def _resolve(view: ImageView, index: int, entry: Entry, default_dev: str) -> tuple[BootEntry, list[Finding]]:
@@ -91,17 +110,18 @@ def _resolve(view: ImageView, index: int, entry: Entry, default_dev: str) -> tup
 
     kdev, kpath = locate(entry.kernel)
     idev, ipath = locate(entry.initrd)
-    kernel_ok = bool(kdev and kpath and view.exists(kdev, kpath))
-    initrd_ok = bool(idev and ipath and view.exists(idev, ipath))
     title = f"entry {index} ({entry.title})"
+    kernel = _file_state(view, kdev, kpath, "kernel", title, problems)
+    initrd = _file_state(view, idev, ipath, "initrd", title, problems)
+    kernel_ok, initrd_ok = kernel is True, initrd is True
     if entry.kernel is None:
         problems.append(finding("menulst-kernel-missing", title, "the entry has no kernel line",
                                 "add `kernel /boot/vmlinuz-VERSION root=... console=hvc0`"))
-    elif not kernel_ok:
+    elif kernel is False:
         problems.append(finding("menulst-kernel-missing", f"{title} kernel {entry.kernel}",
                                 f"{entry.root or grub_device(None)}{kpath} does not exist",
                                 "point the kernel line at a file on the boot filesystem"))
-    if entry.initrd is not None and not initrd_ok:
+    if entry.initrd is not None and initrd is False:
         problems.append(finding("menulst-initrd-missing", f"{title} initrd {entry.initrd}",
                                 f"{entry.root or grub_device(None)}{ipath} does not exist",
                                 "fix the initrd line (or drop it for a kernel that needs none)"))
@@ -128,8 +148,11 @@ def _check_root(view: ImageView, index: int, entry: Entry) -> Iterator[Finding]:
 
 
 def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
-    found = find_menu(view)
     legacy = legacy_location(view)
+    try:
+        found = find_menu(view)
+    except UnreadableFile as exc:
+        return [unreadable(exc, f"menu.lst {exc.device}:{exc.path}")], None
     if found is None:
         return [finding("menulst-missing", legacy.grub, "no menu.lst where PV-GRUB looks "
                         f"({', '.join(loc.grub for loc in search_order(view)[:3])} ...)",
@@ -143,7 +166,11 @@ def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
             f"only reads {legacy.grub}",
             "use a PV-GRUB 1.05 hd0 AKI, or put menu.lst at /boot/grub/menu.lst of the first partition "
             "(a /boot partition: /boot/boot/grub/menu.lst in the running system, seed 002)"))
-    text = view.read_text(device, location.path) or ""
+    try:
+        text = view.read_text(device, location.path) or ""
+    except UnreadableFile as exc:
+        findings.append(unreadable(exc, location.grub))
+        return findings, None
     try:
         menu = parse_menu_lst(text)
     except MenuLstError as exc:

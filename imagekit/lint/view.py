@@ -4,6 +4,11 @@ The drive is added read-only (libguestfs puts a throw-away overlay in front of i
 filesystem is mounted read-only, one at a time, only when a rule asks for a file on it. The view
 answers in the terms of PV-GRUB and EC2: the partition table, the filesystems (type, label,
 UUID), whether a path exists on a given filesystem, file contents.
+
+Paths come from the image (menu.lst, grub.cfg, fstab) and are hostile input: a path that is not
+absolute, a symlink loop, a file too large to read are `UnreadableFile`, which the rules turn into
+findings; nothing larger than the caller's bound is read, and nothing is read whole into memory
+unless it is under that bound.
 """
 
 from __future__ import annotations
@@ -14,9 +19,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagekit.errors import ImagekitError, UsageError
+
+if TYPE_CHECKING:
+    from imagekit.appliance import DiskFormat
+
+# menu.lst, grub.cfg, fstab, a kernel's config-VERSION (~250 KiB), dpkg's status: text files of kilobytes
+# to a few MiB. libguestfs' read_file stops near 4 MiB (its message size) anyway.
+MAX_TEXT = 2 * 1024 * 1024
+
+
+class UnreadableFile(Exception):
+    """A file a rule asked for cannot be read: the path is not absolute, a symlink loop, too large..."""
+
+    def __init__(self, device: str, path: str, reason: str) -> None:
+        super().__init__(f"{device}:{path}: {reason}")
+        self.device, self.path, self.reason = device, path, reason
 
 
 @dataclass(frozen=True)
@@ -137,49 +157,86 @@ class ImageView:
         self._mounted = device
         return True
 
+    def _ask(self, device: str, path: str, question: Any, *args: Any) -> Any:
+        """`question(path, *args)` on the mounted `device`; a bad path or a libguestfs error is UnreadableFile."""
+        if not path.startswith("/"):
+            raise UnreadableFile(device, path, "not an absolute path")
+        if "\0" in path:
+            raise UnreadableFile(device, path, "the path holds a NUL byte")
+        try:
+            return question(path, *args)
+        except RuntimeError as exc:
+            raise UnreadableFile(device, path, str(exc).split(": ", 1)[-1]) from None
+
     def exists(self, device: str, path: str) -> bool:
-        return self._mount(device) and bool(self.g.is_file(path, followsymlinks=True))
+        """A regular file (after symlinks) at `path`; a symlink loop raises UnreadableFile."""
+        return self._mount(device) and bool(self._ask(device, path, self.g.is_file, True))
 
     def is_dir(self, device: str, path: str) -> bool:
-        return self._mount(device) and bool(self.g.is_dir(path, followsymlinks=True))
+        return self._mount(device) and bool(self._ask(device, path, self.g.is_dir, True))
 
-    def read(self, device: str, path: str) -> bytes | None:
-        """A (small) file's bytes, or None when it does not exist."""
+    def size(self, device: str, path: str) -> int | None:
+        """The size of the file at `path` (after symlinks), or None when there is no regular file."""
         if not self.exists(device, path):
             return None
-        data: bytes = self.g.read_file(path)
+        return int(self._ask(device, path, self.g.statns)["st_size"])
+
+    def _bounded(self, device: str, path: str, limit: int) -> int | None:
+        size = self.size(device, path)
+        if size is not None and size > limit:
+            raise UnreadableFile(device, path, f"{size} bytes, over the {limit} bytes lint reads of it")
+        return size
+
+    def read(self, device: str, path: str, limit: int = MAX_TEXT) -> bytes | None:
+        """A small file's bytes, or None when it does not exist; over `limit` bytes it is UnreadableFile."""
+        if self._bounded(device, path, limit) is None:
+            return None
+        data: bytes = self._ask(device, path, self.g.read_file)
         return data
 
-    def read_text(self, device: str, path: str) -> str | None:
-        data = self.read(device, path)
+    def read_text(self, device: str, path: str, limit: int = MAX_TEXT) -> str | None:
+        data = self.read(device, path, limit)
         return None if data is None else data.decode("utf-8", "replace")
 
     def ls(self, device: str, path: str) -> list[str]:
         if not self.is_dir(device, path):
             return []
-        return sorted(self.g.ls(path))
+        return sorted(self._ask(device, path, self.g.ls))
 
-    def fetch(self, device: str, path: str) -> bytes | None:
-        """A possibly large file (a kernel, an initrd), streamed out of the appliance."""
-        if not self.exists(device, path):
-            return None
+    @contextmanager
+    def fetched(self, device: str, path: str, limit: int) -> Iterator[Path | None]:
+        """A larger file (a kernel, an initrd) of at most `limit` bytes, as a temp file (None when there is
+        none), removed on the way out: its size is checked first (a sparse 3 GiB file is refused without
+        reading it), then libguestfs streams it out of the appliance in chunks."""
+        if self._bounded(device, path, limit) is None:
+            yield None
+            return
         with tempfile.TemporaryDirectory(prefix="imagekit-lint-") as tmp:
-            local = os.path.join(tmp, "file")
-            self.g.download(path, local)
-            return Path(local).read_bytes()
+            local = Path(tmp) / "file"
+            self._ask(device, path, self.g.download, os.fspath(local))
+            yield local
+
+    def fetch(self, device: str, path: str, limit: int) -> bytes | None:
+        """`fetched`, read into memory (for a kernel, which is parsed whole: at most `limit` bytes)."""
+        with self.fetched(device, path, limit) as local:
+            if local is None:
+                return None
+            with open(local, "rb") as f:
+                return f.read(limit)
 
 
 @contextmanager
-def open_view(image: str | os.PathLike[str]) -> Iterator[ImageView]:
-    """Launch libguestfs on `image`, read-only, and close it (shutdown, then close) on the way out."""
-    from imagekit.appliance import drive_format, guestfs_handle
+def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None) -> Iterator[ImageView]:
+    """Launch libguestfs on `image`, read-only, as `fmt` (raw unless given: `appliance.disk_format`
+    decides and checks it), and close it (shutdown, then close) on the way out."""
+    from imagekit.appliance import DiskFormat, guestfs_handle
 
     path = Path(image)
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
     g = guestfs_handle()
     try:
-        g.add_drive_opts(os.fspath(path), readonly=True, format=drive_format(path))
+        g.add_drive_opts(os.fspath(path), readonly=True, format=str(fmt or DiskFormat.RAW))
         try:
             g.launch()
         except RuntimeError as exc:
