@@ -68,6 +68,7 @@ def test_dry_run_prints_every_call_and_sends_none(make_image: Callable[..., Spar
     assert result.exit_code == 0, result.output
     ops = [line.split(" ")[0] for line in result.stdout.splitlines()]
     assert ops == [
+        "sts.get_caller_identity[us-east-1]",  # the credentials, before anything else
         "ec2.describe_images[us-east-1]",
         "ec2.describe_snapshots[us-east-1]",
         "ebs.start_snapshot[us-east-1]",
