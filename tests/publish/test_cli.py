@@ -123,6 +123,6 @@ def test_lint_errors_stop_the_publish_before_any_call(make_image: Callable[..., 
     image = make_image("pv")  # a superblock magic and random bytes: no menu.lst anywhere
     proc = imagekit("publish", image.path, "--name", "good-name", "--dry-run")
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.startswith("error: lint found"), proc.stderr
+    assert proc.stderr.startswith("AWS: region us-east-1 (AWS_DEFAULT_REGION), profile default\nerror: lint found")
     assert "--no-lint publishes anyway" in proc.stderr
     assert proc.stdout == ""  # not one call printed
