@@ -47,7 +47,12 @@ UNSET = Setting(None, "")
 class AwsConfig:
     region: Setting
     profile: Setting = UNSET
-    endpoint_url: Setting = UNSET
+    endpoint_url: Setting = UNSET  # AWS_ENDPOINT_URL is shown, but left to botocore (AWS_ENDPOINT_URL_EC2 beats it)
+
+    @property
+    def endpoint_override(self) -> str | None:
+        """The endpoint to pass to every client: --endpoint-url only."""
+        return self.endpoint_url.value if self.endpoint_url.source == "--endpoint-url" else None
 
     def session(self) -> Any:
         """A boto3 session for the profile (its region is not used: clients get `region` explicitly)."""
@@ -122,7 +127,8 @@ def resolve(
     return AwsConfig(
         region=resolve_region(region, chosen_profile, env),
         profile=chosen_profile,
-        endpoint_url=_given("--endpoint-url", endpoint_url) or UNSET,
+        endpoint_url=_given("--endpoint-url", endpoint_url) or _given("AWS_ENDPOINT_URL", env.get("AWS_ENDPOINT_URL"))
+        or UNSET,
     )
 
 

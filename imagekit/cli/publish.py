@@ -118,12 +118,10 @@ def run_publish(image: Path, opts: dict[str, Any], progress: Any) -> None:
     from imagekit.publish.preflight import preflight
 
     request, clients, config = build_request(image, opts)
-    settings = (f"AWS: region {config.region}, profile {config.profile if config.profile.value else 'default'}"
-                + (f", endpoint {config.endpoint_url}" if config.endpoint_url.value else ""))
     if opts["dry_run"]:
-        click.echo(settings, err=True)  # stdout is the calls; the progress display is quiet
+        click.echo(settings_line(config), err=True)  # stdout is the calls; the progress display is quiet
     else:
-        progress.info(settings)
+        progress.info(settings_line(config))
     request, _ = preflight(clients, request, progress)  # regions and credentials, before lint or upload
     if opts["lint"]:
         lint_before_upload(request.facts, progress)
@@ -135,19 +133,30 @@ def run_publish(image: Path, opts: dict[str, Any], progress: Any) -> None:
         for line in render_calls(clients.calls):
             click.echo(line)
         return
+    print_result(record, opts["json_output"])
     save_record(image, record, opts["record_path"])
-    if opts["json_output"]:
-        click.echo(json.dumps(record, indent=2, sort_keys=True))
-    else:
-        for region, entry in record["regions"].items():
-            click.echo(f"{region}\t{entry['image_id']}")
-        report_snapshot(record.get("snapshot"))
     if result.errors:
         lines = "; ".join(f"{r}: {m}" for r, m in sorted(result.errors.items()))
         raise ImagekitError(
             f"copy failed in {len(result.errors)} region(s): {lines}",
             hint="re-run the same command: regions already done are left as they are",
         )
+
+
+def settings_line(config: Any) -> str:
+    """`AWS: region eu-west-1 (AWS_REGION), profile dev (AWS_PROFILE)`: what this run talks to, and why."""
+    profile = config.profile if config.profile.value else "default"
+    endpoint = f", endpoint {config.endpoint_url}" if config.endpoint_url.value else ""
+    return f"AWS: region {config.region}, profile {profile}{endpoint}"
+
+
+def print_result(record: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    for region, entry in record["regions"].items():
+        click.echo(f"{region}\t{entry['image_id']}")
+    report_snapshot(record.get("snapshot"))
 
 
 def report_snapshot(snapshot: dict[str, Any] | None) -> None:
@@ -241,5 +250,13 @@ def lint_before_upload(facts: Any, progress: Any) -> None:
 def save_record(image: Path, record: dict[str, Any], store: Path | None) -> None:
     from imagekit.publish.record import add_record, default_store, publish_manifest_path, write_json
 
-    write_json(publish_manifest_path(image), record)
-    add_record(store or default_store(), record)
+    for path, write in ((publish_manifest_path(image), lambda p: write_json(p, record)),
+                        (store or default_store(), lambda p: add_record(p, record))):
+        try:
+            write(path)
+        except OSError as exc:
+            raise ImagekitError(
+                f"publish record: cannot write {exc.filename or path}: {exc.strerror or exc}",
+                hint="the AMIs are published (ids above); fix the path (--record, IMAGEKIT_PUBLISHED, the image's "
+                "directory) and re-run the same command: nothing is uploaded again",
+            ) from exc

@@ -65,7 +65,7 @@ class AwsClients:
 
     @classmethod
     def from_config(cls, config: AwsConfig, max_pool: int = 32) -> AwsClients:
-        return cls(profile=config.profile.value, endpoint_url=config.endpoint_url.value, max_pool=max_pool)
+        return cls(profile=config.profile.value, endpoint_url=config.endpoint_override, max_pool=max_pool)
 
     def session(self) -> Any:
         if self._session is None:

@@ -189,3 +189,17 @@ def test_throttling_that_outlives_the_retries(make_image: Callable[..., SparseIm
     assert line == "error: sts GetCallerIdentity in us-east-1: Throttling: Rate exceeded (after 5 attempts)", line
     assert Throttled.calls == 5
     assert "re-run the same command" in proc.stderr
+
+
+def test_unwritable_record_keeps_the_ami_ids(
+    local_cloud: str, make_image: Callable[..., SparseImage], unique_name: str
+) -> None:
+    store = "/sys/imagekit-test/published.json" if os.geteuid() == 0 else "/proc/imagekit-test/published.json"
+    proc = imagekit(*publish_args(make_image("pv"), unique_name, "--endpoint-url", local_cloud, "--no-lint",
+                                  "--record", store), env=clean_env())
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith("us-east-1\tami-"), proc.stdout  # the AMI is published: its id is printed
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [errors[0]] and errors[0].startswith(
+        f"error: publish record: cannot write {Path(store).parent}")
+    assert "Traceback" not in proc.stderr and "nothing is uploaded again" in proc.stderr
