@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import click
 
-from imagekit.errors import ImagekitError
+from imagekit.errors import ImagekitError, UsageError
 from imagekit.progress import Progress
 
 
@@ -60,6 +63,20 @@ def check(source: str, target: str, fs: str, initrd: bool | None, json_output: b
         raise ImagekitError(f"{source}: not ready for {target}: {names}")
 
 
+@contextmanager
+def output_errors_reported(output: str) -> Iterator[None]:
+    """An OSError while writing -o (unwritable, a directory, full) as one line naming the file. Exit 2."""
+    try:
+        yield
+    except ImagekitError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = ("-o names the file to write, e.g. -o DIR/vmlinux.gz" if os.path.isdir(output)
+                else "choose a directory you can write to")
+        raise UsageError(f"kernel aki: cannot write -o {output}: {reason}", hint=hint) from exc
+
+
 @command.command("aki")
 @click.argument("bzimage", metavar="BZIMAGE")
 @click.option("-o", "--output", required=True, help="Where to write the gzipped vmlinux.")
@@ -69,7 +86,7 @@ def aki(bzimage: str, output: str, json_output: bool) -> None:
     from imagekit.kernel.bzimage import convert_to_aki
 
     progress = Progress.for_cli(json_output)
-    with progress.stage("kernel aki", bzimage):
+    with progress.stage("kernel aki", bzimage), output_errors_reported(output):
         result = convert_to_aki(bzimage, output)
     if json_output:
         click.echo(json.dumps(asdict(result), indent=2))

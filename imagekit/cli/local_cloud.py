@@ -1,6 +1,7 @@
 """`imagekit local-cloud`: an offline AWS (moto, extended) to rehearse a publish against.
 
-Prints the endpoint URL on stdout (or --json), then serves until interrupted.
+Prints the endpoint URL on stdout (or --json), then serves until SIGINT or SIGTERM (exit 0).
+A port that cannot be bound is exit 2 at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import click
     type=float,
     default=3.0,
     show_default=True,
-    help="How long a local ImportSnapshot task takes (env IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS).",
+    envvar="IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS",
+    show_envvar=True,
+    help="How long a local ImportSnapshot task takes (the flag beats the environment variable).",
 )
 @click.option("--log-requests", is_flag=True, help="Log every request on stderr.")
 @click.option("--json", "json_output", is_flag=True, help='Print {"endpoint_url", "host", "port"} as JSON.')
@@ -32,7 +35,7 @@ def command(host: str, port: int, import_seconds: float, log_requests: bool, jso
 
     from imagekit.localcloud import serve
 
-    os.environ.setdefault("IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS", str(import_seconds))
+    os.environ["IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS"] = str(import_seconds)  # read by the ImportSnapshot handler
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with serve(host, port, log_requests=log_requests) as cloud:

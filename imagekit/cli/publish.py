@@ -42,8 +42,9 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--name", required=True, help="AMI name (3-128 chars); publishing the same name again is a no-op.")
 @click.option("--description", default="", help="AMI description.")
-@click.option("--region", help="Region to upload to and register in (default: the AWS profile's; env AWS_REGION).")
-@click.option("--profile", help="AWS profile (env AWS_PROFILE).")
+@click.option("--region", help="Region to upload to and register in (default: env AWS_REGION, then "
+              "AWS_DEFAULT_REGION, then the profile's region).")
+@click.option("--profile", help="AWS profile (default: env AWS_PROFILE).")
 @click.option("--endpoint-url", help="Send every AWS call here, e.g. `imagekit local-cloud` (env AWS_ENDPOINT_URL).")
 @click.option(
     "--method",
@@ -105,13 +106,25 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 def command(image: Path, **opts: Any) -> None:
     """Publish IMAGE as an AMI (EBS direct or S3 + ImportSnapshot), idempotently, in every region asked for."""
     from imagekit.progress import Progress
+    from imagekit.publish.awserrors import aws_errors_reported
 
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
-    request, clients = build_request(image, opts)
+    with aws_errors_reported():
+        run_publish(image, opts, progress)
+
+
+def run_publish(image: Path, opts: dict[str, Any], progress: Any) -> None:
+    from imagekit.publish.pipeline import publish, to_record
+    from imagekit.publish.preflight import preflight
+
+    request, clients, config = build_request(image, opts)
+    if opts["dry_run"]:
+        click.echo(settings_line(config), err=True)  # stdout is the calls; the progress display is quiet
+    else:
+        progress.info(settings_line(config))
+    request, _ = preflight(clients, request, progress)  # regions and credentials, before lint or upload
     if opts["lint"]:
         lint_before_upload(request.facts, progress)
-    from imagekit.publish.pipeline import publish, to_record
-
     result = publish(clients, request, progress)
     record = to_record(request, result)
     if opts["dry_run"]:
@@ -120,19 +133,30 @@ def command(image: Path, **opts: Any) -> None:
         for line in render_calls(clients.calls):
             click.echo(line)
         return
+    print_result(record, opts["json_output"])
     save_record(image, record, opts["record_path"])
-    if opts["json_output"]:
-        click.echo(json.dumps(record, indent=2, sort_keys=True))
-    else:
-        for region, entry in record["regions"].items():
-            click.echo(f"{region}\t{entry['image_id']}")
-        report_snapshot(record.get("snapshot"))
     if result.errors:
         lines = "; ".join(f"{r}: {m}" for r, m in sorted(result.errors.items()))
         raise ImagekitError(
             f"copy failed in {len(result.errors)} region(s): {lines}",
             hint="re-run the same command: regions already done are left as they are",
         )
+
+
+def settings_line(config: Any) -> str:
+    """`AWS: region eu-west-1 (AWS_REGION), profile dev (AWS_PROFILE)`: what this run talks to, and why."""
+    profile = config.profile if config.profile.value else "default"
+    endpoint = f", endpoint {config.endpoint_url}" if config.endpoint_url.value else ""
+    return f"AWS: region {config.region}, profile {profile}{endpoint}"
+
+
+def print_result(record: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    for region, entry in record["regions"].items():
+        click.echo(f"{region}\t{entry['image_id']}")
+    report_snapshot(record.get("snapshot"))
 
 
 def report_snapshot(snapshot: dict[str, Any] | None) -> None:
@@ -144,7 +168,8 @@ def report_snapshot(snapshot: dict[str, Any] | None) -> None:
     click.echo(f"snapshot {snapshot['id']}: reused, made by {snapshot['made_by']}{asked}", err=True)
 
 
-def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
+def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from imagekit.awsconfig import require_region, resolve
     from imagekit.publish.aws import AwsClients, DryRunClients
     from imagekit.publish.facts import BootMode, image_facts
     from imagekit.publish.pipeline import Method, PublishRequest
@@ -162,14 +187,9 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
     )
     if opts["method"] == "import-snapshot" and not opts["bucket"]:
         raise UsageError("--method import-snapshot needs --bucket (an S3 bucket in --region)")
-    clients: Any
-    if opts["dry_run"]:
-        clients = DryRunClients(region_default=opts["region"])
-    else:
-        clients = AwsClients(profile=opts["profile"], endpoint_url=opts["endpoint_url"], max_pool=opts["workers"] + 8)
-    region = opts["region"] or clients.default_region()
-    if not region:
-        raise UsageError("no region: pass --region or set AWS_REGION / a profile region")
+    config = resolve(opts["region"], opts["profile"], opts["endpoint_url"])  # --dry-run too
+    region = require_region(config)
+    clients: Any = DryRunClients() if opts["dry_run"] else AwsClients.from_config(config, opts["workers"] + 8)
     pv = facts.virtualization.value == "paravirtual"
     register = RegisterOptions(
         name=opts["name"],
@@ -205,7 +225,7 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any]:
     )
     if not pv and opts["kernel_id"] not in (None, "auto"):
         raise UsageError("--kernel-id is for paravirtual images; HVM images boot their own bootloader")
-    return request, clients
+    return request, clients, config
 
 
 def lint_before_upload(facts: Any, progress: Any) -> None:
@@ -230,5 +250,13 @@ def lint_before_upload(facts: Any, progress: Any) -> None:
 def save_record(image: Path, record: dict[str, Any], store: Path | None) -> None:
     from imagekit.publish.record import add_record, default_store, publish_manifest_path, write_json
 
-    write_json(publish_manifest_path(image), record)
-    add_record(store or default_store(), record)
+    for path, write in ((publish_manifest_path(image), lambda p: write_json(p, record)),
+                        (store or default_store(), lambda p: add_record(p, record))):
+        try:
+            write(path)
+        except OSError as exc:
+            raise ImagekitError(
+                f"publish record: cannot write {exc.filename or path}: {exc.strerror or exc}",
+                hint="the AMIs are published (ids above); fix the path (--record, IMAGEKIT_PUBLISHED, the image's "
+                "directory) and re-run the same command: nothing is uploaded again",
+            ) from exc

@@ -4,8 +4,9 @@ moto's RegisterImage keeps the name and description and invents a root snapshot;
 architecture, virtualization type, kernel, ramdisk, root device, block device mappings, ENA,
 SR-IOV, boot mode, IMDS and TPM settings. These handlers do what EC2 does, including the checks
 EC2 makes on the request (duplicate name, unknown snapshot, ENA or SR-IOV on a PV image), and
-CopyImage copies the snapshots (and their EBS-direct blocks) into the destination region and
-reports `pending` for a moment, as EC2 does.
+CopyImage copies the snapshots (and their EBS-direct blocks) into the destination region, gives a
+PV copy the destination region's own PV-GRUB AKI (same name, regional id), and reports `pending`
+for a moment, as EC2 does.
 """
 
 from __future__ import annotations
@@ -135,6 +136,32 @@ def _copy_snapshot(account: str, source_region: str, target: Any, snapshot_id: s
     return str(copy.id)
 
 
+def destination_image(account: str, source_region: str, target: Any, image_id: str | None) -> str | None:
+    """The destination region's own copy of a source AMI's kernel (AKI) or ramdisk (ARI), found by name.
+
+    AKI ids are regional: aki-5c21674b is pv-grub-hd0_1.05-x86_64.gz in us-east-1 only, eu-west-1's is
+    aki-dc9ed9af. CopyImage gives the copy the destination's image of the same name (AWS user guide,
+    UserProvidedKernels.md: copying to a Region that lacks the source's PV-GRUB version leaves an AMI that
+    does not boot; CopyingAMIs.md: a PV AMI cannot be copied to a Region without PV). Here a kernel with
+    no namesake in the destination fails the copy; the error code is local-cloud's choice.
+    """
+    from moto.ec2.models import ec2_backends
+
+    if not image_id:
+        return None
+    source_image = ec2_backends[account][source_region].amis.get(image_id)
+    name = getattr(source_image, "name", None)
+    kind = getattr(source_image, "image_type", None)
+    same = [a for a in target.amis.values() if name and a.name == name and a.image_type == kind]
+    if not same:
+        raise _fail(
+            "InvalidParameterValue",
+            f"the source image's kernel/ramdisk {image_id} ({name or 'unknown'}) of {source_region} has no "
+            f"counterpart in {target.region_name}: a paravirtual AMI cannot be copied there",
+        )
+    return str(same[0].id)
+
+
 def copy_image(self: Any) -> Any:
     from moto.core.responses import ActionResult
     from moto.ec2.models import ec2_backends
@@ -156,10 +183,14 @@ def copy_image(self: Any) -> Any:
                 new_snap = _copy_snapshot(self.current_account, source_region, backend, bdm["Ebs"]["SnapshotId"])
                 bdm["Ebs"] = {**bdm["Ebs"], "SnapshotId": new_snap}
             bdms.append(bdm)
-        keys = ("architecture", "virtualization_type", "kernel_id", "root_device_name", "boot_mode")
+        keys = ("architecture", "virtualization_type", "root_device_name", "boot_mode")
         attrs = {k: getattr(source, k, None) for k in keys}
-        for k in ("ramdisk_id", "ena_support", "sriov_net_support", "imds_support", "tpm_support"):
+        for k in ("ena_support", "sriov_net_support", "imds_support", "tpm_support"):
             attrs[k] = getattr(source, k, None)
+        attrs["kernel_id"] = destination_image(self.current_account, source_region, backend,
+                                               getattr(source, "kernel_id", None))
+        attrs["ramdisk_id"] = destination_image(self.current_account, source_region, backend,
+                                                getattr(source, "ramdisk_id", None))
         name = str(self._get_param("Name") or source.name)
         ami = _new_ami(backend, name, str(self._get_param("Description") or source.description or ""), attrs, bdms)
         ami.ready_at = time.monotonic() + copy_seconds()

@@ -35,12 +35,35 @@ def seed(backend: Any) -> None:
         backend.snapshots.pop(backend.amis[aki.id].ebs_snapshot.id, None)
 
 
+KERNEL_PREFIXES = ("aki-", "ari-")
+
+
+def describe_with_kernels(original: Any) -> Any:
+    """AmiBackend.describe_images that also finds aki-/ari- ids (InvalidAMIID.NotFound when unknown)."""
+
+    def describe_images(self: Any, ami_ids: list[str] | None = None, *args: Any, **kwargs: Any) -> list[Any]:
+        from moto.ec2.exceptions import InvalidAMIIdError
+
+        kernel_ids = [i for i in ami_ids or [] if i.startswith(KERNEL_PREFIXES)]
+        if not kernel_ids:
+            return list(original(self, ami_ids, *args, **kwargs))
+        missing = [i for i in kernel_ids if i not in self.amis]
+        if missing:
+            raise InvalidAMIIdError(missing)
+        rest = [i for i in ami_ids or [] if i not in kernel_ids]
+        found = list(original(self, rest, *args, **kwargs)) if rest else []
+        return [self.amis[i] for i in kernel_ids] + found
+
+    return describe_images
+
+
 def install() -> None:
     global _installed
     if _installed:
         return
     from moto.ec2.models.amis import AmiBackend
 
+    AmiBackend.describe_images = describe_with_kernels(AmiBackend.describe_images)  # type: ignore[method-assign]
     load = AmiBackend._load_amis
 
     def _load_amis(self: Any) -> None:

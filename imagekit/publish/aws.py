@@ -1,10 +1,11 @@
 """boto3 clients for publishing, made the usual boto3 ways, and a dry-run stand-in.
 
-Profile, region, credentials and endpoint come from options or boto3's own sources
-(AWS_PROFILE, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_EC2, ...), so the same
-command reaches AWS or `imagekit local-cloud`. With --dry-run, `DryRunClients` hands out
-clients that record every call instead of sending it: describe calls find nothing, and
-creating calls answer with placeholder ids like `<snapshot-id>`.
+Profile, region and endpoint are what `imagekit.awsconfig.resolve` chose (options, then AWS_REGION,
+AWS_DEFAULT_REGION, AWS_PROFILE, the profile; endpoints also AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_EC2, ...),
+so the same command reaches AWS or `imagekit local-cloud`. A failing call remembers which call it was
+(`NamedClient`), so the CLI's one-line error names the operation and the object.
+With --dry-run, `DryRunClients` hands out clients that record every call instead of sending it:
+describe calls find nothing, and creating calls answer with placeholder ids like `<snapshot-id>`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,45 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from imagekit.errors import UsageError
+from imagekit.awsconfig import UNSET, AwsConfig, Setting
+from imagekit.publish.awserrors import AwsCall, note_call
 
 
 class ClientFactory(Protocol):
     def client(self, service: str, region: str) -> Any: ...
 
 
+class NamedClient:
+    """A boto3 client whose failing calls remember which call they were (for the one-line error).
+
+    Everything else (meta, exceptions, paginators) is the client's own; exceptions keep their types.
+    """
+
+    def __init__(self, client: Any, service: str, region: str) -> None:
+        self._client, self._service, self._region = client, service, region
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        operation = self._client.meta.method_to_api_mapping.get(name)
+        if operation is None:
+            return attr
+
+        def call(**params: Any) -> Any:
+            try:
+                return attr(**params)
+            except Exception as exc:
+                note_call(exc, AwsCall(self._service, self._region, operation, params))
+                raise
+
+        return call
+
+
 @dataclass
 class AwsClients:
-    """Real clients, one per (service, region), shared across threads (boto3 clients are thread-safe)."""
+    """Real clients, one per (service, region), shared across threads (boto3 clients are thread-safe).
+
+    `profile` and `endpoint_url` are what `imagekit.awsconfig.resolve` chose (None: botocore's own).
+    """
 
     profile: str | None = None
     endpoint_url: str | None = None
@@ -33,18 +63,14 @@ class AwsClients:
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @classmethod
+    def from_config(cls, config: AwsConfig, max_pool: int = 32) -> AwsClients:
+        return cls(profile=config.profile.value, endpoint_url=config.endpoint_override, max_pool=max_pool)
+
     def session(self) -> Any:
-        import boto3
-
         if self._session is None:
-            try:
-                self._session = boto3.session.Session(profile_name=self.profile)
-            except Exception as exc:  # ProfileNotFound
-                raise UsageError(f"--profile {self.profile}: {exc}") from exc
+            self._session = AwsConfig(region=UNSET, profile=Setting(self.profile, "--profile")).session()
         return self._session
-
-    def default_region(self) -> str | None:
-        return self.session().region_name
 
     def client(self, service: str, region: str) -> Any:
         from botocore.config import Config
@@ -66,7 +92,7 @@ class AwsClients:
                 client = self.session().client(service, **kwargs)
                 for hook in self.hooks:
                     hook(client)
-                self._cache[key] = client
+                self._cache[key] = NamedClient(client, service, region)
             return self._cache[key]
 
 
@@ -85,6 +111,7 @@ PLACEHOLDERS = {
     "list_parts": {"Parts": []},
     "get_bucket_location": {"LocationConstraint": "{region}"},
     "get_role": {"Role": {}},
+    "get_caller_identity": {"Account": "<account-id>", "Arn": "<caller-arn>", "UserId": "<user-id>"},
 }
 
 
@@ -153,13 +180,7 @@ def _fill(value: Any, region: str) -> Any:
 @dataclass
 class DryRunClients:
     calls: list[RecordedCall] = field(default_factory=list)
-    region_default: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def default_region(self) -> str | None:
-        import boto3
-
-        return self.region_default or boto3.session.Session().region_name
 
     def client(self, service: str, region: str) -> DryRunClient:
         return DryRunClient(service, region, self.calls, self._lock)

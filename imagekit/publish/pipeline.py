@@ -77,6 +77,7 @@ class PublishRequest:
     keep_s3_object: bool = False
     role_name: str = "vmimport"
     copy_to: tuple[str, ...] = ()
+    copy_kernels: dict[str, str] = field(default_factory=dict)  # PV: each --copy-to region's PV-GRUB AKI
     sharing: Sharing = field(default_factory=Sharing)
     tags: dict[str, str] = field(default_factory=dict)
     workers: int = 16
@@ -148,7 +149,7 @@ def publish_existing(ec2: Any, req: PublishRequest, existing: dict[str, Any], re
     if snaps:
         made_by = made_by_of(ec2, snaps[0])
         result.snapshot = SnapshotChoice(snaps[0], made_by, reused=True).report(req.method.value)
-    return RegionImage(req.region, image["ImageId"], snaps, "existing")
+    return RegionImage.described(req.region, image, "existing", snaps)
 
 
 def made_by_of(ec2: Any, snapshot_id: str) -> str:
@@ -185,8 +186,8 @@ def publish_here(
         ) from exc
     apply_tags(ec2, [image_id], tags)
     apply_sharing(ec2, image_id, snapshots, req.sharing)
-    image_available(ec2, image_id, timeout=req.timeout, interval=req.poll_interval)
-    return RegionImage(req.region, image_id, snapshots, "registered")
+    image = image_available(ec2, image_id, timeout=req.timeout, interval=req.poll_interval)
+    return RegionImage.described(req.region, image, "registered", snapshots)
 
 
 def snapshot_for(
@@ -388,6 +389,7 @@ def copy_everywhere(clients: Any, req: PublishRequest, result: PublishResult, pr
         sharing=req.sharing,
         timeout=req.timeout,
         interval=req.poll_interval,
+        kernels=req.copy_kernels,
     )
     with progress.stage("copy", ", ".join(regions)):
         done, errors = copy_to_regions(clients, job, regions, progress)
@@ -419,10 +421,7 @@ def to_record(req: PublishRequest, result: PublishResult) -> dict[str, Any]:
         "public": req.sharing.public,
         "shared_with": list(req.sharing.accounts),
         "tags": req.tags,
-        "regions": {
-            r.region: {"image_id": r.image_id, "snapshot_ids": list(r.snapshot_ids), "how": r.how}
-            for r in result.regions.values()
-        },
+        "regions": {r.region: r.record() for r in result.regions.values()},
         "upload": result.upload,
         "snapshot": result.snapshot,
         "errors": result.errors,

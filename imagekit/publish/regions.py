@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imagekit.errors import ImagekitError
@@ -30,10 +30,41 @@ class Sharing:
 
 @dataclass(frozen=True)
 class RegionImage:
+    """One region's AMI as EC2 describes it once available: what the publish record keeps per region."""
+
     region: str
     image_id: str
     snapshot_ids: tuple[str, ...]
     how: str  # "registered", "copied", "existing"
+    kernel_id: str | None = None  # PV: that region's PV-GRUB AKI (CopyImage picks the destination's own)
+    root_device_name: str | None = None
+    block_device_mappings: tuple[dict[str, Any], ...] = ()
+    boot_mode: str | None = None  # HVM: legacy-bios | uefi | uefi-preferred; None when EC2 reports none
+
+    @classmethod
+    def described(cls, region: str, image: dict[str, Any], how: str,
+                  snapshots: tuple[str, ...] | None = None) -> RegionImage:
+        return cls(
+            region=region,
+            image_id=str(image["ImageId"]),
+            snapshot_ids=snapshot_ids(image) if snapshots is None else snapshots,
+            how=how,
+            kernel_id=image.get("KernelId"),
+            root_device_name=image.get("RootDeviceName"),
+            block_device_mappings=tuple(image.get("BlockDeviceMappings", [])),
+            boot_mode=image.get("BootMode"),
+        )
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "snapshot_ids": list(self.snapshot_ids),
+            "how": self.how,
+            "kernel_id": self.kernel_id,
+            "root_device_name": self.root_device_name,
+            "block_device_mappings": [dict(m) for m in self.block_device_mappings],
+            "boot_mode": self.boot_mode,
+        }
 
 
 def find_image(ec2: Any, name: str) -> dict[str, Any] | None:
@@ -79,6 +110,7 @@ class CopyJob:
     sharing: Sharing
     timeout: float
     interval: float
+    kernels: dict[str, str] = field(default_factory=dict)  # PV: the AKI each destination must end up with
 
 
 def copy_one(clients: Any, job: CopyJob, region: str) -> RegionImage:
@@ -102,9 +134,23 @@ def copy_one(clients: Any, job: CopyJob, region: str) -> RegionImage:
         image_id = existing["ImageId"]
     image = image_available(ec2, image_id, timeout=job.timeout, interval=job.interval)
     snaps = snapshot_ids(image) or snapshot_ids(existing or {})
+    check_kernel(image, job, region)
     apply_tags(ec2, [image_id, *snaps], job.tags)
     apply_sharing(ec2, image_id, snaps, job.sharing)
-    return RegionImage(region, image_id, snaps, how)
+    return RegionImage.described(region, image, how, snaps)
+
+
+def check_kernel(image: dict[str, Any], job: CopyJob, region: str) -> None:
+    """A PV copy must boot the destination's PV-GRUB AKI: another region's kernel id does not exist there."""
+    want = job.kernels.get(region)
+    have = image.get("KernelId")
+    if want is None or have == want:
+        return
+    raise ImagekitError(
+        f"AMI {image['ImageId']} in {region} (copied from {job.source_image_id}) has KernelId {have or 'none'}, "
+        f"not {region}'s PV-GRUB AKI {want}: instances of it would not boot",
+        hint=f"deregister {image['ImageId']} and re-run; or register the snapshot in {region} with --kernel-id {want}",
+    )
 
 
 def check_same_bytes(existing: dict[str, Any], job: CopyJob, region: str) -> None:

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from bzimage_factory import compress, make_bzimage
 
@@ -40,3 +42,24 @@ def test_aki_errors_are_one_line(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "error: " in proc.stderr and "not a bzImage" in proc.stderr
+
+
+def test_aki_output_errors_are_one_line(tmp_path, small_elf):
+    """-o onto a directory, into a read-only directory, into a missing one: exit 2, one line, no traceback."""
+    (tmp_path / "bzImage").write_bytes(make_bzimage(compress(small_elf, "gzip")))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root writes into a 0500 directory; sysfs refuses new files even to root
+        locked = Path("/sys")
+    cases = {  # -o -> (what stderr says, the object its error line names)
+        str(tmp_path): ("-o names the file", str(tmp_path)),
+        str(locked / "vmlinux.gz"): ("choose a directory you can write to", str(locked / "vmlinux.gz")),
+        str(tmp_path / "missing" / "vmlinux.gz"): ("does not exist", str(tmp_path / "missing")),
+    }
+    for output, (expected, named) in cases.items():
+        proc = imagekit("kernel", "aki", str(tmp_path / "bzImage"), "-o", output)
+        assert proc.returncode == 2, (output, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and named in errors[0], proc.stderr
+        assert expected in proc.stderr, proc.stderr

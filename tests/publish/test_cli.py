@@ -68,6 +68,7 @@ def test_dry_run_prints_every_call_and_sends_none(make_image: Callable[..., Spar
     assert result.exit_code == 0, result.output
     ops = [line.split(" ")[0] for line in result.stdout.splitlines()]
     assert ops == [
+        "sts.get_caller_identity[us-east-1]",  # the credentials, before anything else
         "ec2.describe_images[us-east-1]",
         "ec2.describe_snapshots[us-east-1]",
         "ebs.start_snapshot[us-east-1]",
@@ -122,6 +123,6 @@ def test_lint_errors_stop_the_publish_before_any_call(make_image: Callable[..., 
     image = make_image("pv")  # a superblock magic and random bytes: no menu.lst anywhere
     proc = imagekit("publish", image.path, "--name", "good-name", "--dry-run")
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.startswith("error: lint found"), proc.stderr
+    assert proc.stderr.startswith("AWS: region us-east-1 (AWS_DEFAULT_REGION), profile default\nerror: lint found")
     assert "--no-lint publishes anyway" in proc.stderr
     assert proc.stdout == ""  # not one call printed

@@ -79,9 +79,29 @@ def test_copy_is_pending_then_available_with_new_snapshots(clients: Any) -> None
     time.sleep(0.6)
     done = west.describe_images(ImageIds=[copied["ImageId"]])["Images"][0]
     assert done["State"] == "available"
-    assert done["KernelId"] == "aki-5c21674b"
+    assert done["KernelId"] == "aki-70cb0e10"  # us-west-2's pv-grub-hd0_1.05-x86_64.gz, not us-east-1's id
     new_snap = done["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
     assert west.describe_snapshots(SnapshotIds=[new_snap])["Snapshots"]
+
+
+def test_pv_copy_needs_the_kernel_in_the_destination(clients: Any) -> None:
+    """CopyImage gives a PV copy the destination's AKI of the same name; a region with none refuses the copy."""
+    ec2 = clients.client("ec2", "us-east-1")
+    image_id = register(ec2, snapshot(clients), VirtualizationType="paravirtual", KernelId="aki-04206613",
+                        Architecture="i386")
+    ireland = clients.client("ec2", "eu-west-1")
+    copied = ireland.copy_image(SourceImageId=image_id, SourceRegion="us-east-1", Name=f"copy-{uuid.uuid4().hex}")
+    assert ireland.describe_images(ImageIds=[copied["ImageId"]])["Images"][0]["KernelId"] == "aki-1c9fd86f"
+    paris = clients.client("ec2", "eu-west-3")  # no PV-GRUB in imagekit's tables, none seeded there
+    with pytest.raises(ClientError, match=r"InvalidParameterValue.*aki-04206613.*no counterpart in eu-west-3"):
+        paris.copy_image(SourceImageId=image_id, SourceRegion="us-east-1", Name=f"copy-{uuid.uuid4().hex}")
+
+
+def test_describe_images_takes_kernel_ids(clients: Any) -> None:
+    ec2 = clients.client("ec2", "eu-west-1")
+    assert ec2.describe_images(ImageIds=["aki-dc9ed9af"])["Images"][0]["Name"] == "pv-grub-hd0_1.05-x86_64.gz"
+    with pytest.raises(ClientError, match=r"InvalidAMIID\.NotFound"):
+        ec2.describe_images(ImageIds=["aki-5c21674b"])  # us-east-1's id: AKI ids are regional
 
 
 def test_pvgrub_kernels_are_listed_by_amazon(clients: Any) -> None:

@@ -51,7 +51,7 @@ def test_republish_uploads_nothing_and_copies_are_tagged_and_shared(
     described = eu.describe_images(ImageIds=[copy.image_id])["Images"][0]
     tags = {t["Key"]: t["Value"] for t in described["Tags"]}
     assert tags["team"] == "images" and tags[SHA_TAG] == first.sha256
-    assert described["KernelId"] == "aki-5c21674b"  # the copy keeps the kernel
+    assert described["KernelId"] == "aki-dc9ed9af"  # the copy boots eu-west-1's own PV-GRUB AKI
     perms = eu.describe_image_attribute(ImageId=copy.image_id, Attribute="launchPermission")["LaunchPermissions"]
     assert {"Group": "all"} in perms and {"UserId": "111122223333"} in perms
     snap = eu.describe_snapshots(SnapshotIds=list(copy.snapshot_ids))["Snapshots"][0]
