@@ -17,11 +17,11 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
-from enum import StrEnum
 from pathlib import Path
 
 from imagekit.cache import cache_dir, key_of
 from imagekit.errors import UsageError
+from imagekit.pvgrub.variant import Variant
 from imagekit.run import output, run
 
 GRUB_PC_DIR = Path("/usr/lib/grub/i386-pc")
@@ -33,20 +33,7 @@ MODULES = ("memdisk", "tar", "biosdisk", "part_msdos", "ext2", "xfs", "btrfs", "
            "configfile", "ls")
 BOOTSTRAP = "set root=(memdisk)\nset prefix=(memdisk)/boot/grub\n"
 
-
-class Variant(StrEnum):
-    HD0 = "hd0"  # partitionless image: the filesystem is the whole disk
-    HD00 = "hd00"  # partitioned image (MBR): the first partition holds /boot/grub/menu.lst
-
-    @property
-    def grub_root(self) -> str:
-        """The device as GRUB 2 names it."""
-        return "(hd0)" if self is Variant.HD0 else "(hd0,msdos1)"
-
-    @property
-    def legacy_root(self) -> str:
-        """The device as PV-GRUB (GRUB legacy) names it."""
-        return "(hd0)" if self is Variant.HD0 else "(hd0,0)"
+__all__ = ["MENU_LST", "MODULES", "Variant", "build_core", "cached_grub", "grub_cfg"]
 
 
 def grub_cfg(variant: Variant, *, serial: bool = True) -> str:

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.boot.pvgrub import Variant
 from imagekit.errors import UsageError
 from imagekit.pvgrub.shell import CommandResult, FileRead, GrubError, Shell, open_shell, parse_error
+from imagekit.pvgrub.variant import Variant
 from imagekit.run import run
 
 MENU_ONLY = frozenset({"default", "fallback", "hiddenmenu", "timeout", "title"})  # BUILTIN_MENU, no CMDLINE

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.boot.pvgrub import Variant
 from imagekit.errors import ImagekitError
 from imagekit.pvgrub.fetch import grub_binary
+from imagekit.pvgrub.variant import Variant
 from imagekit.run import run
 
 TIMEOUT = 120  # seconds: a shell that hangs is killed (timeout(1)) rather than waited on
