@@ -22,6 +22,8 @@ from imagekit.recipe import Bootstrap, Recipe
 from imagekit.run import run
 
 SNAPSHOT_RE = re.compile(r"^(\d{8}T\d{6}Z)$")
+EPOCH_RE = re.compile(r"[0-9]{1,10}")
+MAX_EPOCH = 2**31 - 1  # ext2/3/4 inode times are 32-bit signed without extra fields
 
 
 def snapshot_epoch(snapshot: str) -> int:
@@ -33,8 +35,10 @@ def resolve_epoch(recipe: Recipe) -> int | None:
     """The build's epoch, or None for an ordinary (non-reproducible) build."""
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env is not None:
-        if not env.isdigit():
-            raise UsageError(f"SOURCE_DATE_EPOCH: {env!r} is not a number of seconds")
+        # ASCII digits only (str.isdigit takes '²'), and no later than ext2 can store (2038-01-19)
+        if not EPOCH_RE.fullmatch(env) or int(env) > MAX_EPOCH:
+            shown = env if len(env) <= 40 else env[:37] + "..."
+            raise UsageError(f"SOURCE_DATE_EPOCH: {shown!r} is not a number of seconds from 0 to {MAX_EPOCH}")
         return int(env)
     if not recipe.reproducible:
         return None
