@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.accel import Accel, detect
+from imagekit.optional import require
 
 
 def guestfs_handle(accel: Accel | None = None) -> Any:
     """A new, not yet launched libguestfs handle (python_return_dict=True)."""
-    import guestfs
+    guestfs = require("guestfs", needed_by="reading an image with libguestfs")
 
     g = guestfs.GuestFS(python_return_dict=True)
     if (accel or detect()).name == "tcg":
