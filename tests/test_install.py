@@ -149,3 +149,11 @@ def test_local_cloud_without_the_extra_says_how_to_install_it(installed: Install
         "error: imagekit local-cloud needs the Python module moto, which is not installed",
         "hint: pip install 'imagekit[local-cloud]' (moto[server] 5.2.5)",
     ]
+
+
+def test_userdata_check_has_pyyaml(installed: Install) -> None:
+    bad = installed.work / "bad.yaml"
+    bad.write_text("#cloud-config\npackages: [postgresql\n")
+    proc = installed.imagekit("userdata", "check", bad)
+    assert proc.returncode == 2, proc.stderr
+    assert "cloud-config is not valid YAML" in proc.stderr
