@@ -20,6 +20,7 @@ from typing import Any
 
 from imagekit.accel import Accel, detect
 from imagekit.errors import CommandFailed, UsageError
+from imagekit.optional import require
 
 QCOW2_MAGIC = b"QFI\xfb"
 QCOW2_EXTERNAL_DATA = 1 << 2  # incompatible feature bit: the guest data lives in another file
@@ -32,7 +33,7 @@ class DiskFormat(StrEnum):
 
 def guestfs_handle(accel: Accel | None = None) -> Any:
     """A new, not yet launched libguestfs handle (python_return_dict=True)."""
-    import guestfs
+    guestfs = require("guestfs", needed_by="reading an image with libguestfs")
 
     g = guestfs.GuestFS(python_return_dict=True)
     if (accel or detect()).name == "tcg":

@@ -150,7 +150,7 @@ def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress
 def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool = True) -> BuildResult:
     started = time.monotonic()
     epoch = resolve_epoch(recipe)
-    profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
+    profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path, kernels_dir=recipe.kernels_dir)
     if profile.arch != recipe.arch:
         raise RecipeError(recipe.path, "kernel.profile",
                           f"profile {profile.name} is for {profile.arch.value}, the recipe is {recipe.arch.value}")

@@ -1,5 +1,10 @@
 """Kernel profiles (kernels/*.toml): where the kernel and initrd come from and how they boot.
 
+A recipe names its profile; `search_path` says where `load_profile` looks for NAME.toml, first hit wins:
+`--kernels-dir DIR` (env IMAGEKIT_KERNELS_DIR), then a kernels/ directory beside the recipe (RECIPE_DIR/kernels,
+then RECIPE_DIR/../kernels: the checkout's recipes/ and kernels/ are siblings), then the profiles shipped with
+imagekit (imagekit/_kernels: a symlink to the top-level kernels/ in a checkout, copies of its files in a wheel).
+
 A profile names either packages a bootstrap installs (the kernel lands in the rootfs's /boot and the
 distribution's hook makes the initrd), or files on the build host to copy into /boot. `initrd` says
 who makes the initrd: the rootfs's initramfs-tools or dracut, a file, or none (a static kernel, as the
@@ -19,7 +24,7 @@ from pydantic import ValidationError, model_validator
 from imagekit.errors import RecipeError, UsageError
 from imagekit.recipe import PROFILE_RE, Arch, PackageName, Virtualization, _describe, _Model, one_line
 
-KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
+PACKAGED_DIR = Path(__file__).resolve().parent / "_kernels"
 
 
 class KernelFiles(_Model):
@@ -55,19 +60,36 @@ class KernelProfile(_Model):
         return self.cmdline_hvm if virtualization is Virtualization.HVM else self.cmdline
 
 
-def profile_path(name: str, directory: Path = KERNELS_DIR) -> Path:
-    return directory / f"{name}.toml"
+def search_path(recipe_path: Path, kernels_dir: Path | None = None) -> list[Path]:
+    """Where a recipe's profile is looked for, in order (directories beside the recipe only if they exist)."""
+    beside = [d for d in (recipe_path.parent / "kernels", recipe_path.parent.parent / "kernels") if d.is_dir()]
+    dirs = ([kernels_dir] if kernels_dir is not None else []) + beside + [PACKAGED_DIR]
+    unique: list[Path] = []
+    for d in dirs:
+        if not any(d.resolve() == u.resolve() for u in unique):
+            unique.append(d)
+    return unique
 
 
-def load_profile(name: str, *, recipe_path: Path, directory: Path = KERNELS_DIR) -> KernelProfile:
-    """The profile `name` from kernels/; errors name the recipe key or the profile file."""
+def find_profile(name: str, *, recipe_path: Path, kernels_dir: Path | None = None) -> Path:
+    """The file of profile `name`; an error names the recipe key, the places looked and the known profiles."""
+    dirs = search_path(recipe_path, kernels_dir)
     # a name, bounded, before it becomes a path (a 251-character name would be ENAMETOOLONG)
-    if not PROFILE_RE.fullmatch(name) or not profile_path(name, directory).is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
-        shown = name if len(name) <= 64 else name[:60] + "..."
-        raise RecipeError(recipe_path, "kernel.profile",
-                          one_line(f"no kernel profile {shown!r} in {directory} (known: {known})"))
-    path = profile_path(name, directory)
+    if PROFILE_RE.fullmatch(name):
+        found = next((d / f"{name}.toml" for d in dirs if (d / f"{name}.toml").is_file()), None)
+        if found is not None:
+            return found
+    known = ", ".join(sorted({p.stem for d in dirs for p in d.glob("*.toml")})) or "none"
+    shown = name if len(name) <= 64 else name[:60] + "..."
+    raise RecipeError(recipe_path, "kernel.profile",
+                      one_line(f"no kernel profile {shown!r} (looked in {', '.join(map(str, dirs))}; known: {known})"),
+                      hint="name one of the known profiles, or add NAME.toml to --kernels-dir DIR "
+                           "(env IMAGEKIT_KERNELS_DIR) or to a kernels/ directory beside the recipe")
+
+
+def load_profile(name: str, *, recipe_path: Path, kernels_dir: Path | None = None) -> KernelProfile:
+    """The profile `name` from the search path; errors name the recipe key or the profile file."""
+    path = find_profile(name, recipe_path=recipe_path, kernels_dir=kernels_dir)
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -635,6 +635,7 @@ class Recipe(_Model):
     # Where the recipe came from (set by load_recipe, not by the TOML).
     path: Path = Path("recipe.toml")
     sha256: str = ""
+    kernels_dir: Path | None = None  # --kernels-dir: looked in first for kernel.profile (imagekit/kernels.py)
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -801,8 +802,8 @@ def check_storage(recipe: Recipe) -> None:
         raise RecipeError(recipe.path, "volumes", f"two data volumes share a name ({', '.join(names)})")
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file."""
+def load_recipe(path: str | Path, *, kernels_dir: Path | None = None) -> Recipe:
+    """Read and validate a recipe file; its kernel profile is looked for in `kernels_dir` first."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -818,7 +819,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(path, None, "not valid TOML: nested too deeply") from None
     except ValueError:  # tomllib: an integer past Python's 4300-digit limit for int("...")
         raise RecipeError(path, None, "not valid TOML: a number too long to read") from None
-    for reserved in ("path", "sha256"):
+    for reserved in ("path", "sha256", "kernels_dir"):
         if reserved in data:
             raise RecipeError(path, reserved, "unknown key")
     recipe = parse_recipe(data, path)
@@ -826,5 +827,5 @@ def load_recipe(path: str | Path) -> Recipe:
     check_storage(recipe)
     from imagekit.kernels import load_profile  # kernel profiles are typed with this module's models
 
-    load_profile(recipe.kernel.profile, recipe_path=path)
-    return recipe.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest()})
+    load_profile(recipe.kernel.profile, recipe_path=path, kernels_dir=kernels_dir)
+    return recipe.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest(), "kernels_dir": kernels_dir})

@@ -165,11 +165,9 @@ def encode(text: str | bytes, *, use_gzip: bool, name: str) -> UserData:
 
 
 def check_cloud_config(data: bytes, name: str) -> None:
-    """A #cloud-config part must be YAML mapping; say where it is not (when PyYAML is there to ask)."""
-    try:
-        import yaml
-    except ImportError:
-        return
+    """A #cloud-config part must be YAML mapping; say where it is not."""
+    import yaml  # PyYAML: a dependency (pyproject.toml), imported only when there is cloud-config to check
+
     try:
         doc = yaml.safe_load(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -15,9 +15,14 @@ import click
 @click.option("--layout", type=click.Choice(["hd0", "hd00", "mbr-bios", "gpt-uefi", "gpt-hybrid"]), default=None,
               help="Build this layout instead of the recipe's (e.g. an HVM image from a PV recipe; the cached "
                    "bootstrap is shared).")
+@click.option("--kernels-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="IMAGEKIT_KERNELS_DIR", show_envvar=True,
+              help="Look for the recipe's kernel profile (NAME.toml) here first, then in a kernels/ directory "
+                   "beside the recipe (or its parent), then among the profiles shipped with imagekit.")
 @click.option("--no-lint", is_flag=True, help="Do not lint the image at the end (lint errors fail a build).")
 @click.option("--json", "json_output", is_flag=True, help="Print the build manifest as JSON on stdout; no progress.")
-def command(recipe: Path, output: Path | None, layout: str | None, no_lint: bool, json_output: bool) -> None:
+def command(recipe: Path, output: Path | None, layout: str | None, kernels_dir: Path | None, no_lint: bool,
+            json_output: bool) -> None:
     """Build a raw disk image from RECIPE (a TOML file in recipes/).
 
     Writes the image and, beside it, IMAGE.manifest.json saying what went in. Respects
@@ -28,7 +33,7 @@ def command(recipe: Path, output: Path | None, layout: str | None, no_lint: bool
     from imagekit.progress import Progress
     from imagekit.recipe import Layout, load_recipe
 
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, kernels_dir=kernels_dir)
     if layout is not None:
         try:
             loaded = loaded.with_layout(Layout(layout))

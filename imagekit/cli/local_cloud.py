@@ -33,6 +33,9 @@ def command(host: str, port: int, import_seconds: float, log_requests: bool, jso
     """Serve S3, EBS direct, IAM and EC2 (with ImportSnapshot and a faithful RegisterImage) on HOST:PORT."""
     import os
 
+    from imagekit.optional import require
+
+    require("moto.server", needed_by="imagekit local-cloud")
     from imagekit.localcloud import serve
 
     os.environ["IMAGEKIT_LOCALCLOUD_IMPORT_SECONDS"] = str(import_seconds)  # read by the ImportSnapshot handler

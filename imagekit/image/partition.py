@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from imagekit.image.layout import FirmwarePart, Placement
+from imagekit.optional import require
 from imagekit.run import run
 
 SECTOR = 512
@@ -13,7 +14,7 @@ SECTOR = 512
 
 def write_mbr(path: Path, placements: list[Placement], *, disk_id: int | None = None) -> None:
     """An msdos label with one primary Linux partition per placement; the first is marked bootable."""
-    import parted  # heavy, and only needed for partitioned layouts
+    parted = require("parted", needed_by="writing an MBR partition table")  # heavy: partitioned layouts only
 
     device = parted.getDevice(str(path))
     disk = parted.freshDisk(device, "msdos")
@@ -36,7 +37,7 @@ GPT_NAMES = {"bios-boot": "BIOS boot", "esp": "EFI System", "/boot": "boot", "/"
 
 def write_gpt(path: Path, firmware: list[FirmwarePart], placements: list[Placement]) -> None:
     """A GPT label: the firmware partitions (BIOS boot: bios_grub; ESP: boot/esp), then the filesystems."""
-    import parted
+    parted = require("parted", needed_by="writing a GPT partition table")
 
     device = parted.getDevice(str(path))
     disk = parted.freshDisk(device, "gpt")
