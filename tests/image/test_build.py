@@ -132,7 +132,8 @@ def test_missing_kernel_profile_file(small_recipe: Callable[..., Path], tmp_path
     recipe.write_text(recipe.read_text().replace("host-cloud-amd64", "no-such-kernel"))
     proc = run_imagekit("build", recipe, "-o", tmp_path / "x.img")
     assert proc.returncode == 2
-    assert last_line(proc.stderr).startswith(f"error: {recipe}: kernel.profile: no kernel profile 'no-such-kernel' in ")
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("error: "))
+    assert error.startswith(f"error: {recipe}: kernel.profile: no kernel profile 'no-such-kernel' (looked in ")
     assert not (tmp_path / "x.img").exists()
 
 
