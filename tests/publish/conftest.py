@@ -6,6 +6,7 @@ Every test uses its own AMI name, so tests share the server without seeing each 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,12 +30,11 @@ FAKE_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def local_cloud() -> Iterator[str]:
-    """Start `imagekit local-cloud --port 0`; yields its endpoint URL."""
-    env = {**os.environ, **FAKE_ENV, "IMAGEKIT_LOCALCLOUD_COPY_SECONDS": "0.5"}
+@contextlib.contextmanager
+def serve_local_cloud(env: dict[str, str], *options: str) -> Iterator[str]:
+    """Run `imagekit local-cloud --port 0 OPTIONS` with env; yields its endpoint URL; SIGTERM (then kill) at exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imagekit", "local-cloud", "--port", "0", "--import-seconds", "1", "--json"],
+        [sys.executable, "-m", "imagekit", "local-cloud", "--port", "0", *options, "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -52,6 +52,14 @@ def local_cloud() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def local_cloud() -> Iterator[str]:
+    """Start `imagekit local-cloud --port 0`; yields its endpoint URL."""
+    env = {**os.environ, **FAKE_ENV, "IMAGEKIT_LOCALCLOUD_COPY_SECONDS": "0.5"}
+    with serve_local_cloud(env, "--import-seconds", "1") as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

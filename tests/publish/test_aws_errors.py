@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.publish.conftest import FAKE_ENV, SparseImage
+from tests.publish.conftest import FAKE_ENV, SparseImage, serve_local_cloud
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -122,11 +121,7 @@ def test_unknown_kernel_id_is_invalid_amiid(
 def guarded_cloud() -> Iterator[tuple[str, dict[str, str]]]:
     """local-cloud with IAM enforced after 3 calls, and the keys of a user allowed sts:GetCallerIdentity only."""
     env = {**clean_env(), "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "imagekit", "local-cloud", "--port", "0", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
-    try:
-        assert proc.stdout is not None
-        url = str(json.loads(proc.stdout.readline())["endpoint_url"])
+    with serve_local_cloud(env) as url:
         iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="admin",
                            aws_secret_access_key="admin")
         iam.create_user(UserName="publisher")
@@ -135,13 +130,6 @@ def guarded_cloud() -> Iterator[tuple[str, dict[str, str]]]:
                   "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}]}
         iam.put_user_policy(UserName="publisher", PolicyName="sts-only", PolicyDocument=json.dumps(policy))
         yield url, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_access_denied(guarded_cloud: tuple[str, dict[str, str]], make_image: Callable[..., SparseImage],

@@ -23,7 +23,7 @@ import pytest
 
 from imagekit.publish.aws import AwsClients
 from imagekit.publish.pipeline import SHA_TAG
-from tests.publish.conftest import BLOCK, FAKE_ENV, HVM_MANIFEST, SparseImage, write_image
+from tests.publish.conftest import BLOCK, FAKE_ENV, HVM_MANIFEST, SparseImage, serve_local_cloud, write_image
 
 IMPORT_SECONDS = 6
 
@@ -32,23 +32,8 @@ IMPORT_SECONDS = 6
 def slow_cloud() -> Iterator[str]:
     """A local cloud whose import tasks take IMPORT_SECONDS, long enough to interrupt one."""
     env = {**os.environ, **FAKE_ENV}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imagekit", "local-cloud", "--port", "0", "--import-seconds", str(IMPORT_SECONDS),
-         "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, "imagekit local-cloud printed nothing"
-        yield str(json.loads(line)["endpoint_url"])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_local_cloud(env, "--import-seconds", str(IMPORT_SECONDS)) as url:
+        yield url
 
 
 def stamp_sha256(image: SparseImage) -> str:
