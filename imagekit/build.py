@@ -26,6 +26,7 @@ from imagekit.configure import (
     copy_files,
     fstab_text,
     install_kernel,
+    install_pv_kernel,
     installed_packages,
     kernel_cmdline,
     make_esp_mountpoint,
@@ -213,8 +214,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             "boot_mode": recipe.layout.boot_mode.value if recipe.layout.boot_mode else None,
             "image": None,  # filled in when the digest is done
             "filesystems": filesystems,
-            "kernel": {"profile": profile.name, "version": kernel.version,
-                       "path": boot_path(recipe, kernel.kernel), "xen_pv": profile.xen_pv},
+            "kernel": kernel_record(recipe, profile, kernel),
             "initrd": {"path": boot_path(recipe, kernel.initrd)} if kernel.initrd else None,
             "cmdline": cmdline,
             "menu_lst": None if hvm else {"path": "/boot/grub/menu.lst", "text": menu},
@@ -242,6 +242,14 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
     raise AssertionError("unreachable")
 
 
+def kernel_record(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo) -> dict[str, Any]:
+    """The manifest's kernel: the file the boot entries boot, its format, and what it was made from."""
+    return {"profile": profile.name, "version": kernel.version, "path": boot_path(recipe, kernel.kernel),
+            "format": kernel.format, "pv_format": profile.pv_format,
+            "original": boot_path(recipe, kernel.original) if kernel.original else None,
+            "original_payload": kernel.payload, "xen_pv": profile.xen_pv}
+
+
 def boot_path(recipe: Recipe, name: str) -> str:
     """A /boot file's path on the boot filesystem (what menu.lst names)."""
     return f"/{name}" if recipe.separate_boot else f"/boot/{name}"
@@ -249,7 +257,7 @@ def boot_path(recipe: Recipe, name: str) -> str:
 
 def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
                    epoch: int | None) -> tuple[KernelInfo, FsIds, str, str]:
-    kernel = install_kernel(tree, profile)
+    kernel = install_pv_kernel(tree, recipe, profile, install_kernel(tree, profile))
     check_entry_files(recipe, tree)
     ids = assign_ids(recipe, epoch)
     path, menu = boot_config(recipe, profile, kernel, ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imagekit.bootloader.grub2 import render_grub_cfg
@@ -24,6 +24,7 @@ from imagekit.tree_paths import (
     image_path,
     is_file_in_tree,
     make_directory_in_tree,
+    read_bytes_in_tree,
     read_in_tree,
     resolve_in_tree,
     write_in_tree,
@@ -35,8 +36,11 @@ KERNEL_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")
 @dataclass(frozen=True)
 class KernelInfo:
     version: str
-    kernel: str  # file name in /boot
+    kernel: str  # file name in /boot: what the boot entries boot
     initrd: str | None  # file name in /boot
+    format: str = "bzimage"  # of `kernel`: bzimage, vmlinux-gz, vmlinux (imagekit/kernel/pvsafe.py)
+    original: str | None = None  # the installed kernel `kernel` was made from (PV-safe kernels), in /boot
+    payload: str | None = None  # the compression of the original's payload, when it was converted
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,48 @@ def install_kernel(tree: Tree, profile: KernelProfile) -> KernelInfo:
             raise UsageError(f"kernel profile {profile.name}: no initrd for {version} in /boot "
                              f"(initrd = {profile.initrd!r})", hint="set initrd = \"none\" for a static kernel")
     return KernelInfo(version, name, initrd_name)
+
+
+def install_pv_kernel(tree: Tree, recipe: Recipe, profile: KernelProfile, kernel: KernelInfo) -> KernelInfo:
+    """PV layouts: the kernel file menu.lst should boot, per the profile's pv_format (imagekit/kernel/pvsafe.py);
+    a converted kernel goes beside the original, which HVM layouts of the same rootfs keep booting."""
+    from imagekit.kernel.pvsafe import file_format, needs_conversion, pv_kernel_name, pv_safe_kernel
+
+    data = read_bytes_in_tree(tree.path, f"/boot/{kernel.kernel}")
+    if data is None:
+        raise UsageError(f"kernel profile {profile.name}: /boot/{kernel.kernel} is not a file")
+    found = file_format(data)
+    kernel = replace(kernel, format=str(found) if found else "unknown")
+    if recipe.layout.virtualization is Virtualization.HVM:
+        return kernel
+    if not needs_conversion(data, profile.pv_format, f"/boot/{kernel.kernel}"):
+        return kernel
+    converted, payload = pv_safe_kernel(data, f"/boot/{kernel.kernel}")
+    name = pv_kernel_name(kernel.version)
+    write_in_tree(tree.path, f"/boot/{name}", converted, 0o644)
+    write_pv_kernel_hooks(tree, recipe)
+    return replace(kernel, kernel=name, format="vmlinux-gz", original=kernel.kernel,
+                   payload=str(payload) if payload else None)
+
+
+PV_HOOK = "zz-imagekit-pv-kernel"
+
+
+def pv_kernel_hook(action: str, recipe: Recipe) -> str:
+    """The POSIX sh kernel hook (postinst or postrm) that keeps a later kernel PV-safe on the instance."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("imagekit", "templates"), keep_trailing_newline=True,
+                             autoescape=False, undefined=jinja2.StrictUndefined)
+    running_menu = "/boot/boot/grub/menu.lst" if recipe.separate_boot else "/boot/grub/menu.lst"
+    prefix = "" if recipe.separate_boot else "/boot"
+    return env.get_template("pv-kernel-hook.sh.j2").render(action=action, prefix=prefix, menu=running_menu)
+
+
+def write_pv_kernel_hooks(tree: Tree, recipe: Recipe) -> None:
+    """/etc/kernel/postinst.d and postrm.d: Debian's kernel packages run these with VERSION and IMAGE."""
+    for action in ("postinst", "postrm"):
+        write_file(tree, f"/etc/kernel/{action}.d/{PV_HOOK}", pv_kernel_hook(action, recipe), 0o755)
 
 
 def root_spec(recipe: Recipe, ids: FsIds) -> str:

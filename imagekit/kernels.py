@@ -47,6 +47,13 @@ class KernelProfile(_Model):
     # the NIC keeps the name eth0 (net.ifnames=0) that EC2 PV gives it and images configure.
     cmdline_hvm: str = HVM_CMDLINE
     xen_pv: bool = True  # the kernel can run as a Xen PV guest (PV-GRUB)
+    # What a PV image's menu.lst boots (imagekit/kernel/pvsafe.py): "auto" a gzipped ELF vmlinux made from
+    # the kernel when EC2's PV-GRUB cannot decompress its payload (lz4, zstd), else the kernel itself;
+    # "bzimage" the kernel file as installed; "vmlinux-gz" always the gzipped vmlinux.
+    pv_format: Literal["auto", "bzimage", "vmlinux-gz"] = "auto"
+    # installed by a bootstrap for PV layouts only: what the image's kernel postinst hook needs to convert a
+    # later kernel (Debian's cloud kernel is LZ4: the lz4 tool)
+    pv_packages: tuple[PackageName, ...] = ()
 
     @model_validator(mode="after")
     def _one_source(self) -> KernelProfile:

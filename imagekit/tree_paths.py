@@ -161,6 +161,12 @@ def copy_into_tree(root: Path, path: str, src: Path, mode: int) -> Path:
 
 def read_in_tree(root: Path, path: str) -> str | None:
     """The image's text file `path` (symlinks resolved in the tree), or None when it is not a file."""
+    data = read_bytes_in_tree(root, path)
+    return None if data is None else data.decode(errors="replace")
+
+
+def read_bytes_in_tree(root: Path, path: str) -> bytes | None:
+    """The image's file `path` (symlinks resolved in the tree), or None when it is not a file."""
     resolved = resolve_in_tree(root, path)
     try:
         fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO never blocks
@@ -171,7 +177,7 @@ def read_in_tree(root: Path, path: str) -> str | None:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return None
-        return f.read().decode(errors="replace")
+        return f.read()
 
 
 def is_file_in_tree(root: Path, path: str) -> bool:

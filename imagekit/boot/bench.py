@@ -87,7 +87,7 @@ def main() -> int:
             with guest.open_guest(ov, accel, image.name) as g:
                 prepared = prepare_overlay(g, target, BootOptions(image, loader="direct"), "direct", workdir)
             for n in range(args.runs):  # interleaved, so load from elsewhere falls on both alike
-                report = boot_image(BootOptions(image, serial_log=workdir / "harness.log"))
+                report = boot_image(BootOptions(image, loader="pvgrub", serial_log=workdir / "harness.log"))
                 if not report.booted:
                     print(report.to_text(), file=sys.stderr)
                     return 1

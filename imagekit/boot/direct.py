@@ -8,7 +8,9 @@ exist under QEMU: they are mapped to the virtio disk and the mapping is reported
 
 from __future__ import annotations
 
+import gzip
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,4 +84,18 @@ def prepare_direct(g: Any, disk: Disk, menu_text: str, workdir: Path) -> DirectB
     args, notes = map_devices(entry.kernel_args, disk)
     if SERIAL_ARG not in args.split():
         args = f"{SERIAL_ARG} {args}".strip()
+    if gunzipped := gunzip_kernel(kernel):
+        kernel, notes = gunzipped, (*notes, f"{entry.kernel} gunzipped as PV-GRUB's GRUB 0.97 reads it")
     return DirectBoot(entry, choice.index, choice.fallback, kernel, initrd, args, notes)
+
+
+def gunzip_kernel(kernel: Path) -> Path | None:
+    """A gzipped kernel (the PV-safe vmlinux-gz: QEMU's -kernel does not gunzip) as its ELF beside it; None if
+    the file is not gzipped."""
+    with open(kernel, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return None
+    out = kernel.with_name("vmlinux")
+    with gzip.open(kernel, "rb") as src, open(out, "wb") as dest:
+        shutil.copyfileobj(src, dest, 1 << 20)
+    return out

@@ -42,7 +42,7 @@ HYPERVISORS = ("qemu", "xen")
 @dataclass(frozen=True)
 class BootOptions:
     image: Path
-    loader: str | None = None  # None: pvgrub for hd0/hd00 images
+    loader: str | None = None  # None: pvgrub097 (GRUB 0.97 + Xen's loader rules) for hd0/hd00 images
     hypervisor: str = "qemu"
     variant: Variant | None = None  # None: from the partition table
     accel: str | None = None
@@ -206,7 +206,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
         from imagekit.boot.xen import boot_xen
 
         return boot_xen(opts, image, progress)
-    loader = opts.loader or "pvgrub"
+    loader = opts.loader or PVGRUB097
     with progress.stage("accel"):
         accel = detect(opts.accel)
     machine = Machine(opts.memory_mb, opts.cpus, accel)

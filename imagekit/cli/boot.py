@@ -17,10 +17,11 @@ from imagekit.progress import Progress
 @click.command("boot")
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--loader", type=click.Choice(["pvgrub", "direct", "pvgrub097"]), default=None,
-              help="pvgrub: GRUB 2's legacycfg reads the image's menu.lst (default; looser than PV-GRUB); "
-                   "direct: kernel+initrd to QEMU; pvgrub097: GRUB 0.97 reads menu.lst and files, Xen's loader "
-                   "rules judge the kernel, QEMU boots the ELF it would start (becomes the default once the "
-                   "build installs PV-safe kernels: Debian's LZ4 bzImage is refused).")
+              help="PV images. pvgrub097 (default): GRUB 0.97 reads menu.lst and files, Xen's loader rules judge "
+                   "the kernel (an LZ4 or zstd bzImage is refused, as on EC2), QEMU boots the ELF it would start; "
+                   "pvgrub: GRUB 2's legacycfg reads menu.lst and boots the kernel with linux16 (the looser check: "
+                   "it boots kernels PV-GRUB refuses, and cannot boot a gzipped ELF vmlinux); direct: "
+                   "kernel+initrd to QEMU.")
 @click.option("--aki-version", default=None, metavar="VERSION",
               help="--loader pvgrub097: the PV-GRUB version whose menu.lst search to follow (1.03: one place; "
                    "1.04 and later: the search order); default: what `imagekit aki` registers for the layout.")

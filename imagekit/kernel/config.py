@@ -150,7 +150,7 @@ def ikconfig(vmlinux: bytes) -> str | None:
 def sibling_config(kernel: Path, release: str = "") -> Path | None:
     """/boot/config-VERSION for /boot/vmlinuz-VERSION (or for the release the boot header names)."""
     names = []
-    for prefix in ("vmlinuz-", "vmlinux-", "bzImage-", "kernel-"):
+    for prefix in ("vmlinuz-", "vmlinux-", "pvgrub-vmlinux-", "bzImage-", "kernel-"):
         if kernel.name.startswith(prefix):
             names.append("config-" + kernel.name[len(prefix) :].removesuffix(".gz"))
     if release:

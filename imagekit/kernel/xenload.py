@@ -103,6 +103,26 @@ def _gunzip(data: bytes, name: str) -> bytes:
 
 def _bzimage_payload(data: bytes, name: str) -> tuple[bytes, Compression]:
     """The decompressed payload, as xc_dom_probe_bzimage_kernel finds and decompresses it."""
+    payload, compression = probe_bzimage(data, name)
+    try:
+        return decompress_payload(payload, compression, name), compression
+    except KernelFormatError as exc:
+        raise XenRefused(KERNEL_FORMAT, f"{exc}: Xen's loader would fail the same way") from None
+
+
+def bzimage_refusal(data: bytes, name: str = "kernel") -> XenRefused | None:
+    """Why Xen's bzImage loader on EC2's PV-GRUB would refuse this bzImage before decompressing it (its
+    header or its payload's compression: lz4, zstd, unknown), or None when the payload is one it decodes."""
+    try:
+        probe_bzimage(data, name)
+    except XenRefused as exc:
+        return exc
+    return None
+
+
+def probe_bzimage(data: bytes, name: str) -> tuple[bytes, Compression]:
+    """The compressed payload and its compression, as xc_dom_probe_bzimage_kernel finds it; XenRefused when
+    the header is too old or the compression is one EC2's PV-GRUB does not decode."""
     if len(data) < 0x250:
         raise XenRefused(KERNEL_FORMAT, f"{name}: bzImage too small for its setup header")
     version, setup_sects = struct.unpack_from("<H", data, 0x206)[0], data[0x1F1]
@@ -118,16 +138,20 @@ def _bzimage_payload(data: bytes, name: str) -> tuple[bytes, Compression]:
     if compression is None:
         raise XenRefused(KERNEL_FORMAT, f"{name}: bzImage payload starts {payload[:4].hex()}: "
                          "xc_dom_probe_bzimage_kernel: unknown compression format")
-    if compression in NEWER_XEN:
-        needs = NEWER_XEN[compression]
-        raise XenRefused(KERNEL_FORMAT, f"{name}: bzImage payload is {compression}: AWS documents PV-GRUB "
-                         f"for gzip, bzip2, lzo and xz kernels only ({compression} needs Xen {needs} or "
-                         "later, which EC2's PV-GRUB is not documented to be); "
+    refused = payload_refusal(compression)
+    if refused is not None:
+        raise XenRefused(KERNEL_FORMAT, f"{name}: {refused}; "
                          "install the kernel as a gzipped ELF vmlinux (`imagekit kernel aki`)")
-    try:
-        return decompress_payload(payload, compression, name), compression
-    except KernelFormatError as exc:
-        raise XenRefused(KERNEL_FORMAT, f"{exc}: Xen's loader would fail the same way") from None
+    return payload, compression
+
+
+def payload_refusal(compression: Compression) -> str | None:
+    """Why EC2's PV-GRUB would not decompress a bzImage payload of this compression, or None if it would."""
+    if compression not in NEWER_XEN:
+        return None
+    return (f"bzImage payload is {compression}: AWS documents PV-GRUB for gzip, bzip2, lzo and xz kernels only "
+            f"({compression} needs Xen {NEWER_XEN[compression]} or later, which EC2's PV-GRUB is not documented "
+            "to be)")
 
 
 def _elf_kernel(data: bytes, name: str, path: tuple[str, ...], compression: Compression | None) -> XenKernel:

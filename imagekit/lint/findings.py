@@ -54,7 +54,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "initrd-too-large": (Severity.ERROR, "the initrd is larger than a boot loader loads (not read)"),
     "kernel-arch": (Severity.ERROR, "the kernel's architecture does not match the target"),
     "kernel-xen-pv": (Severity.ERROR, "the kernel cannot run as a Xen PV guest"),
-    "kernel-compression": (Severity.WARNING, "PV-GRUB reads gzip, bzip2, lzo and xz kernels"),
+    "kernel-compression": (Severity.ERROR, "PV-GRUB reads gzip, bzip2, lzo and xz kernels"),
     "kernel-config": (Severity.ERROR, "a kernel option the target needs is missing"),
     "kernel-config-warning": (Severity.WARNING, "a kernel option the target wants is missing"),
     "kernel-no-config": (Severity.INFO, "no kernel config found: options not checked"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from imagekit.kernel.bzimage import PVGRUB_COMPRESSIONS, KernelFormatError, Vmlinux, load_vmlinux
+from imagekit.kernel.bzimage import KernelFormatError, Vmlinux, load_vmlinux
 from imagekit.kernel.config import OptionResult, Status, Target, check_config, ikconfig, parse_config
 from imagekit.kernel.initrd import initrd_members, module_names
+from imagekit.kernel.xenload import payload_refusal
 from imagekit.lint.findings import Finding, Severity, finding, unreadable
 from imagekit.lint.view import ImageView, UnreadableFile
 
@@ -75,7 +76,7 @@ def _config(view: ImageView, k: KernelFiles, vmlinux: Vmlinux) -> tuple[dict[str
     directory = k.path.rsplit("/", 1)[0] or "/"
     names = [f"config-{release}"] if release else []
     base = k.path.rsplit("/", 1)[-1]
-    for prefix in ("vmlinuz-", "vmlinux-"):
+    for prefix in ("vmlinuz-", "vmlinux-", "pvgrub-vmlinux-"):
         if base.startswith(prefix):
             names.append("config-" + base[len(prefix):].removesuffix(".gz"))
     for name in names:
@@ -139,12 +140,13 @@ def check_kernel(view: ImageView, k: KernelFiles, target: Target, arch: str, fs_
         findings.append(finding("kernel-arch", k.label, f"the kernel is {elf.arch} (ELF{elf.bits}), the "
                                 f"image is {arch}{why}", f"install an {arch} kernel"))
     if target is Target.PV:
-        if vmlinux.compression is not None and vmlinux.source_format == "bzImage" \
-                and vmlinux.compression not in PVGRUB_COMPRESSIONS:
-            findings.append(finding("kernel-compression", k.label, f"the kernel is {vmlinux.compression}-"
-                                    "compressed; AWS documents PV-GRUB for gzip, bzip2, lzo and xz kernels",
-                                    f"convert it: imagekit kernel aki {k.path} -o {k.path}.gz (a gzipped ELF "
-                                    "vmlinux) and boot that"))
+        refused = payload_refusal(vmlinux.compression) \
+            if vmlinux.compression is not None and vmlinux.source_format == "bzImage" else None
+        if refused is not None:  # Xen's loader as the boot test models it (imagekit/kernel/xenload.py)
+            findings.append(finding("kernel-compression", k.label, f"the kernel's {refused}",
+                                    'set pv_format = "auto" or "vmlinux-gz" in the kernel profile (the build '
+                                    f"boots a gzipped ELF vmlinux), or convert it: imagekit kernel aki {k.path} "
+                                    f"-o {k.path}.gz and boot that"))
         if not elf.xen_pv:
             findings.append(finding("kernel-xen-pv", k.label, "the kernel has no Xen PV entry note: "
                                     "it cannot start as a PV guest", "use a kernel built with CONFIG_XEN_PV "

@@ -1,11 +1,12 @@
 """Real TCG boots of the shipped Debian PV-GRUB recipes (built once per session by tests/conftest.py).
 
-Each recipe's image boots to the probe's sentinel with the PV-GRUB loader; hd0 also with the direct
+Each recipe's image boots to the probe's sentinel with the default PV loader (pvgrub097); hd0 also with the direct
 loader; and a copy of hd0 with a unit that fails is reported as failed, naming the unit.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -30,9 +31,18 @@ WantedBy=multi-user.target
 
 @pytest.mark.parametrize("variant", ["hd0", "hd00", "hd00-bootpart"])
 def test_shipped_recipe_boots_with_pvgrub(debian_images: Callable[[str], Path], variant: str) -> None:
-    report = boot_image(BootOptions(debian_images(variant)))
+    """The default PV loader (pvgrub097: GRUB 0.97, Xen's loader rules) boots the PV-safe kernel the build
+    made of Debian's LZ4 bzImage; the manifest says so."""
+    image = debian_images(variant)
+    kernel = json.loads(image.with_name(image.name + ".manifest.json").read_text())["kernel"]
+    prefix = "/" if variant == "hd00-bootpart" else "/boot/"
+    assert (kernel["format"], kernel["original_payload"]) == ("vmlinux-gz", "lz4")
+    assert kernel["path"] == f"{prefix}pvgrub-vmlinux-{kernel['version']}.gz"
+    assert kernel["original"] == f"{prefix}vmlinuz-{kernel['version']}"
+    report = boot_image(BootOptions(image))
     assert report.booted, report.to_text()
-    assert (report.loader, report.probe, report.failed_units) == ("pvgrub", "systemd-unit", [])
+    assert (report.loader, report.probe, report.failed_units) == ("pvgrub097", "systemd-unit", [])
+    assert report.pvgrub097 is not None and report.pvgrub097["kernel"]["pvh_entry"] is True
     assert report.variant == ("hd0" if variant == "hd0" else "hd00")
     assert report.entry is not None and (report.entry.index, report.entry.fallback) == (0, False)
     assert report.system_state == "running"

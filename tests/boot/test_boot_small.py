@@ -1,5 +1,7 @@
 """Real TCG boots of small images (host cloud kernel + busybox): the failures a user meets, each named.
 
+These images boot Debian's LZ4 bzImage from 1 KiB-block ext4, which PV-GRUB's own rules refuse, so they
+test the GRUB 2 legacycfg loader's reports (`--loader pvgrub`, named in each test).
 Boots here: fallback (PV-GRUB), panic, wrong root label (~30 s of initramfs waiting), and two that end
 inside GRUB in seconds (every kernel missing, `root (hd0)` on a partitioned disk).
 """
@@ -35,7 +37,7 @@ def test_default_kernel_missing_boots_the_fallback_and_leaves_the_image_alone(sm
     image = small_images("fallback")
     before = sha256(image)
     log = tmp_path / "serial.log"
-    proc = run_imagekit("boot", image, "--json", "--serial-log", log)
+    proc = run_imagekit("boot", image, "--loader", "pvgrub", "--json", "--serial-log", log)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["booted"] and report["reason"] == "booted" and report["loader"] == "pvgrub"
@@ -64,27 +66,27 @@ def test_direct_loader_picks_the_entry_pvgrub_booted(small_images: Images, tmp_p
 
 
 def test_every_kernel_missing(small_images: Images) -> None:
-    report = boot_image(BootOptions(small_images("all-missing")))
+    report = boot_image(BootOptions(small_images("all-missing"), loader="pvgrub"))
     assert (report.booted, report.reason, report.entry) == (False, "no-entry-loaded", None)
     assert report.detail == ("GRUB: couldn't load file /boot/vmlinuz-missing; couldn't load file /boot/nope")
     assert report.exit_code == 1 and report.seconds_to_first_kernel_line is None
 
 
 def test_root_hd0_on_a_partitioned_image(small_images: Images) -> None:
-    report = boot_image(BootOptions(small_images("hd0-on-partitioned")))
+    report = boot_image(BootOptions(small_images("hd0-on-partitioned"), loader="pvgrub"))
     assert report.variant == "hd00" and report.reason == "no-entry-loaded"
     assert report.detail == ("GRUB: couldn't load file /boot/vmlinuz; entry 'Debian cloud': root (hd0) is the whole "
                              "disk, but the disk is partitioned: there is no filesystem there (use (hd0,0))")
 
 
 def test_kernel_panic(small_images: Images) -> None:
-    report = boot_image(BootOptions(small_images("panic")))
+    report = boot_image(BootOptions(small_images("panic"), loader="pvgrub"))
     assert report.reason == "kernel-panic"
     assert report.detail.startswith("Kernel panic: Attempted to kill init!")
     assert any("Kernel panic" in line for line in report.context)
 
 
 def test_wrong_root_label(small_images: Images) -> None:
-    report = boot_image(BootOptions(small_images("wrong-label")))
+    report = boot_image(BootOptions(small_images("wrong-label"), loader="pvgrub"))
     assert report.reason == "root-not-found"
     assert report.detail == "LABEL=nosuch does not exist (the initramfs gave up waiting for it)"

@@ -22,12 +22,13 @@ from imagekit.boot.pvgrub import Variant
 from imagekit.boot.pvgrub097 import fallbacks, plan
 from imagekit.kernel.bzimage import convert_to_aki
 from imagekit.pvgrub.menu import read_menu
-from tests.boot.conftest import INITRD, requires_kernel, userland
+from tests.boot.conftest import INITRD, KERNEL, requires_kernel, userland
 from tests.util import SMALL_RECIPE, run_imagekit
 
 pytestmark = requires_kernel()
 
 INITRD_NAME = Path(INITRD).name if INITRD else ""
+BZIMAGE = Path(KERNEL).name if KERNEL else ""  # a PV build keeps it beside the PV-safe kernel it boots
 Build = Callable[..., Path]
 
 
@@ -89,7 +90,7 @@ def sha256(path: Path) -> str:
 def test_lz4_bzimage_refused_before_qemu(build: Build) -> None:
     """The shipped kind of kernel: Debian's LZ4 bzImage. Xen's loader refuses it, GRUB has no fallback: exit 1,
     pvgrub-kernel-format, and neither libguestfs nor QEMU ran."""
-    image = build()
+    image = build(entry("Debian bzImage", BZIMAGE))
     proc = run_imagekit("boot", image, "--loader", "pvgrub097", "--json")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "==> prepare" not in proc.stderr and "==> boot" not in proc.stderr
@@ -175,7 +176,7 @@ def test_aki_vmlinux_boots_as_fallback(build: Build, aki_kernel: Path, tmp_path:
     """The default entry's kernel is missing (Error 15), the first fallback's is the LZ4 bzImage (Xen refuses:
     Error 9), the second fallback's the AKI-style gzipped vmlinux: it boots, under TCG, to the sentinel."""
     files = {"missing-kernel": aki_kernel, "aki-vmlinux.gz": aki_kernel}
-    boot = "[boot]\nfallback = 1\n" + entry("missing kernel", "missing-kernel") + entry("Debian bzImage") + \
+    boot = "[boot]\nfallback = 1\n" + entry("missing kernel", "missing-kernel") + entry("Debian bzImage", BZIMAGE) + \
         entry("AKI vmlinux", "aki-vmlinux.gz")
     image = debugfs_edit(build(boot, files), lambda m: m.replace("fallback 1\n", "fallback 1 2\n"),
                          remove=("/boot/missing-kernel",))

@@ -43,14 +43,14 @@ def alive(pid: int) -> bool:
 
 
 def test_timeout_stops_qemu_and_says_so(small_images: Callable[[str], Path]) -> None:
-    proc = run_imagekit("boot", small_images("fallback"), "--json", "--timeout", "4")
+    proc = run_imagekit("boot", small_images("fallback"), "--loader", "pvgrub", "--json", "--timeout", "4")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert report["reason"] == "timeout" and report["seconds_qemu"] < 15
 
 
 def test_ctrl_c_leaves_no_qemu(small_images: Callable[[str], Path]) -> None:
-    proc = subprocess.Popen([*IMAGEKIT, "boot", str(small_images("fallback"))], cwd=REPO,
+    proc = subprocess.Popen([*IMAGEKIT, "boot", str(small_images("fallback")), "--loader", "pvgrub"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     qemu: list[int] = []
     deadline = time.monotonic() + 120

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from imagekit.kernel.pvsafe import pv_kernel_name, pv_safe_kernel
+
 MiB = 1024 * 1024
 
 
@@ -14,13 +16,17 @@ def sh(*argv: str | Path, input: str | None = None) -> str:
     return subprocess.run([str(a) for a in argv], input=input, capture_output=True, text=True, check=True).stdout
 
 
-def boot_tree(root: Path, kernel: Path, *, menu: str | None, fstab: str | None, prefix: str = "/boot") -> Path:
-    """A tree with the kernel, its initrd and config in `prefix`, and menu.lst / fstab as given."""
+def boot_tree(root: Path, kernel: Path, *, menu: str | None, fstab: str | None, prefix: str = "/boot",
+              pv_safe: bool = False) -> Path:
+    """A tree with the kernel, its initrd and config in `prefix`, and menu.lst / fstab as given; `pv_safe`:
+    also the gzipped ELF vmlinux a PV build installs (pvgrub-vmlinux-VERSION.gz)."""
     version = kernel.name.removeprefix("vmlinuz-")
     boot = root / prefix.strip("/")
     boot.mkdir(parents=True, exist_ok=True)
     for name in (f"vmlinuz-{version}", f"initrd.img-{version}", f"config-{version}"):
         shutil.copy(kernel.with_name(name), boot / name)
+    if pv_safe:
+        (boot / pv_kernel_name(version)).write_bytes(pv_safe_kernel(kernel.read_bytes(), str(kernel))[0])
     if menu is not None:
         (boot / "grub").mkdir(exist_ok=True)
         (boot / "grub" / "menu.lst").write_text(menu)

@@ -20,8 +20,8 @@ ROOT_UUID = "0e2c5a3c-1d2b-4c4e-9a55-3f1d2c3b4a5e"
 
 
 def menu(version: str, *, root: str = "(hd0)", prefix: str = "/boot", args: str = "root=LABEL=root ro "
-         "console=ttyS0 console=hvc0", fallback: bool = True) -> str:
-    entry = (f"title Debian {{n}}\n\troot {root}\n\tkernel {prefix}/vmlinuz-{version} {args}\n"
+         "console=ttyS0 console=hvc0", fallback: bool = True, kernel: str | None = None) -> str:
+    entry = (f"title Debian {{n}}\n\troot {root}\n\tkernel {prefix}/{kernel or 'vmlinuz-' + version} {args}\n"
              f"\tinitrd {prefix}/initrd.img-{version}\n")
     head = "default 0\ntimeout 1\n" + ("fallback 1\n" if fallback else "")
     return head + entry.format(n=0) + (entry.format(n=1) if fallback else "")
@@ -50,7 +50,8 @@ def elf32() -> bytes:
 @pytest.fixture(scope="module")
 def good_hd0(tmp_path_factory, host_kernel):
     tmp = tmp_path_factory.mktemp("good")
-    tree = boot_tree(tmp / "tree", host_kernel, menu=menu(version_of(host_kernel)),
+    version = version_of(host_kernel)
+    tree = boot_tree(tmp / "tree", host_kernel, menu=menu(version, kernel=f"pvgrub-vmlinux-{version}.gz"), pv_safe=True,
                      fstab="LABEL=root / ext4 defaults 0 1\n/dev/sdb /mnt auto defaults,nofail 0 2\n"
                            "proc /proc proc defaults 0 0\n")
     image = tmp / "good.img"
@@ -62,8 +63,8 @@ def good_hd0(tmp_path_factory, host_kernel):
 def test_good_image_has_no_errors(good_hd0):
     _, _, findings = good_hd0
     assert not has_errors(findings), findings
-    # Debian's cloud kernel is lz4-compressed: outside what AWS documents for PV-GRUB
-    assert rules(findings) == {"kernel-compression"}
+    # the gzipped ELF vmlinux a PV build makes of Debian's LZ4 bzImage (the hd00 test below boots the bzImage)
+    assert rules(findings) == set()
 
 
 def test_lint_never_writes(good_hd0):
@@ -149,7 +150,11 @@ def hd00_bootpart(tmp_path_factory, host_kernel):
 
 
 def test_hd00_boot_partition(hd00_bootpart):
-    assert not has_errors(hd00_bootpart), hd00_bootpart
+    # Debian's cloud kernel is lz4-compressed: outside what AWS documents for PV-GRUB, Xen's loader refuses it
+    assert rules(hd00_bootpart, Severity.ERROR) == {"kernel-compression"}, hd00_bootpart
+    lz4 = next(f for f in hd00_bootpart if f.rule == "kernel-compression")
+    assert "bzImage payload is lz4: AWS documents PV-GRUB for gzip, bzip2, lzo and xz" in lz4.message
+    assert lz4.hint.startswith('set pv_format = "auto" or "vmlinux-gz" in the kernel profile')
     location = next(f for f in hd00_bootpart if f.rule == "menulst-location")
     assert location.object == "(hd0,0)/grub/menu.lst"
     assert "(hd0,0)/boot/grub/menu.lst" in location.message
