@@ -202,7 +202,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         if recipe.volumes:
             with progress.stage("volumes", ", ".join(v.name for v in recipe.volumes)):
                 volume_images = make_volume_images(recipe, output, trees, workdir, epoch, stack)
-        pending = start_image_facts(partial)  # the sha256 runs beside the rest of the build
+        pending = start_image_facts(partial)  # the block map runs beside the rest of the build
         shutil.rmtree(tree.path, ignore_errors=True)  # the staged tree is no longer needed
         manifest: dict[str, Any] = {
             "imagekit": __version__,
@@ -227,7 +227,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             manifest["partitions"] = partition_records(recipe, firmware, placements, ids.esp_id)
         manifest["data_volumes"] = volume_records(recipe, volume_images)
         manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
-        with progress.stage("manifest", "sha256"):
+        with progress.stage("manifest", "block map"):
             manifest["image"] = {**pending.result(), "path": output.name}
         manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
         # The manifest is written in full before the image takes its name, then renamed after it:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.errors import RecipeError
+from imagekit.image.blockmap import block_map_of
 from imagekit.image.filesystem import EXT, TooSmall, make_filesystem
 from imagekit.image.layout import Placement, align_up
-from imagekit.manifest import sha256_file
 from imagekit.recipe import DataVolume, Filesystem, Recipe
 from imagekit.rootfs import Tree
 from imagekit.run import output
@@ -178,6 +178,14 @@ def commit_volume_images(images: list[VolumeImage]) -> None:
         os.replace(img.partial, img.path)
 
 
+def volume_digest(img: VolumeImage | None) -> dict[str, Any]:
+    """A volume image's id and block map, as the disk image's (imagekit/image/blockmap.py)."""
+    if img is None:
+        return {"id": None, "block_map": None}
+    blocks = block_map_of(img.partial if img.partial.exists() else img.path)
+    return {"id": blocks.image_id, "block_map": blocks.record()}
+
+
 def volume_records(recipe: Recipe, images: list[VolumeImage]) -> list[dict[str, Any]]:
     """The manifest's "data_volumes": what publish needs to snapshot and map each volume."""
     by_name = {img.volume.name: img for img in images}
@@ -190,6 +198,6 @@ def volume_records(recipe: Recipe, images: list[VolumeImage]) -> list[dict[str, 
             "image": img.path.name if img else None,
             "delete_on_termination": vol.delete_on_termination, "services": list(vol.services),
             "uuid": img.uuid if img else None, "initial": vol.initial,
-            "sha256": sha256_file(img.partial if img.partial.exists() else img.path) if img else None,
+            **volume_digest(img),
         })
     return records

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "boot": "boot",
     "build": "build",
     "diff": "diff",
+    "digest": "digest",
     "kernel": "kernel",
     "lint": "lint",
     "local-cloud": "local_cloud", "publish": "publish", "published": "published",

@@ -48,4 +48,4 @@ def command(recipe: Path, output: Path | None, layout: str | None, kernels_dir: 
     facts = result.manifest["image"]
     click.echo(f"{result.image}")
     progress.info(f"{facts['size'] >> 20} MiB image, {facts['allocated'] >> 20} MiB allocated, "
-                  f"sha256 {facts['sha256'][:16]}..., manifest {result.manifest_path}")
+                  f"image id {facts['id'][:16]}..., manifest {result.manifest_path}")

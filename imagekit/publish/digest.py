@@ -1,11 +1,14 @@
-"""What the image's bytes are, read at publish time: the whole-file sha256 and the EBS block map.
+"""What the image's bytes are, read at publish time: the block map, and the image id it gives.
 
 One pass over the blocks that may hold data (holes are found with SEEK_DATA and never read)
-gives both: the sha256 of the whole file as `sha256sum` prints it (the build manifest's
-`image.sha256`, the identity snapshots are tagged with) and, for every non-zero 512 KiB block,
-its index and raw SHA-256, exactly the checksums EBS direct's PutSnapshotBlock sends. The
-manifest is a record; this is the bytes. Publish compares the two before it reuses or uploads
-anything, and the uploaders check what they read again against this map before they finish.
+gives the block map (imagekit/image/blockmap.py): for every non-zero 512 KiB block its index and
+raw SHA-256, exactly the checksums EBS direct's PutSnapshotBlock sends, and the image id, the
+identity snapshots and AMIs are tagged with. The build manifest is a record; this is the bytes.
+Publish compares the two before it reuses or uploads anything, and the uploaders check what they
+read again against this map before they finish.
+
+A manifest from before block maps records only the whole-file sha256: then (and only then) the
+same pass also hashes the holes, at the cost of the disk's size, to check that number.
 """
 
 from __future__ import annotations
@@ -16,27 +19,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.errors import ImagekitError, UsageError
+from imagekit.image.blockmap import BLOCK_SIZE, BlockMap, block_digest, data_block_indexes
 from imagekit.progress import Progress
-from imagekit.publish.ebs_direct import BLOCK_SIZE, ZERO_BLOCK, data_block_indexes, linear_checksum
 
 
 @dataclass(frozen=True)
 class ImageDigest:
     path: Path
-    size: int
-    sha256: str  # hex, of the whole file
-    blocks: dict[int, bytes]  # index -> raw SHA-256 of each non-zero 512 KiB block (zero-padded at the end)
+    block_map: BlockMap
+    sha256: str | None = None  # hex, of the whole file: only when asked for (an old manifest)
+
+    @property
+    def size(self) -> int:
+        return self.block_map.size
+
+    @property
+    def blocks(self) -> dict[int, bytes]:
+        return self.block_map.blocks
+
+    @property
+    def image_id(self) -> str:
+        return self.block_map.image_id
 
     @property
     def linear_checksum(self) -> str:
         """The CompleteSnapshot checksum of exactly these blocks (base64)."""
-        return linear_checksum(self.blocks)
+        return self.block_map.aggregate
 
 
-def digest_image(path: Path, progress: Progress | None = None) -> ImageDigest:
-    """Read `path` once: its sha256 and its block map."""
+def digest_image(path: Path, progress: Progress | None = None, *, whole_sha256: bool = False) -> ImageDigest:
+    """Read `path` once: its block map (and, with `whole_sha256`, the sha256 of the whole file)."""
     progress = progress or Progress()
-    whole = hashlib.sha256()
+    whole = hashlib.sha256() if whole_sha256 else None
     blocks: dict[int, bytes] = {}
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -48,20 +62,23 @@ def digest_image(path: Path, progress: Progress | None = None) -> ImageDigest:
         with progress.bar(f"verify {path.name}", total=size) as bar:
             for index in data_block_indexes(fd, size):
                 start = index * BLOCK_SIZE
-                feed_zeros(whole, start - covered)
                 data = os.pread(fd, min(BLOCK_SIZE, size - start), start)
-                whole.update(data)
+                if whole is not None:
+                    feed_zeros(whole, start - covered)
+                    whole.update(data)
                 covered = start + len(data)
-                if data.ljust(BLOCK_SIZE, b"\0") != ZERO_BLOCK:
-                    blocks[index] = hashlib.sha256(data.ljust(BLOCK_SIZE, b"\0")).digest()
+                digest = block_digest(data)
+                if digest is not None:
+                    blocks[index] = digest
                 bar.update(covered)
-            feed_zeros(whole, size - covered)
+            if whole is not None:
+                feed_zeros(whole, size - covered)
             bar.update(size)
     except OSError as exc:
         raise ImagekitError(f"{path}: reading the image failed: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
-    return ImageDigest(path, size, whole.hexdigest(), blocks)
+    return ImageDigest(path, BlockMap(size, blocks), whole.hexdigest() if whole is not None else None)
 
 
 _ZEROS = memoryview(bytes(8 << 20))
@@ -75,13 +92,24 @@ def feed_zeros(h: hashlib._Hash, count: int) -> None:
         count -= n
 
 
-def check_against_manifest(digest: ImageDigest, expected_sha256: str | None, manifest: Path | None) -> None:
+def check_against_manifest(digest: ImageDigest, expected: BlockMap | None, expected_sha256: str | None,
+                           manifest: Path | None) -> None:
     """Refuse an image whose bytes are not those its build manifest describes (a stale manifest)."""
-    if expected_sha256 is None or manifest is None or digest.sha256 == expected_sha256:
+    if manifest is None:
+        return
+    hint = (f"rebuild the image (imagekit build writes a fresh manifest), or delete the stale {manifest} "
+            "to publish the image as it is now (then --arch, --layout and --virtualization come from options)")
+    if expected is not None:
+        difference = digest.block_map.first_difference(expected)
+        if difference is None:
+            return
+        raise UsageError(f"{digest.path} is not the image its build manifest {manifest} describes: {difference} "
+                         f"(image id {digest.image_id[:16]}..., the manifest's {expected.image_id[:16]}...)",
+                         hint=hint)
+    if expected_sha256 is None or digest.sha256 == expected_sha256:
         return
     raise UsageError(
         f"{digest.path} is not the image its build manifest {manifest} describes: the image's sha256 is "
-        f"{digest.sha256[:16]}..., the manifest's image.sha256 is {expected_sha256[:16]}...",
-        hint=f"rebuild the image (imagekit build writes a fresh manifest), or delete the stale {manifest} "
-        "to publish the image as it is now (then --arch, --layout and --virtualization come from options)",
+        f"{(digest.sha256 or '?')[:16]}..., the manifest's image.sha256 is {expected_sha256[:16]}...",
+        hint=hint,
     )

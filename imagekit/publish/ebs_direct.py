@@ -15,7 +15,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.errors import ImagekitError
+from imagekit.image.blockmap import BLOCK_SIZE, ZERO_BLOCK, block_count, data_block_indexes, linear_checksum
 from imagekit.progress import Bar, Progress
 from imagekit.publish.awserrors import describe, error_code, is_transient
 from imagekit.publish.wait import Backoff, Interrupted, retry
 
-BLOCK_SIZE = 524288
 GIB = 2**30
-ZERO_BLOCK = bytes(BLOCK_SIZE)
 MAX_ERRORS = 32  # stop sending once this many blocks have failed for good
 
 
@@ -73,43 +71,12 @@ def volume_size_gib(image_size: int) -> int:
     return max(1, math.ceil(image_size / GIB))
 
 
-def block_count(image_size: int) -> int:
-    return (image_size + BLOCK_SIZE - 1) // BLOCK_SIZE
-
-
-def data_block_indexes(fd: int, size: int) -> Iterator[int]:
-    """Indexes of the blocks that may hold data: holes are skipped without being read."""
-    if not hasattr(os, "SEEK_DATA"):
-        yield from range(block_count(size))
-        return
-    offset = 0
-    last = -1
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole remains (or the filesystem cannot tell: read all)
-            return
-        end = min(size, os.lseek(fd, start, os.SEEK_HOLE))
-        for index in range(max(start // BLOCK_SIZE, last + 1), (end - 1) // BLOCK_SIZE + 1):
-            last = index
-            yield index
-        offset = end
-
-
 def read_block(fd: int, index: int, size: int) -> bytes:
     """Block `index`, padded with zeros to BLOCK_SIZE at the end of the image."""
     data = os.pread(fd, BLOCK_SIZE, index * BLOCK_SIZE)
     if len(data) < BLOCK_SIZE and index * BLOCK_SIZE + len(data) < size:
         raise ImagekitError(f"short read at block {index}: the image changed while uploading")
     return data.ljust(BLOCK_SIZE, b"\0")
-
-
-def linear_checksum(digests: dict[int, bytes]) -> str:
-    """EBS's LINEAR aggregate: SHA-256 over the blocks' raw digests in index order, base64."""
-    outer = hashlib.sha256()
-    for index in sorted(digests):
-        outer.update(digests[index])
-    return base64.b64encode(outer.digest()).decode()
 
 
 def is_block_retryable(exc: BaseException) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.errors import UsageError
+from imagekit.image.blockmap import BadRecord, BlockMap, from_record
 from imagekit.recipe import BootMode, Layout, Virtualization
 
 ARCHES = ("x86_64", "i386", "arm64")
@@ -29,8 +30,9 @@ class DataVolumeFacts:
     device: str  # /dev/sdh
     path: Path
     size: int
-    sha256: str | None
+    sha256: str | None  # an old manifest's whole-file sha256
     delete_on_termination: bool
+    block_map: BlockMap | None = None  # what the manifest says the bytes are
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ImageFacts:
     manifest_sha256: str | None
     recipe: dict[str, Any] | None
     data_volumes: tuple[DataVolumeFacts, ...] = ()
+    block_map: BlockMap | None = None  # the manifest's image.block_map (old manifests: sha256 only)
 
 
 def manifest_path_for(image: Path) -> Path:
@@ -117,6 +120,7 @@ def facts_from_manifest(image: Path, manifest: Path, overrides: dict[str, Any]) 
         manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(),
         recipe=recipe,
         data_volumes=data_volumes_of(image, manifest, data),
+        block_map=manifest_block_map(manifest, "image.block_map", size, info.get("block_map")),
     )
 
 
@@ -133,6 +137,16 @@ def manifest_sha256(manifest: Path, key: str, value: Any) -> str | None:
     if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
         raise UsageError(f"{manifest}: {key}: {value!r} is not a sha256 (64 hex digits)")
     return value
+
+
+def manifest_block_map(manifest: Path, key: str, size: int, value: Any) -> BlockMap | None:
+    """The block map the manifest records for an image of `size` bytes (None: an old manifest)."""
+    if value is None:
+        return None
+    try:
+        return from_record(size, value)
+    except BadRecord as exc:
+        raise UsageError(f"{manifest}: {key}: {exc}") from None
 
 
 def manifest_string(manifest: Path, key: str, value: Any) -> str:
@@ -162,6 +176,7 @@ def data_volumes_of(image: Path, manifest: Path, data: dict[str, Any]) -> tuple[
             path=path, size=path.stat().st_size,
             sha256=manifest_sha256(manifest, f"{where}.sha256", vol.get("sha256")),
             delete_on_termination=bool(vol.get("delete_on_termination", True)),
+            block_map=manifest_block_map(manifest, f"{where}.block_map", path.stat().st_size, vol.get("block_map")),
         ))
     return tuple(found)
 

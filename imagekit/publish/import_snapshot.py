@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.errors import ImagekitError, UsageError
+from imagekit.image.blockmap import StreamMap, block_map_of
 from imagekit.progress import Progress
 from imagekit.publish.awserrors import describe, error_code, is_transient
 from imagekit.publish.wait import Backoff, poll, retry
 
 MIB = 2**20
+ID_METADATA = "imagekit-image-id"  # S3 object metadata: the image id (imagekit/image/blockmap.py)
 MIN_PART = 5 * MIB
 MAX_PARTS = 10000
 
@@ -100,44 +102,44 @@ def parts_present(s3: Any, where: S3Location, upload_id: str) -> dict[int, dict[
         kwargs["PartNumberMarker"] = response["NextPartNumberMarker"]
 
 
-def object_complete(s3: Any, where: S3Location, path: Path, size: int, sha256: str, part: int) -> bool:
+def object_complete(s3: Any, where: S3Location, path: Path, size: int, image_id: str, part: int) -> bool:
     """The object is there and holds these bytes: its size, and the ETag S3 computed itself (the MD5 of the
-    parts' MD5s), not only the sha256 metadata an earlier run wrote, which is a record like any other."""
+    parts' MD5s), not only the image-id metadata an earlier run wrote, which is a record like any other."""
     try:
         head = s3.head_object(Bucket=where.bucket, Key=where.key)
     except Exception as exc:
         if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
             return False
         raise
-    if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != sha256:
+    if int(head["ContentLength"]) != size or head.get("Metadata", {}).get(ID_METADATA) != image_id:
         return False
-    etag, read_sha = multipart_etag(path, part)
-    check_read(path, read_sha, sha256)
+    etag, read_id = multipart_etag(path, part)
+    check_read(path, read_id, image_id)
     return str(head.get("ETag", "")).strip('"') == etag
 
 
 def multipart_etag(path: Path, part: int) -> tuple[str, str]:
-    """The ETag S3 gives a multipart upload of `path` in parts of `part` bytes, and the sha256 of what was read."""
+    """The ETag S3 gives a multipart upload of `path` in parts of `part` bytes, and the image id of what was read."""
     md5s = bytearray()
-    whole = hashlib.sha256()
+    read = StreamMap()
     count = 0
     with open(path, "rb") as fh:
         while data := fh.read(part):
             md5s += hashlib.md5(data, usedforsecurity=False).digest()
-            whole.update(data)
+            read.update(data)
             count += 1
-    return f"{hashlib.md5(bytes(md5s), usedforsecurity=False).hexdigest()}-{max(1, count)}", whole.hexdigest()
+    return f"{hashlib.md5(bytes(md5s), usedforsecurity=False).hexdigest()}-{max(1, count)}", read.finish().image_id
 
 
 class ImageChanged(ImagekitError):
     """The bytes read for the upload are not the bytes that were verified."""
 
 
-def check_read(path: Path, read_sha: str, sha256: str) -> None:
-    if read_sha != sha256:
+def check_read(path: Path, read_id: str, image_id: str) -> None:
+    if read_id != image_id:
         raise ImageChanged(
-            f"{path} changed after it was verified: the bytes read for the S3 upload have sha256 "
-            f"{read_sha[:16]}..., the verified image {sha256[:16]}...; the object is not completed",
+            f"{path} changed after it was verified: the bytes read for the S3 upload have image id "
+            f"{read_id[:16]}..., the verified image {image_id[:16]}...; the object is not completed",
             hint="re-run the publish once the image is no longer being written",
         )
 
@@ -147,34 +149,33 @@ def upload_object(
     path: Path,
     where: S3Location,
     *,
-    sha256: str,
+    image_id: str,
     part_size: int = 64 * MIB,
     progress: Progress | None = None,
     backoff: Backoff = Backoff(),  # noqa: B008 (frozen)
 ) -> UploadedObject:
     """Multipart-upload `path` to `where`, reusing the parts an earlier run left there.
 
-    `sha256` is the verified image's: the bytes read for the parts must hash to it, or the upload is
-    aborted before it completes (the image changed under it).
+    `image_id` is the verified image's (imagekit/image/blockmap.py): the bytes read for the parts must
+    give it, or the upload is aborted before it completes (the image changed under it).
     """
     progress = progress or Progress()
     size = path.stat().st_size
     part = part_size_for(size, part_size)
-    if object_complete(s3, where, path, size, sha256, part):
+    if object_complete(s3, where, path, size, image_id, part):
         return UploadedObject(where, size, 0, 0, 0)
     upload_id = find_upload(s3, where)
     present = parts_present(s3, where, upload_id) if upload_id else {}
     if upload_id is None:
-        upload_id = s3.create_multipart_upload(Bucket=where.bucket, Key=where.key, Metadata={"sha256": sha256})[
-            "UploadId"
-        ]
+        upload_id = s3.create_multipart_upload(Bucket=where.bucket, Key=where.key,
+                                               Metadata={ID_METADATA: image_id})["UploadId"]
     done: list[dict[str, Any]] = []
     sent = reused = bytes_sent = 0
-    whole = hashlib.sha256()
+    read = StreamMap()
     with open(path, "rb") as fh, progress.bar(f"upload {where.url}", total=size) as bar:
         for number in range(1, max(1, math.ceil(size / part)) + 1):
             data = fh.read(part)
-            whole.update(data)
+            read.update(data)
             etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
             have = present.get(number)
             if have is not None and have.get("ETag") == etag and int(have.get("Size", -1)) == len(data):
@@ -185,10 +186,11 @@ def upload_object(
                 bytes_sent += len(data)
             done.append({"PartNumber": number, "ETag": etag})
             bar.advance(len(data))
-        whole.update(fh.read())  # anything appended since: a longer file is a changed one
-    if whole.hexdigest() != sha256:
+        read.update(fh.read())  # anything appended since: a longer file is a changed one
+    read_id = read.finish().image_id
+    if read_id != image_id:
         s3.abort_multipart_upload(Bucket=where.bucket, Key=where.key, UploadId=upload_id)
-        check_read(path, whole.hexdigest(), sha256)
+        check_read(path, read_id, image_id)
     s3.complete_multipart_upload(
         Bucket=where.bucket, Key=where.key, UploadId=upload_id, MultipartUpload={"Parts": done}
     )
@@ -266,14 +268,10 @@ def delete_object(s3: Any, where: S3Location) -> None:
     s3.delete_object(Bucket=where.bucket, Key=where.key)
 
 
-def object_key(prefix: str, sha256: str) -> str:
-    """Content-addressed, so an interrupted run finds its own parts again."""
-    return f"{prefix.strip('/')}/{sha256}.raw".lstrip("/")
+def object_key(prefix: str, image_id: str) -> str:
+    """Content-addressed (the image id), so an interrupted run finds its own parts again."""
+    return f"{prefix.strip('/')}/{image_id}.raw".lstrip("/")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
+def image_id_of(path: Path) -> str:
+    return block_map_of(path).image_id

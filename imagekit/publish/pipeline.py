@@ -4,8 +4,8 @@
     -> already there? -> reuse a finished snapshot of these bytes or upload them
     -> register -> tag, share -> copy to other regions -> record
 
-Never a record over the bytes: the image is read and hashed first (whole-file sha256 and the
-EBS block map, `digest`), a manifest that describes other bytes is refused, and each uploader
+Never a record over the bytes: the image is read and hashed first (its block map and the image
+id that map gives, `digest`), a manifest that describes other bytes is refused, and each uploader
 checks what it reads again against that digest before it completes anything. Everything that
 can be left half-made is either cleaned up or named in the error: a failed or interrupted
 EBS-direct upload deletes its pending snapshot; an interrupted S3 upload keeps its parts for the
@@ -47,9 +47,9 @@ from imagekit.publish.register import (
     resolve_kernel,
 )
 from imagekit.publish.reuse import (
+    ID_TAG,
     MADE_BY_TAG,
     NAME_TAG,
-    SHA_TAG,
     SnapshotChoice,
     find_finished_snapshot,
     find_import_task,
@@ -57,7 +57,7 @@ from imagekit.publish.reuse import (
 )
 from imagekit.publish.wait import Backoff, Interrupted, WaitTimeout, image_available, snapshot_completed
 
-__all__ = ["MADE_BY_TAG", "NAME_TAG", "SHA_TAG", "Method", "PublishRequest", "PublishResult", "publish", "to_record"]
+__all__ = ["ID_TAG", "MADE_BY_TAG", "NAME_TAG", "Method", "PublishRequest", "PublishResult", "publish", "to_record"]
 
 
 class Method(StrEnum):
@@ -89,7 +89,7 @@ class PublishRequest:
 @dataclass
 class PublishResult:
     name: str
-    sha256: str
+    image_id: str  # imagekit/image/blockmap.py: the block map's sha256
     regions: dict[str, RegionImage] = field(default_factory=dict)
     upload: dict[str, Any] | None = None
     snapshot: dict[str, Any] | None = None  # SnapshotChoice.report(): id, reused, made_by, requested
@@ -100,12 +100,13 @@ class PublishResult:
 def verify_image(facts: ImageFacts, progress: Progress) -> ImageDigest:
     """The image's bytes, checked against what its build manifest says they are."""
     with progress.stage("verify", str(facts.path)) as stage:
-        digest = digest_image(facts.path, progress)
-        check_against_manifest(digest, facts.sha256, facts.manifest_path)
+        old_manifest = facts.block_map is None and facts.sha256 is not None  # whole-file sha256 only
+        digest = digest_image(facts.path, progress, whole_sha256=old_manifest)
+        check_against_manifest(digest, facts.block_map, facts.sha256, facts.manifest_path)
         if digest.size != facts.size:
             raise UsageError(f"{facts.path} changed size while publish started ({facts.size} -> {digest.size})")
-        stage.set_note(f"sha256 {digest.sha256[:12]}..., {len(digest.blocks)} data blocks"
-                       + (", as the manifest says" if facts.sha256 else ""))
+        stage.set_note(f"image id {digest.image_id[:12]}..., {len(digest.blocks)} data blocks"
+                       + (", as the manifest says" if facts.manifest_path else ""))
     return digest
 
 
@@ -114,7 +115,7 @@ def publish(clients: Any, req: PublishRequest, progress: Progress) -> PublishRes
     if is_pv(req.facts):
         progress.info(PV_NOTE)
     digest = verify_image(req.facts, progress)
-    result = PublishResult(req.register.name, digest.sha256, data_blocks=len(digest.blocks))
+    result = PublishResult(req.register.name, digest.image_id, data_blocks=len(digest.blocks))
     ec2 = clients.client("ec2", req.region)
     with progress.stage("publish", req.region) as stage:
         existing = find_image(ec2, req.register.name)
@@ -130,13 +131,13 @@ def publish(clients: Any, req: PublishRequest, progress: Progress) -> PublishRes
 
 def check_existing(image: dict[str, Any], req: PublishRequest, digest: ImageDigest) -> None:
     """An AMI of this name is only 'already published' if it was registered from these very bytes."""
-    tagged = tag_value(image, SHA_TAG)
-    if tagged == digest.sha256:
+    tagged = tag_value(image, ID_TAG)
+    if tagged == digest.image_id:
         return
-    what = f"from an image with sha256 {tagged[:16]}..." if tagged else f"without a {SHA_TAG} tag (not by imagekit)"
+    what = f"from an image with id {tagged[:16]}..." if tagged else f"without a {ID_TAG} tag (not by imagekit)"
     raise UsageError(
         f"--name {req.register.name}: AMI {image['ImageId']} in {req.region} has this name and was registered "
-        f"{what}, not from {req.facts.path} (sha256 {digest.sha256[:16]}...)",
+        f"{what}, not from {req.facts.path} (image id {digest.image_id[:16]}...)",
         hint="publish the new image under a new --name, or deregister the old AMI first",
     )
 
@@ -160,8 +161,8 @@ def made_by_of(ec2: Any, snapshot_id: str) -> str:
     return (tag_value(snaps[0], MADE_BY_TAG) if snaps else None) or "unknown"
 
 
-def tags_for(req: PublishRequest, sha: str) -> dict[str, str]:
-    return {**req.tags, SHA_TAG: sha, NAME_TAG: req.register.name}
+def tags_for(req: PublishRequest, image_id: str) -> dict[str, str]:
+    return {**req.tags, ID_TAG: image_id, NAME_TAG: req.register.name}
 
 
 def publish_here(
@@ -171,7 +172,7 @@ def publish_here(
     kernel = resolve_kernel(ec2, req.region, req.facts, req.kernel)
     choice = snapshot_for(clients, req, digest, result, progress)
     result.snapshot = choice.report(req.method.value)
-    tags = tags_for(req, digest.sha256)
+    tags = tags_for(req, digest.image_id)
     data = data_volume_snapshots(clients, req, result, progress)
     snapshots = (choice.snapshot_id, *(snap for _, snap in data))
     opts = RegisterOptions(**{**req.register.__dict__, "kernel_id": kernel})
@@ -181,7 +182,7 @@ def publish_here(
     except Exception as exc:
         raise ImagekitError(
             f"RegisterImage {req.register.name} in {req.region} failed: {describe(exc)}",
-            hint=f"snapshot {choice.snapshot_id} is kept (tagged {SHA_TAG}); a re-run registers it without "
+            hint=f"snapshot {choice.snapshot_id} is kept (tagged {ID_TAG}); a re-run registers it without "
             "uploading again",
         ) from exc
     apply_tags(ec2, [image_id], tags)
@@ -202,7 +203,7 @@ def snapshot_for(
     if choice is None:
         choice = upload(clients, req, digest, result, progress)
     snapshot_completed(ec2, choice.snapshot_id, timeout=req.timeout, interval=req.poll_interval)
-    apply_tags(ec2, [choice.snapshot_id], {**tags_for(req, digest.sha256), MADE_BY_TAG: choice.made_by})
+    apply_tags(ec2, [choice.snapshot_id], {**tags_for(req, digest.image_id), MADE_BY_TAG: choice.made_by})
     return choice
 
 
@@ -211,7 +212,8 @@ def data_volume_snapshots(clients: Any, req: PublishRequest, result: PublishResu
     """Each data volume image of the build (seed 000) as a snapshot, reused when an earlier run made it."""
     done = []
     for vol in req.facts.data_volumes:
-        facts = replace(req.facts, path=vol.path, size=vol.size, sha256=vol.sha256, data_volumes=())
+        facts = replace(req.facts, path=vol.path, size=vol.size, sha256=vol.sha256, block_map=vol.block_map,
+                        data_volumes=())
         vreq = replace(req, facts=facts, register=replace(req.register, name=f"{req.register.name} {vol.name}"))
         digest = verify_image(facts, progress)
         root_upload = result.upload
@@ -235,7 +237,7 @@ def upload_ebs_direct(
     uploader = ebs_direct.EbsDirectUploader(
         clients.client("ebs", req.region), workers=req.workers, backoff=req.backoff, progress=progress
     )
-    tags = {**tags_for(req, digest.sha256), MADE_BY_TAG: Method.EBS_DIRECT.value}
+    tags = {**tags_for(req, digest.image_id), MADE_BY_TAG: Method.EBS_DIRECT.value}
     with progress.stage("upload", f"{req.facts.size} bytes by EBS direct") as stage:
         try:
             stats = uploader.upload(
@@ -273,21 +275,21 @@ def upload_import(
 ) -> SnapshotChoice:
     if not req.bucket:
         raise ImagekitError("--method import-snapshot needs --bucket")
-    sha = digest.sha256
+    image_id = digest.image_id
     s3 = clients.client("s3", req.region)
     ec2 = clients.client("ec2", req.region)
-    where = imp.S3Location(req.bucket, imp.object_key(req.s3_prefix, sha))
+    where = imp.S3Location(req.bucket, imp.object_key(req.s3_prefix, image_id))
     imp.check_role(clients.client("iam", req.region), req.role_name, progress)
     imp.check_bucket_region(s3, req.bucket, req.region)
-    task = find_import_task(ec2, sha, where.bucket, where.key)
+    task = find_import_task(ec2, image_id, where.bucket, where.key)
     if task is not None:
         progress.info(f"import task {task} of this image, left by an interrupted run, is resumed: nothing is uploaded")
         result.upload = {"method": req.method.value, "s3": where.url, "import_task": task, "resumed": True,
                          "parts_sent": 0, "bytes_sent": 0}
     else:
-        sent = upload_to_s3(s3, req, where, sha, progress)
+        sent = upload_to_s3(s3, req, where, image_id, progress)
         try:
-            task = start_import(ec2, req, sha, where)
+            task = start_import(ec2, req, image_id, where)
         except imp.ImportFailed:
             if not req.keep_s3_object:
                 remove_object(s3, where, progress)
@@ -297,10 +299,12 @@ def upload_import(
     return SnapshotChoice(snapshot, Method.IMPORT_SNAPSHOT.value, reused=False)
 
 
-def upload_to_s3(s3: Any, req: PublishRequest, where: imp.S3Location, sha: str, progress: Progress) -> dict[str, Any]:
+def upload_to_s3(s3: Any, req: PublishRequest, where: imp.S3Location, image_id: str,
+                 progress: Progress) -> dict[str, Any]:
     with progress.stage("upload", f"to {where.url}") as stage:
         try:
-            obj = imp.upload_object(s3, req.facts.path, where, sha256=sha, progress=progress, backoff=req.backoff)
+            obj = imp.upload_object(s3, req.facts.path, where, image_id=image_id, progress=progress,
+                                    backoff=req.backoff)
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted while uploading {req.facts.path} to {where.url}",
@@ -319,9 +323,9 @@ def upload_to_s3(s3: Any, req: PublishRequest, where: imp.S3Location, sha: str, 
     return {k: v for k, v in obj.__dict__.items() if k != "location"}
 
 
-def start_import(ec2: Any, req: PublishRequest, sha: str, where: imp.S3Location) -> str:
-    token = hashlib.sha256(f"{req.register.name}/{sha}/{req.region}/{where.url}".encode()).hexdigest()[:64]
-    description, tags = f"imagekit {req.register.name}", tags_for(req, sha)
+def start_import(ec2: Any, req: PublishRequest, image_id: str, where: imp.S3Location) -> str:
+    token = hashlib.sha256(f"{req.register.name}/{image_id}/{req.region}/{where.url}".encode()).hexdigest()[:64]
+    description, tags = f"imagekit {req.register.name}", tags_for(req, image_id)
     try:
         task = imp.start_import(
             ec2, where, description=description, role_name=req.role_name, client_token=token, tags=tags
@@ -385,7 +389,7 @@ def copy_everywhere(clients: Any, req: PublishRequest, result: PublishResult, pr
         source_image_id=source.image_id,
         name=req.register.name,
         description=req.register.description,
-        tags=tags_for(req, result.sha256),
+        tags=tags_for(req, result.image_id),
         sharing=req.sharing,
         timeout=req.timeout,
         interval=req.poll_interval,
@@ -397,6 +401,14 @@ def copy_everywhere(clients: Any, req: PublishRequest, result: PublishResult, pr
     result.errors.update(errors)
 
 
+def verified_how(facts: ImageFacts) -> str:
+    if facts.block_map is not None:
+        return "against the manifest's block map"
+    if facts.sha256 is not None:
+        return "against the manifest's sha256"
+    return "block map computed (no manifest)"
+
+
 def to_record(req: PublishRequest, result: PublishResult) -> dict[str, Any]:
     facts = req.facts
     return {
@@ -406,9 +418,9 @@ def to_record(req: PublishRequest, result: PublishResult) -> dict[str, Any]:
             "path": str(facts.path),
             "size": facts.size,
             "allocated": facts.allocated,
-            "sha256": result.sha256,
+            "id": result.image_id,
             "data_blocks": result.data_blocks,
-            "verified": "against the manifest" if facts.sha256 else "digest computed (no manifest sha256)",
+            "verified": verified_how(facts),
         },
         "manifest": (
             {"path": str(facts.manifest_path), "sha256": facts.manifest_sha256} if facts.manifest_path else None

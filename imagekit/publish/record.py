@@ -73,7 +73,7 @@ def add_record(store: Path, record: dict[str, Any]) -> None:
     with locked(store):
         entries = read_store(store)
         old = next((e for e in entries if e.get("name") == record["name"]), None)
-        if old is not None and old.get("image", {}).get("sha256") == record.get("image", {}).get("sha256"):
+        if old is not None and old.get("image", {}).get("id") == record.get("image", {}).get("id"):
             record = {**record, "regions": {**old.get("regions", {}), **record.get("regions", {})}}
         entries = [e for e in entries if e.get("name") != record["name"]] + [record]
         write_json(store, {"schema": SCHEMA, "published": entries})

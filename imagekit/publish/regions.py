@@ -15,6 +15,7 @@ from typing import Any
 from imagekit.errors import ImagekitError
 from imagekit.progress import Progress
 from imagekit.publish.awserrors import describe
+from imagekit.publish.reuse import ID_TAG
 from imagekit.publish.wait import image_available
 
 
@@ -154,15 +155,15 @@ def check_kernel(image: dict[str, Any], job: CopyJob, region: str) -> None:
 
 
 def check_same_bytes(existing: dict[str, Any], job: CopyJob, region: str) -> None:
-    """An AMI of the name in `region` is this image's copy only if it is tagged with the same sha256;
+    """An AMI of the name in `region` is this image's copy only if it is tagged with the same image id;
     otherwise tagging it would make its record lie."""
-    want = job.tags.get("imagekit:sha256")
-    have = next((t.get("Value") for t in existing.get("Tags", []) if t.get("Key") == "imagekit:sha256"), None)
+    want = job.tags.get(ID_TAG)
+    have = next((t.get("Value") for t in existing.get("Tags", []) if t.get("Key") == ID_TAG), None)
     if want is None or have == want:
         return
     raise ImagekitError(
         f"AMI {existing['ImageId']} in {region} is named {job.name} but was not registered from this image "
-        f"(imagekit:sha256 {have or 'missing'}): not copied, not tagged",
+        f"({ID_TAG} {have or 'missing'}): not copied, not tagged",
         hint="publish under a new --name, or deregister that AMI",
     )
 

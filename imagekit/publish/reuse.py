@@ -1,6 +1,6 @@
 """What an earlier run left that may stand in for an upload, and how far each thing is trusted.
 
-A snapshot is found by its `imagekit:sha256` tag, but a tag is only a record anyone with
+A snapshot is found by its `imagekit:image-id` tag (imagekit/image/blockmap.py), but a tag is only a record anyone with
 ec2:CreateTags can write, on any snapshot. A tagged snapshot is reused only when everything else
 that can be checked without reading it back agrees:
 
@@ -12,7 +12,7 @@ that can be checked without reading it back agrees:
 - its volume size is the image's, rounded up to GiB;
 - its block list (ListSnapshotBlocks, which lists the blocks written) is exactly the image's non-zero
   blocks for an EBS-direct snapshot, and holds all of them for an imported one (EC2 may write more);
-- a spot check: up to SPOT_BLOCKS of those blocks (the first, the last, and some the image's sha256
+- a spot check: up to SPOT_BLOCKS of those blocks (the first, the last, and some the image id
   picks) are read back and hashed here, and must equal the verified block map.
 
 An import task is found by its tags too, and resumed only when it reads this image's
@@ -31,7 +31,7 @@ from imagekit.publish.awserrors import describe
 from imagekit.publish.digest import ImageDigest
 from imagekit.publish.ebs_direct import volume_size_gib
 
-SHA_TAG = "imagekit:sha256"
+ID_TAG = "imagekit:image-id"  # the block map's sha256 (imagekit/image/blockmap.py)
 NAME_TAG = "imagekit:name"
 MADE_BY_TAG = "imagekit:made-by"
 EBS_DIRECT = "ebs-direct"
@@ -56,8 +56,8 @@ def tag_value(resource: dict[str, Any], key: str) -> str | None:
     return next((str(t.get("Value")) for t in resource.get("Tags", []) if t.get("Key") == key), None)
 
 
-def tagged_snapshots(ec2: Any, sha: str) -> list[dict[str, Any]]:
-    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{SHA_TAG}", "Values": [sha]}])
+def tagged_snapshots(ec2: Any, image_id: str) -> list[dict[str, Any]]:
+    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{ID_TAG}", "Values": [image_id]}])
     return list(found["Snapshots"])
 
 
@@ -66,21 +66,21 @@ def find_finished_snapshot(
 ) -> SnapshotChoice | None:
     """A completed snapshot of this very image that imagekit made, whatever AMI name it was uploaded for.
 
-    Keyed on the image's sha256: an interrupted run's snapshot is reused, and so is the snapshot of an
+    Keyed on the image id: an interrupted run's snapshot is reused, and so is the snapshot of an
     identical (reproducible) rebuild published before under another name. Pending snapshots an
     interrupted EBS-direct upload of this image left are deleted (the re-run uploads afresh).
     """
-    snaps = tagged_snapshots(ec2, digest.sha256)
+    snaps = tagged_snapshots(ec2, digest.image_id)
     delete_abandoned(ec2, [s for s in snaps if s.get("State") == "pending"], progress)
     done = sorted((s for s in snaps if s.get("State") == "completed"), key=lambda s: tag_value(s, NAME_TAG) != name)
     for snap in done:
         reason = distrust(ebs, snap, digest)
         if reason:
-            progress.warn(f"not reusing snapshot {snap['SnapshotId']}, tagged {SHA_TAG} of this image: {reason}")
+            progress.warn(f"not reusing snapshot {snap['SnapshotId']}, tagged {ID_TAG} of this image: {reason}")
             continue
         made_by = str(tag_value(snap, MADE_BY_TAG))
         progress.info(f"reusing snapshot {snap['SnapshotId']} ({made_by}): it holds this very image "
-                      f"(sha256 {digest.sha256[:12]}..., {len(digest.blocks)} data blocks)")
+                      f"(image id {digest.image_id[:12]}..., {len(digest.blocks)} data blocks)")
         return SnapshotChoice(str(snap["SnapshotId"]), made_by, reused=True)
     return None
 
@@ -122,11 +122,11 @@ def blocks_mismatch(ebs: Any, snapshot_id: str, digest: ImageDigest, *, exact: b
 
 
 def spot_indexes(digest: ImageDigest) -> list[int]:
-    """The first and last data blocks and a few the image's sha256 picks: the same ones on every run."""
+    """The first and last data blocks and a few the image id picks: the same ones on every run."""
     indexes = sorted(digest.blocks)
     if len(indexes) <= SPOT_BLOCKS:
         return indexes
-    seed = int(digest.sha256[:16], 16)
+    seed = int(digest.image_id[:16], 16)
     picks = {indexes[0], indexes[-1]}
     step = 0
     while len(picks) < SPOT_BLOCKS:
@@ -153,7 +153,7 @@ def delete_abandoned(ec2: Any, pending: list[dict[str, Any]], progress: Progress
     """Pending EBS-direct snapshots of this image: an interrupted upload's; they never complete by themselves."""
     for snap in pending:
         if tag_value(snap, MADE_BY_TAG) != EBS_DIRECT or not str(snap.get("Description", "")).startswith("imagekit "):
-            progress.warn(f"snapshot {snap['SnapshotId']} (pending) is tagged {SHA_TAG} of this image but "
+            progress.warn(f"snapshot {snap['SnapshotId']} (pending) is tagged {ID_TAG} of this image but "
                           "imagekit did not make it: left alone")
             continue
         try:
@@ -177,12 +177,12 @@ def import_tasks(ec2: Any) -> Iterator[dict[str, Any]]:
         kwargs["NextToken"] = page["NextToken"]
 
 
-def find_import_task(ec2: Any, sha: str, bucket: str, key: str) -> str | None:
+def find_import_task(ec2: Any, image_id: str, bucket: str, key: str) -> str | None:
     """A running or finished import of this image's S3 object (an interrupted run's), to wait for."""
     for task in import_tasks(ec2):
         detail = task.get("SnapshotTaskDetail", {})
         source = detail.get("UserBucket", {})
-        if tag_value(task, SHA_TAG) != sha or (source.get("S3Bucket"), source.get("S3Key")) != (bucket, key):
+        if tag_value(task, ID_TAG) != image_id or (source.get("S3Bucket"), source.get("S3Key")) != (bucket, key):
             continue
         if detail.get("Status") == "active":
             return str(task["ImportTaskId"])

@@ -6,6 +6,7 @@ Independent readers: sfdisk --json (partition table), e2fsck -fn (clean filesyst
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from imagekit.bootloader.menulst import parse_menu_lst
+from imagekit.image.blockmap import BlockMap
+from tests.publish.conftest import BLOCK, independent_block_map
 from tests.util import IMAGEKIT, REPO, SMALL_RECIPE, make_small_tree, run_imagekit
 
 BOOTPART = '[filesystems.boot]\ntype = "ext2"\nlabel = "boot"\nsize = "64M"\n'
@@ -104,6 +107,12 @@ def test_build_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout:
     assert manifest["layout"] == layout
     assert manifest["menu_lst"]["text"] == seen["menu"]
     assert manifest["image"]["allocated"] < manifest["image"]["size"]  # sparse
+    # the block map: every non-zero 512 KiB block and its SHA-256, read here with plain reads
+    blocks = independent_block_map(image)
+    rows = [[i, base64.b64encode(blocks[i]).decode()] for i in sorted(blocks)]
+    assert manifest["image"]["block_map"]["blocks"] == rows
+    assert manifest["image"]["id"] == BlockMap(manifest["image"]["size"], blocks).image_id
+    assert 0 < len(blocks) < manifest["image"]["size"] // BLOCK
 
 
 def test_root_by_uuid(small_recipe: Callable[..., Path], tmp_path: Path) -> None:

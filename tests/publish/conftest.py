@@ -6,7 +6,9 @@ Every test uses its own AMI name, so tests share the server without seeing each 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from imagekit.image.blockmap import BlockMap
 from imagekit.publish.aws import AwsClients
 
 BLOCK = 524288
@@ -135,7 +138,7 @@ def make_image(tmp_path: Path) -> Callable[..., SparseImage]:
     """make_image(kind="pv"|"hvm"|None, size=...) -> SparseImage with data in a few blocks, the rest holes."""
 
     def make(kind: str | None = "pv", size: int = 24 * 2**20 + 4096, name: str = "img.raw") -> SparseImage:
-        seed = uuid.uuid4().bytes  # different content per image: different sha256
+        seed = uuid.uuid4().bytes  # different content per image: different image id
         writes = {
             0: seed * 64,  # block 0
             1080: b"\x53\xef",  # ext superblock magic, in block 0
@@ -214,3 +217,34 @@ def block_index_of(request: Any) -> int | None:
 
 
 __all__ = ["Recorder", "SparseImage", "block_index_of", "json_error", "xml_error"]
+
+
+def independent_block_map(path: Path) -> dict[int, bytes]:
+    """The image's non-zero 512 KiB blocks and their SHA-256, by a plain read (not imagekit's reader)."""
+    data = path.read_bytes()
+    blocks = {}
+    for i in range(0, len(data), BLOCK):
+        block = data[i : i + BLOCK].ljust(BLOCK, b"\0")
+        if any(block):
+            blocks[i // BLOCK] = hashlib.sha256(block).digest()
+    return blocks
+
+
+def stamp_manifest(image: SparseImage, record: str = "block_map") -> str:
+    """Record what the image's bytes are in its manifest, as `imagekit build` does (`block_map`: the block
+    map and image id) or as builds before block maps did (`sha256`: the whole-file sha256 only). Returns the
+    image id, the value publish tags with."""
+    blocks = independent_block_map(image.path)
+    mapped = BlockMap(image.size, blocks)
+    manifest = image.path.with_name(image.path.name + ".manifest.json")
+    data = json.loads(manifest.read_text())
+    if record == "sha256":
+        data["image"]["sha256"] = hashlib.sha256(image.path.read_bytes()).hexdigest()
+    else:
+        data["image"]["id"] = mapped.image_id
+        data["image"]["block_map"] = {
+            "block_size": BLOCK, "algorithm": "SHA256", "aggregation": "LINEAR",
+            "blocks": [[i, base64.b64encode(blocks[i]).decode()] for i in sorted(blocks)],
+        }
+    manifest.write_text(json.dumps(data))
+    return mapped.image_id

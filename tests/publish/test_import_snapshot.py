@@ -38,7 +38,7 @@ def test_multipart_upload_resumes_without_resending_parts(
 ) -> None:
     image = make_image(None)  # 24 MiB + 4 KiB: five 5 MiB parts
     s3 = clients.client("s3", "us-east-1")
-    sha = imp.file_sha256(image.path)
+    sha = imp.image_id_of(image.path)
     where = imp.S3Location(bucket, imp.object_key("imports", sha))
 
     def fail_part_3(request: Any, **_: Any) -> Any:
@@ -47,19 +47,19 @@ def test_multipart_upload_resumes_without_resending_parts(
     s3.meta.events.register("before-send.s3.UploadPart", fail_part_3)
     try:
         with pytest.raises(Exception, match="AccessDenied"):
-            imp.upload_object(s3, image.path, where, sha256=sha, part_size=PART, backoff=FAST)
+            imp.upload_object(s3, image.path, where, image_id=sha, part_size=PART, backoff=FAST)
     finally:
         s3.meta.events.unregister("before-send.s3.UploadPart", fail_part_3)
     upload_id = imp.find_upload(s3, where)
     assert upload_id is not None
     assert sorted(imp.parts_present(s3, where, upload_id)) == [1, 2]
 
-    done = imp.upload_object(s3, image.path, where, sha256=sha, part_size=PART, backoff=FAST)
+    done = imp.upload_object(s3, image.path, where, image_id=sha, part_size=PART, backoff=FAST)
     assert (done.parts_reused, done.parts_sent) == (2, 3)
     body = s3.get_object(Bucket=bucket, Key=where.key)["Body"].read()
     assert body == image.path.read_bytes()
 
-    again = imp.upload_object(s3, image.path, where, sha256=sha, part_size=PART, backoff=FAST)
+    again = imp.upload_object(s3, image.path, where, image_id=sha, part_size=PART, backoff=FAST)
     assert (again.parts_sent, again.bytes_sent) == (0, 0)  # the finished object is recognised
 
 
@@ -68,9 +68,9 @@ def test_import_turns_the_object_into_a_snapshot(
 ) -> None:
     image = make_image(None)
     s3, ec2, ebs = (clients.client(s, "us-east-1") for s in ("s3", "ec2", "ebs"))
-    sha = imp.file_sha256(image.path)
+    sha = imp.image_id_of(image.path)
     where = imp.S3Location(bucket, imp.object_key("imports", sha))
-    imp.upload_object(s3, image.path, where, sha256=sha, part_size=PART)
+    imp.upload_object(s3, image.path, where, image_id=sha, part_size=PART)
     task = imp.start_import(ec2, where, description="t", role_name="vmimport", client_token=sha[:32], tags={})
     assert imp.start_import(ec2, where, description="t", role_name="vmimport", client_token=sha[:32], tags={}) == task
     snapshot = imp.wait_import(ec2, task, timeout=30, interval=0.2)
@@ -123,9 +123,9 @@ def test_a_repeated_client_token_returns_the_same_task_without_wedging_the_serve
 
     image = make_image(None)
     s3, ec2 = clients.client("s3", "us-east-1"), clients.client("ec2", "us-east-1")
-    sha = imp.file_sha256(image.path)
+    sha = imp.image_id_of(image.path)
     where = imp.S3Location(bucket, imp.object_key("imports", sha))
-    imp.upload_object(s3, image.path, where, sha256=sha, part_size=PART)
+    imp.upload_object(s3, image.path, where, image_id=sha, part_size=PART)
     token = uuid.uuid4().hex
     task = imp.start_import(ec2, where, description="t", role_name="vmimport", client_token=token, tags={})
     snapshot = imp.wait_import(ec2, task, timeout=30, interval=0.2)  # finished: the path that deadlocked

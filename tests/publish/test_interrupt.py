@@ -7,7 +7,6 @@ lands where a person's Ctrl-C would: while the import task runs, or while blocks
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -22,8 +21,16 @@ from typing import Any
 import pytest
 
 from imagekit.publish.aws import AwsClients
-from imagekit.publish.pipeline import SHA_TAG
-from tests.publish.conftest import BLOCK, FAKE_ENV, HVM_MANIFEST, SparseImage, serve_local_cloud, write_image
+from imagekit.publish.pipeline import ID_TAG
+from tests.publish.conftest import (
+    BLOCK,
+    FAKE_ENV,
+    HVM_MANIFEST,
+    SparseImage,
+    serve_local_cloud,
+    stamp_manifest,
+    write_image,
+)
 
 IMPORT_SECONDS = 6
 
@@ -34,15 +41,6 @@ def slow_cloud() -> Iterator[str]:
     env = {**os.environ, **FAKE_ENV}
     with serve_local_cloud(env, "--import-seconds", str(IMPORT_SECONDS)) as url:
         yield url
-
-
-def stamp_sha256(image: SparseImage) -> str:
-    sha = hashlib.sha256(image.path.read_bytes()).hexdigest()
-    manifest = image.path.with_name(image.path.name + ".manifest.json")
-    data = json.loads(manifest.read_text())
-    data["image"]["sha256"] = sha
-    manifest.write_text(json.dumps(data))
-    return sha
 
 
 def start_publish(image: SparseImage, name: str, endpoint: str, *extra: str) -> subprocess.Popen[str]:
@@ -85,13 +83,13 @@ def test_an_interrupted_import_is_resumed_not_uploaded_again(slow_cloud: str, tm
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
     image = write_image(tmp_path / "img.raw", 24 * 2**20, {0: os.urandom(BLOCK), 7 * BLOCK: b"tail"}, HVM_MANIFEST)
-    sha = stamp_sha256(image)
+    sha = stamp_manifest(image)
     name = f"imagekit-test-{uuid.uuid4().hex[:10]}"
     extra = ("--method", "import-snapshot", "--bucket", bucket)
 
     def tasks() -> list[dict[str, Any]]:
         found = ec2.describe_import_snapshot_tasks()["ImportSnapshotTasks"]
-        return [t for t in found if {"Key": SHA_TAG, "Value": sha} in t.get("Tags", [])]
+        return [t for t in found if {"Key": ID_TAG, "Value": sha} in t.get("Tags", [])]
 
     proc = start_publish(image, name, slow_cloud, *extra)
     task_id = wait_for(tasks, "the import task", proc)[0]["ImportTaskId"]
@@ -128,11 +126,11 @@ def test_an_interrupted_ebs_direct_upload_names_and_deletes_its_snapshot(slow_cl
     noise = os.urandom(BLOCK)
     writes = {i * BLOCK: i.to_bytes(4, "big") + noise[4:] for i in range(blocks)}
     image = write_image(tmp_path / "big.raw", (blocks + 8) * BLOCK, writes, HVM_MANIFEST)
-    sha = stamp_sha256(image)
+    sha = stamp_manifest(image)
     name = f"imagekit-test-{uuid.uuid4().hex[:10]}"
 
     def snapshots(state: str | None = None) -> list[dict[str, Any]]:
-        found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{SHA_TAG}", "Values": [sha]}])
+        found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{ID_TAG}", "Values": [sha]}])
         return [s for s in found["Snapshots"] if state is None or s["State"] == state]
 
     proc = start_publish(image, name, slow_cloud, "--workers", "1")
@@ -166,7 +164,7 @@ def test_an_import_wait_that_times_out_keeps_the_object_for_the_rerun(slow_cloud
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
     image = write_image(tmp_path / "img.raw", 8 * 2**20, {0: os.urandom(BLOCK)}, HVM_MANIFEST)
-    stamp_sha256(image)
+    stamp_manifest(image)
     req = PublishRequest(facts=image_facts(image.path), register=RegisterOptions(name=f"imagekit-test-{uuid.uuid4()}"),
                          region="us-east-1", method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None,
                          timeout=1, poll_interval=0.2)

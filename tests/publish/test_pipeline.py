@@ -11,7 +11,7 @@ import pytest
 from imagekit.errors import ImagekitError
 from imagekit.progress import Progress
 from imagekit.publish.facts import image_facts
-from imagekit.publish.pipeline import SHA_TAG, Method, PublishRequest, publish
+from imagekit.publish.pipeline import ID_TAG, Method, PublishRequest, publish
 from imagekit.publish.regions import Sharing
 from imagekit.publish.register import RegisterOptions
 from imagekit.publish.wait import Backoff
@@ -50,7 +50,7 @@ def test_republish_uploads_nothing_and_copies_are_tagged_and_shared(
     copy = first.regions["eu-west-1"]
     described = eu.describe_images(ImageIds=[copy.image_id])["Images"][0]
     tags = {t["Key"]: t["Value"] for t in described["Tags"]}
-    assert tags["team"] == "images" and tags[SHA_TAG] == first.sha256
+    assert tags["team"] == "images" and tags[ID_TAG] == first.image_id
     assert described["KernelId"] == "aki-dc9ed9af"  # the copy boots eu-west-1's own PV-GRUB AKI
     perms = eu.describe_image_attribute(ImageId=copy.image_id, Attribute="launchPermission")["LaunchPermissions"]
     assert {"Group": "all"} in perms and {"UserId": "111122223333"} in perms
@@ -69,7 +69,7 @@ def test_republish_uploads_nothing_and_copies_are_tagged_and_shared(
 def test_identical_rebuild_under_a_new_name_uploads_nothing(
     recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str
 ) -> None:
-    """Publishing keys on the image's sha256: the same bytes under a new AMI name reuse the snapshot."""
+    """Publishing keys on the image id: the same bytes under a new AMI name reuse the snapshot."""
     image = make_image("pv")
     first = publish(recorded_clients, request(image, unique_name), Progress())
     recorder.calls.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import subprocess
 import sys
@@ -17,22 +16,13 @@ from click.testing import CliRunner
 
 from imagekit.cli import cli
 from imagekit.errors import ImagekitError
+from imagekit.image.blockmap import BlockMap
 from imagekit.progress import Progress
 from imagekit.publish.facts import image_facts
-from imagekit.publish.pipeline import MADE_BY_TAG, SHA_TAG, Method, PublishRequest, publish
+from imagekit.publish.pipeline import ID_TAG, MADE_BY_TAG, Method, PublishRequest, publish
 from imagekit.publish.register import RegisterOptions
 from imagekit.publish.wait import Backoff
-from tests.publish.conftest import BLOCK, Recorder, SparseImage
-
-
-def stamp_sha256(image: SparseImage) -> str:
-    """Record the image's sha256 in its manifest, as `imagekit build` does (hashlib over the bytes read)."""
-    sha = hashlib.sha256(image.path.read_bytes()).hexdigest()
-    manifest = image.path.with_name(image.path.name + ".manifest.json")
-    data = json.loads(manifest.read_text())
-    data["image"]["sha256"] = sha
-    manifest.write_text(json.dumps(data))
-    return sha
+from tests.publish.conftest import BLOCK, Recorder, SparseImage, independent_block_map, stamp_manifest
 
 
 def overwrite_block(path: Path, index: int, fill: bytes = b"\x5a") -> None:
@@ -57,7 +47,7 @@ def images_named(ec2: Any, name: str) -> list[dict[str, Any]]:
 
 
 def snapshots_tagged(ec2: Any, sha: str) -> list[dict[str, Any]]:
-    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{SHA_TAG}", "Values": [sha]}])
+    found = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{ID_TAG}", "Values": [sha]}])
     return list(found["Snapshots"])
 
 
@@ -74,11 +64,12 @@ def imagekit(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "imagekit", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.parametrize("record", ["block_map", "sha256"])  # a build's manifest, and one from before block maps
 def test_a_changed_image_beside_its_old_manifest_is_refused_naming_both(
-    local_cloud: str, clients: Any, make_image: Callable[..., SparseImage], unique_name: str
+    local_cloud: str, clients: Any, make_image: Callable[..., SparseImage], unique_name: str, record: str
 ) -> None:
     image = make_image("pv")
-    old_sha = stamp_sha256(image)
+    old_sha = stamp_manifest(image, record)
     first = cli_publish(image, unique_name, local_cloud)
     assert first.exit_code == 0, first.output
     ec2 = clients.client("ec2", "us-east-1")
@@ -94,15 +85,15 @@ def test_a_changed_image_beside_its_old_manifest_is_refused_naming_both(
     assert "Traceback" not in again.stderr
     assert images_named(ec2, unique_name + "-2") == []  # nothing registered from the old snapshot
     assert {s["SnapshotId"] for s in snapshots_tagged(ec2, old_sha)} == snapshots_before
-    new_sha = hashlib.sha256(image.path.read_bytes()).hexdigest()
-    assert snapshots_tagged(ec2, new_sha) == []  # nor anything uploaded
+    new_id = BlockMap(image.size, independent_block_map(image.path)).image_id
+    assert snapshots_tagged(ec2, new_id) == []  # nor anything uploaded
 
 
 def test_an_image_changed_between_verify_and_upload_is_not_completed(
     clients: Any, make_image: Callable[..., SparseImage], unique_name: str
 ) -> None:
     image = make_image("pv")
-    sha = stamp_sha256(image)
+    sha = stamp_manifest(image)
     ebs, ec2 = clients.client("ebs", "us-east-1"), clients.client("ec2", "us-east-1")
 
     def change_image(**_: Any) -> None:  # after verification, before the first block is read
@@ -125,7 +116,7 @@ def test_an_image_changed_during_the_s3_upload_is_not_imported(
     clients: Any, make_image: Callable[..., SparseImage], unique_name: str
 ) -> None:
     image = make_image("hvm")
-    stamp_sha256(image)
+    stamp_manifest(image)
     s3, ec2 = clients.client("s3", "us-east-1"), clients.client("ec2", "us-east-1")
     bucket = f"imagekit-test-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
@@ -153,7 +144,7 @@ def test_a_reused_snapshot_standing_in_for_the_method_is_reported(
     unique_name: str
 ) -> None:
     image = make_image("hvm")
-    stamp_sha256(image)
+    stamp_manifest(image)
     first = cli_publish(image, unique_name, local_cloud, "--json")
     assert first.exit_code == 0, first.output
     made = json.loads(first.stdout)["snapshot"]
@@ -187,13 +178,13 @@ def test_a_reused_snapshot_standing_in_for_the_method_is_reported(
 def test_a_tag_alone_does_not_make_a_snapshot_reusable(
     recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str
 ) -> None:
-    """A completed snapshot tagged with the image's sha256 that imagekit did not make is not reused."""
+    """A completed snapshot tagged with the image id that imagekit did not make is not reused."""
     image = make_image("pv")
-    sha = stamp_sha256(image)
+    sha = stamp_manifest(image)
     ebs, ec2 = recorded_clients.client("ebs", "us-east-1"), recorded_clients.client("ec2", "us-east-1")
     impostor = ebs.start_snapshot(VolumeSize=1, Description="someone else's")["SnapshotId"]
     ebs.complete_snapshot(SnapshotId=impostor, ChangedBlocksCount=0)
-    ec2.create_tags(Resources=[impostor], Tags=[{"Key": SHA_TAG, "Value": sha}, {"Key": MADE_BY_TAG,
+    ec2.create_tags(Resources=[impostor], Tags=[{"Key": ID_TAG, "Value": sha}, {"Key": MADE_BY_TAG,
                                                                               "Value": "ebs-direct"}])
     recorder.calls.clear()
     result = publish(recorded_clients, request(image, unique_name), Progress())
@@ -211,7 +202,7 @@ def test_an_ami_of_the_name_from_other_bytes_is_not_already_published(
     with pytest.raises(ImagekitError) as info:
         publish(clients, request(other, unique_name), Progress())
     assert info.value.exit_code == 2
-    assert f"--name {unique_name}: AMI ami-" in info.value.message and "registered from an image with sha256" in (
+    assert f"--name {unique_name}: AMI ami-" in info.value.message and "registered from an image with id" in (
         info.value.message
     )
 
@@ -221,9 +212,9 @@ def test_a_pending_snapshot_a_killed_upload_left_is_deleted_by_the_rerun(
 ) -> None:
     """SIGKILL leaves no chance to clean up: the re-run deletes the pending snapshot, naming it, and uploads."""
     image = make_image("pv")
-    sha = stamp_sha256(image)
+    sha = stamp_manifest(image)
     ebs, ec2 = clients.client("ebs", "us-east-1"), clients.client("ec2", "us-east-1")
-    tags = [{"Key": SHA_TAG, "Value": sha}, {"Key": MADE_BY_TAG, "Value": "ebs-direct"}]
+    tags = [{"Key": ID_TAG, "Value": sha}, {"Key": MADE_BY_TAG, "Value": "ebs-direct"}]
     left = ebs.start_snapshot(VolumeSize=1, Description=f"imagekit {unique_name}", Tags=tags)["SnapshotId"]
     result = publish(clients, request(image, unique_name), Progress("plain"))
     assert f"deleted snapshot {left} (pending), left by an interrupted upload of this image" in capsys.readouterr().err
@@ -237,6 +228,12 @@ def test_a_pending_snapshot_a_killed_upload_left_is_deleted_by_the_rerun(
         ({"boot_mode": [1]}, "boot_mode: [1] is not a string"),
         ({"image": [1]}, "image: [1] is not an object"),
         ({"image": {"sha256": 5}}, "image.sha256: 5 is not a sha256"),
+        ({"image": {"block_map": 5}}, "image.block_map: 5 is not an object"),
+        ({"image": {"block_map": {"block_size": 4096, "blocks": []}}}, "image.block_map: block_size: 4096 is not"),
+        ({"image": {"block_map": {"block_size": 524288, "blocks": [[0, "eA=="]]}}},
+         "image.block_map: blocks.0: 'eA==' is not a base64 SHA-256"),
+        ({"image": {"block_map": {"block_size": 524288, "blocks": [[99, "A" * 43 + "="]]}}},
+         "image.block_map: blocks.0: index 99 is outside the image (1 blocks)"),
         ({"arch": {"x": 1}}, "arch: {'x': 1} is not a string"),
         ({"data_volumes": 5}, "data_volumes: 5 is not a list"),
         ({"data_volumes": [1]}, "data_volumes.0: 1 is not an object"),
@@ -256,20 +253,20 @@ def test_odd_manifests_are_one_line_errors_naming_the_key(
     assert "Traceback" not in proc.stderr
 
 
-def test_a_sha256_tag_moved_onto_another_images_snapshot_is_caught_reading_blocks_back(
+def test_an_image_id_tag_moved_onto_another_images_snapshot_is_caught_reading_blocks_back(
     recorded_clients: Any, recorder: Recorder, make_image: Callable[..., SparseImage], unique_name: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Same block layout, other bytes: the listing agrees, the blocks read back do not."""
     other = make_image("pv", name="other.raw")
-    stamp_sha256(other)
+    stamp_manifest(other)
     theirs = publish(recorded_clients, request(other, unique_name + "-other"), Progress())
     assert theirs.snapshot is not None
     image = make_image("pv", name="img.raw")
-    sha = stamp_sha256(image)
+    sha = stamp_manifest(image)
     assert image.data_blocks == other.data_blocks
     ec2 = recorded_clients.client("ec2", "us-east-1")
-    ec2.create_tags(Resources=[theirs.snapshot["id"]], Tags=[{"Key": SHA_TAG, "Value": sha}])
+    ec2.create_tags(Resources=[theirs.snapshot["id"]], Tags=[{"Key": ID_TAG, "Value": sha}])
     recorder.calls.clear()
     mine = publish(recorded_clients, request(image, unique_name), Progress("plain"))
     assert mine.snapshot is not None and mine.snapshot["id"] != theirs.snapshot["id"]
@@ -291,4 +288,4 @@ def test_a_copy_region_holding_an_ami_of_the_name_from_other_bytes_is_not_retagg
     )
     eu = clients.client("ec2", "eu-west-1")
     tags = {t["Key"]: t["Value"] for t in eu.describe_images(ImageIds=[theirs_id])["Images"][0]["Tags"]}
-    assert tags[SHA_TAG] == theirs.sha256  # not overwritten with this image's sha256
+    assert tags[ID_TAG] == theirs.image_id  # not overwritten with this image's id
