@@ -202,8 +202,17 @@ def json_error(request: Any, status: int, code: str, message: str = "injected by
 
 
 def xml_error(request: Any, status: int, code: str, message: str = "injected by the test") -> Any:
+    """An error in S3's shape (a bare <Error>)."""
     body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
     return fake_response(request, status, body, {"Content-Type": "application/xml"})
+
+
+def ec2_error(request: Any, status: int, code: str, message: str = "injected by the test") -> Any:
+    """An error in EC2's query-protocol shape (<Response><Errors><Error>...): botocore reads S3's shape from
+    EC2 as code "Unknown"."""
+    body = (f"<?xml version='1.0' encoding='UTF-8'?><Response><Errors><Error><Code>{code}</Code>"
+            f"<Message>{message}</Message></Error></Errors><RequestID>test-request</RequestID></Response>").encode()
+    return fake_response(request, status, body, {"Content-Type": "text/xml"})
 
 
 def block_index_of(request: Any) -> int | None:
@@ -216,7 +225,7 @@ def block_index_of(request: Any) -> int | None:
     return None
 
 
-__all__ = ["Recorder", "SparseImage", "block_index_of", "json_error", "xml_error"]
+__all__ = ["Recorder", "SparseImage", "block_index_of", "ec2_error", "json_error", "xml_error"]
 
 
 def independent_block_map(path: Path) -> dict[int, bytes]:

@@ -114,9 +114,9 @@ def test_rerun_after_a_failed_register_reuses_the_snapshot(
     ec2 = recorded_clients.client("ec2", "us-east-1")
 
     def refuse(request: Any, **_: Any) -> Any:
-        from tests.publish.conftest import xml_error
+        from tests.publish.conftest import ec2_error
 
-        return xml_error(request, 400, "InvalidAMIName.Malformed", "injected")
+        return ec2_error(request, 400, "InvalidAMIName.Malformed", "injected")
 
     ec2.meta.events.register("before-send.ec2.RegisterImage", refuse)
     try:
@@ -125,6 +125,7 @@ def test_rerun_after_a_failed_register_reuses_the_snapshot(
     finally:
         ec2.meta.events.unregister("before-send.ec2.RegisterImage", refuse)
     assert info.value.hint and "a re-run registers it without uploading again" in info.value.hint
+    assert "InvalidAMIName.Malformed" in info.value.message  # the code as EC2 sends it, not "Unknown"
     snapshot = recorder.of("CompleteSnapshot")[0]["SnapshotId"]
 
     recorder.calls.clear()
