@@ -49,3 +49,17 @@ path = "tree"
 profile = "host-cloud-amd64"
 {extra}
 """
+
+
+def processes_naming(where: Path, program: str = "") -> list[int]:
+    """Processes on the machine whose command line names a path under `where` (and whose argv[0]
+    contains `program`): what a run left behind."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and program.encode() in argv[0] and any(str(where).encode() in a for a in argv):
+            found.append(int(cmdline.parent.name))
+    return found

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.boot.conftest import requires_kernel
-from tests.util import IMAGEKIT, REPO, run_imagekit
+from tests.util import IMAGEKIT, REPO, processes_naming, run_imagekit
 
 pytestmark = [pytest.mark.slow, requires_kernel()]
 
@@ -42,19 +42,6 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
-def qemu_under(where: Path) -> list[int]:
-    """Any QEMU on the machine whose command line names a path under `where`."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and b"qemu-system" in argv[0] and any(str(where).encode() in a for a in argv):
-            found.append(int(cmdline.parent.name))
-    return found
-
-
 def test_timeout_stops_qemu_and_says_so(small_images: Callable[[str], Path], tmp_path: Path) -> None:
     work = tmp_path / "tmp"  # imagekit boot's work directory (overlay, serial log) goes here: QEMU names it
     work.mkdir()
@@ -63,7 +50,8 @@ def test_timeout_stops_qemu_and_says_so(small_images: Callable[[str], Path], tmp
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert report["reason"] == "timeout" and report["seconds_qemu"] >= 4  # it waited the 4 s it was given
-    assert qemu_under(work) == [] and list(work.iterdir()) == []  # no QEMU, no work directory left behind
+    assert processes_naming(work, "qemu-system") == []  # no QEMU left behind
+    assert list(work.iterdir()) == []  # nor its work directory
 
 
 def test_ctrl_c_leaves_no_qemu(small_images: Callable[[str], Path]) -> None:

@@ -20,7 +20,7 @@ import pytest
 from imagekit.bootloader.menulst import parse_menu_lst
 from imagekit.image.blockmap import BlockMap
 from tests.publish.conftest import BLOCK, independent_block_map
-from tests.util import IMAGEKIT, REPO, SMALL_RECIPE, make_small_tree, run_imagekit
+from tests.util import IMAGEKIT, REPO, SMALL_RECIPE, make_small_tree, processes_naming, run_imagekit
 
 BOOTPART = '[filesystems.boot]\ntype = "ext2"\nlabel = "boot"\nsize = "64M"\n'
 
@@ -187,5 +187,6 @@ def test_interrupted_build_leaves_nothing(small_recipe: Callable[..., Path], tmp
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip().endswith("interrupted")
-    assert list(out.iterdir()) == []
+    assert list(out.iterdir()) == []  # no image, no partial file, no staging area (.imagekit-build-*)
+    assert processes_naming(out) == []  # no mke2fs (or anything else) still writing there
     assert "Traceback" not in err
