@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,17 @@ def test_timeout_stops_qemu_and_says_so(small_images: Callable[[str], Path], tmp
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert report["reason"] == "timeout" and report["seconds_qemu"] >= 4  # it waited the 4 s it was given
-    assert processes_naming(work, "qemu-system") == []  # no QEMU left behind
-    assert list(work.iterdir()) == []  # nor its work directory
+    assert settled(lambda: processes_naming(work, "qemu-system")) == []  # no QEMU left behind
+    assert settled(lambda: sorted(p.name for p in work.iterdir())) == []  # nor its work directory
+
+
+def settled(look: Callable[[], list[Any]], within: float = 10.0) -> list[Any]:
+    """What `look` finds once it finds nothing, or after `within` seconds (a process in its last exit steps
+    when imagekit returned is not one left behind)."""
+    deadline = time.monotonic() + within
+    while (found := look()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
 
 
 def test_ctrl_c_leaves_no_qemu(small_images: Callable[[str], Path]) -> None:
