@@ -59,10 +59,12 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
             volumes: tuple[Path, ...], no_volumes: bool, instance_store: str, user_data: Path | None,
             nocloud: bool, json_output: bool) -> None:
     """Boot-test IMAGE; exit 0 only if it reached userspace."""
+    from imagekit.appliance import check_image_file
     from imagekit.boot import BootOptions, boot_image
     from imagekit.boot.attach import AttachOptions, parse_store_size
     from imagekit.boot.pvgrub import Variant
 
+    check_image_file(image, "IMAGE")  # before any QEMU or appliance is started
     attach = AttachOptions(volumes=volumes or None, no_volumes=no_volumes,
                            instance_store=parse_store_size(instance_store), user_data=user_data,
                            nocloud=nocloud)

@@ -21,9 +21,13 @@ def command(a: Path, b: Path, fmt: str | None, json_output: bool) -> None:
     """Packages added, removed and changed (with versions), files changed (with sizes) and boot
     configuration (menu.lst, fstab, kernel command line) between images A and B, or manifests A and B.
     Exit 0 when they are the same, 1 when they differ."""
+    from imagekit.appliance import check_image_file
     from imagekit.diff import diff
     from imagekit.progress import Progress
 
+    if ".json" not in (a.suffix, b.suffix):  # two build manifests, or a mix diff refuses itself
+        for name, path in (("A", a), ("B", b)):
+            check_image_file(path, name, fmt)
     changes = diff(a, b, Progress.for_cli(json_output), fmt)
     if json_output:
         click.echo(json.dumps([dataclasses.asdict(c) for c in changes], indent=2))

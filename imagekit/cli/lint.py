@@ -12,7 +12,7 @@ from imagekit.progress import Progress
 
 
 @click.command("lint")
-@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("image", type=click.Path())
 @click.option("--target", type=click.Choice(["pv", "hvm", "nitro"]), default=None,
               help="Where the image must boot: pv (PV-GRUB), hvm (Xen HVM and Nitro), nitro (NVMe, ENA, serial "
                    "console). Default: hvm for an HVM image (its manifest, else GPT or GRUB in the MBR), else pv.")
@@ -25,12 +25,12 @@ def command(image: str, target: str | None, arch: str | None, fmt: str | None, j
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error."""
     from pathlib import Path
 
-    from imagekit.appliance import disk_format
+    from imagekit.appliance import check_image_file, disk_format
     from imagekit.lint import Severity, default_target, has_errors, lint_image
 
     path = Path(image)
-    if path.is_file():
-        disk_format(path, fmt)  # refused before anything else reads it
+    check_image_file(path, "IMAGE", fmt)  # refused before anything else reads it
+    disk_format(path, fmt)
     target = target or default_target(path)
     progress = Progress.for_cli(json_output)
     findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt)

@@ -39,7 +39,7 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("publish")
-@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="AMI name (3-128 chars); publishing the same name again is a no-op.")
 @click.option("--description", default="", help="AMI description.")
 @click.option("--region", help="Region to upload to and register in (default: env AWS_REGION, then "
@@ -105,9 +105,11 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--json", "json_output", is_flag=True, help="Print the publish record as JSON.")
 def command(image: Path, **opts: Any) -> None:
     """Publish IMAGE as an AMI (EBS direct or S3 + ImportSnapshot), idempotently, in every region asked for."""
+    from imagekit.appliance import check_image_file
     from imagekit.progress import Progress
     from imagekit.publish.awserrors import aws_errors_reported
 
+    check_image_file(image, "IMAGE")  # before any AWS call, lint or upload
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
     with aws_errors_reported():
         run_publish(image, opts, progress)
