@@ -47,6 +47,7 @@ class StageTimer:
         self.seconds = 0.0
         self.note = ""
         self.current = ""
+        self.done = 0  # for a stage that counts (StageTimer.count)
         self._owner, self._task = owner, task
 
     def set_note(self, note: str) -> None:
