@@ -69,12 +69,13 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
       imagekit boot out/debian-12-hvm-uefi.img --firmware both --json
     """
     from imagekit.appliance import check_image_file
+
+    check_image_file(image, "IMAGE")  # before any QEMU or appliance is started, or their modules loaded
     from imagekit.boot import BootOptions, boot_image
     from imagekit.boot.attach import AttachOptions, parse_store_size
     from imagekit.boot.pvgrub import Variant
     from imagekit.errors import UsageError
 
-    check_image_file(image, "IMAGE")  # before any QEMU or appliance is started
     if variant is not None and variant not in PV_LAYOUTS:
         raise UsageError(f"--layout {variant}: boot chooses a PV-GRUB AKI by layout ({', '.join(PV_LAYOUTS)}); "
                          "an HVM image boots its own GRUB 2", hint="for HVM images choose --firmware bios|uefi|both")

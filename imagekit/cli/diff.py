@@ -27,13 +27,14 @@ def command(a: Path, b: Path, fmt: str | None, json_output: bool) -> None:
       imagekit diff out/old.img.manifest.json out/new.img.manifest.json --json
     """
     from imagekit.appliance import check_image_file
-    from imagekit.cli.common import echo_json
-    from imagekit.diff import diff
-    from imagekit.progress import Progress
 
     if ".json" not in (a.suffix, b.suffix):  # two build manifests, or a mix diff refuses itself
         for name, path in (("A", a), ("B", b)):
             check_image_file(path, name, fmt)
+    from imagekit.cli.common import echo_json
+    from imagekit.diff import diff
+    from imagekit.progress import Progress
+
     changes = diff(a, b, Progress.for_cli(json_output), fmt)
     if json_output:
         echo_json("diff", {"a": str(a), "b": str(b), "same": not changes,

@@ -32,11 +32,12 @@ def command(image: str, target: str | None, arch: str | None, fmt: str | None, j
     from pathlib import Path
 
     from imagekit.appliance import check_image_file, disk_format
-    from imagekit.lint import Severity, default_target, has_errors, lint_image
 
     path = Path(image)
-    check_image_file(path, "IMAGE", fmt)  # refused before anything else reads it
+    check_image_file(path, "IMAGE", fmt)  # refused before anything else is loaded or reads it
     disk_format(path, fmt)
+    from imagekit.lint import Severity, default_target, has_errors, lint_image
+
     target = target or default_target(path)
     progress = Progress.for_cli(json_output)
     findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt)
