@@ -13,6 +13,7 @@ self-contained (no backing file, no external data file, not encrypted).
 from __future__ import annotations
 
 import json
+import stat
 import struct
 from enum import StrEnum
 from pathlib import Path
@@ -48,6 +49,37 @@ def _head(image: Path, size: int) -> bytes:
             return f.read(size)
     except OSError as exc:
         raise UsageError(f"{image}: cannot read the image: {exc.strerror}") from None
+
+
+SECTOR = 512
+SMALLEST_DISK = 1 << 20  # 1 MiB: below that no layout imagekit reads fits (the first partition starts at 1 MiB)
+
+
+def check_image_file(image: Path, option: str = "IMAGE", fmt: str | None = None) -> None:
+    """Refuse at once what cannot be a disk image: a missing path, a directory, a file too small for a disk
+    or not a whole number of sectors (a raw image; a qcow2 is judged by its header in `disk_format`).
+    Every command taking an IMAGE calls this first, before any appliance or QEMU is started."""
+    try:
+        st = image.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{option}: {image}: no such image file") from None
+    except OSError as exc:
+        raise UsageError(f"{option}: {image}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{option}: {image} is a directory, not a disk image",
+                         hint="give the image file imagekit build wrote, e.g. out/NAME.img")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{option}: {image} is not a regular file, so not a disk image imagekit reads")
+    if fmt == DiskFormat.QCOW2 or (fmt is None and _head(image, 4) == QCOW2_MAGIC):
+        return
+    hint = (f"{image.name} looks like a recipe: build it first (imagekit build {image} -o out/NAME.img)"
+            if image.suffix == ".toml" else "give the image file imagekit build wrote, e.g. out/NAME.img")
+    if st.st_size < SMALLEST_DISK:
+        raise UsageError(f"{option}: {image} is {st.st_size} bytes: too small to be a disk image "
+                         f"(the smallest is 1 MiB)", hint=hint)
+    if st.st_size % SECTOR:
+        raise UsageError(f"{option}: {image} is {st.st_size} bytes: not a whole number of {SECTOR}-byte sectors, "
+                         "so not a disk image", hint=hint)
 
 
 def disk_format(image: Path, requested: str | None, option: str = "--format") -> DiskFormat:

@@ -16,7 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from imagekit.hostdisk import host_disk
 from imagekit.kernels import KernelProfile
 from imagekit.progress import Progress
 from imagekit.recipe import Arch, Bootstrap, Directory, Recipe, Tarball, Virtualization
-from imagekit.run import Arg, run
+from imagekit.run import Arg, run, run_lines
 
 BOOTSTRAP_FORMAT = 1  # bump when the way imagekit bootstraps changes what lands in the tarball
 DEBIAN_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386"}
@@ -70,7 +70,31 @@ def bootstrap_key(recipe: Recipe, profile: KernelProfile) -> str:
     })
 
 
-def _mmdebstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> None:
+class BootstrapPhases:
+    """mmdebstrap's --verbose output as the bootstrap's phase: download, unpack and configure counts
+    (apt's `Get:`, dpkg's `Unpacking` and `Setting up` lines), and its own `I:` steps between them."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self.show = show
+        self.counts = {"download": 0, "unpack": 0, "configure": 0}
+
+    def line(self, text: str) -> None:
+        if text.startswith("Get:"):
+            self._count("download")
+        elif text.startswith("Unpacking "):
+            self._count("unpack")
+        elif text.startswith("Setting up "):
+            self._count("configure")
+        elif text.startswith("I: ") and not text.startswith("I: running"):
+            self.show(text[3:].rstrip(". "))
+
+    def _count(self, what: str) -> None:
+        self.counts[what] += 1
+        self.show(", ".join(f"{k} {n}" for k, n in self.counts.items() if n))
+
+
+def _mmdebstrap(src: Bootstrap, arch: str, packages: list[str], out: Path,
+                show: Callable[[str], None] | None = None) -> None:
     argv: list[Arg] = ["mmdebstrap", f"--variant={src.variant}", f"--architectures={arch}",
                        f"--components={','.join(src.components)}", "--format=tar"]
     if packages:
@@ -83,7 +107,11 @@ def _mmdebstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> No
              # `--` ends the options (Getopt::Long): a suite or mirror can never be read as one. The
              # recipe loader checks both as well (recipe.Bootstrap), which is what debootstrap relies on.
              "--", src.suite, out, src.source_url]
-    run(argv)
+    if show is None:
+        run(argv)
+        return
+    argv.insert(1, "--verbose")  # apt's and dpkg's lines: what the progress display counts
+    run_lines(argv, BootstrapPhases(show).line)
 
 
 def _debootstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> None:
@@ -150,10 +178,10 @@ def bootstrap(recipe: Recipe, profile: KernelProfile, out: Path, progress: Progr
     arch = DEBIAN_ARCH[recipe.arch]
     scratch = [out.parent, Path(tempfile.gettempdir())]  # mmdebstrap and debootstrap work in TMPDIR too
     try:
-        with progress.stage("bootstrap", f"{src.tool} {src.suite} ({len(packages)} packages)"), \
+        with progress.stage("bootstrap", f"{src.tool} {src.suite} ({len(packages)} packages)") as stage, \
                 host_disk(f"bootstrapping into {out.parent}", scratch, hint=DISK_HINT):
             if src.tool == "mmdebstrap":
-                _mmdebstrap(src, arch, packages, partial)
+                _mmdebstrap(src, arch, packages, partial, stage.phase if progress.mode == "tty" else None)
             else:
                 _debootstrap(src, arch, packages, partial)
         partial.replace(out)

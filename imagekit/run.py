@@ -11,7 +11,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
@@ -62,6 +62,35 @@ def run(
         err = (proc.stderr or b"").decode(errors="replace")
         raise CommandFailed(args, proc.returncode, err)
     return proc
+
+
+def run_lines(argv: Sequence[Arg], on_line: Callable[[str], None]) -> None:
+    """Run argv (stdin closed, stdout dropped) telling `on_line` each line it writes to stderr as it
+    comes (a long job's progress); CommandFailed with its stderr when it fails. Always reaped."""
+    args = [os.fspath(a) for a in argv]
+    log.info("+ %s", shlex.join(args))
+    try:
+        proc = subprocess.Popen(args, env=_env(None), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise CommandFailed(args, 127) from None
+    kept: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            kept.append(line)
+            del kept[:-200]  # the tail is what an error needs
+            on_line(line)
+    except BaseException:  # interrupted (Ctrl-C) or the callback failed: the command goes too
+        proc.kill()
+        raise
+    finally:
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    if proc.returncode != 0:
+        raise CommandFailed(args, proc.returncode, "\n".join(kept))
 
 
 def output(argv: Sequence[Arg], **kw: object) -> str:

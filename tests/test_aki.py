@@ -86,7 +86,8 @@ def test_cli_prints_the_id():
 
 def test_cli_json():
     data = json.loads(invoke("--region", "us-west-2", "--json").output)
-    assert data == {"id": "aki-70cb0e10", "region": "us-west-2", "arch": "x86_64", "layout": "hd0",
+    assert data == {"schema": "imagekit.aki/1", "id": "aki-70cb0e10", "region": "us-west-2", "arch": "x86_64",
+                    "layout": "hd0",
                     "version": "1.05", "manifest": "pv-grub-hd0_1.05-x86_64.gz"}
 
 
@@ -94,7 +95,9 @@ def test_cli_list():
     out = invoke("--list", "--layout", "hd00").output.splitlines()
     assert out[0].split() == ["REGION", "ARCH", "LAYOUT", "PVGRUB", "AKI"]
     assert len(out) == 1 + 16
-    rows = json.loads(invoke("--list", "--json").output)
+    doc = json.loads(invoke("--list", "--json").output)
+    assert doc["schema"] == "imagekit.aki-list/1"
+    rows = doc["akis"]
     assert len(rows) == 32 + 20
 
 

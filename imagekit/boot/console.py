@@ -10,6 +10,7 @@ GRUB 2 print before a kernel starts; every reason names the console line it came
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -113,6 +114,9 @@ _GRUB_ERROR = re.compile(r"^\s*error: (?P<msg>.+?)\.?$")
 # follows it ("no such device: 0a1b.GNU GRUB  version 2.06").
 _GRUB_ERRORS = re.compile(r"error: (?P<msg>.+?)(?:\.(?=[A-Z]|\s|$)|(?=error: )|$)")
 _KERNEL_BANNER = re.compile(r"Linux version (?P<version>\S+)")
+# The initramfs taking over (initramfs-tools, dracut, the kernel running it), then systemd as PID 1.
+_INITRD = re.compile(r"Run /init as init process|Loading, please wait|Begin: |dracut|Unpacking initramfs")
+_SYSTEMD = re.compile(r"systemd\[1\]: |Welcome to .*!|^\[\s*OK\s*\] ")
 _PANIC = re.compile(r"Kernel panic - not syncing: (?P<msg>.*)")
 _VFS = re.compile(r"VFS: (?:Cannot open root device|Unable to mount root fs)(?P<msg>.*)")
 _ALERT = re.compile(r"ALERT!\s+(?P<dev>\S+) does not exist")
@@ -160,6 +164,8 @@ class Watcher:
     end: tuple[Reason, str, int] | None = None  # the end state, once seen
     root_cause: tuple[Reason, str, int] | None = None  # a root-not-found seen before the end
     firmware_boot: bool = False  # an HVM boot: GRUB 2 reads the image's grub.cfg, not PV-GRUB's menu.lst
+    on_phase: Callable[[str], None] | None = None  # told each new `phase` (the progress display's boot row)
+    phase: str = "firmware"  # firmware, GRUB, kernel, initrd, systemd, sentinel: how far the boot got
 
     @property
     def done(self) -> bool:
@@ -172,7 +178,25 @@ class Watcher:
         if not text.strip() or self.end is not None:
             return self.end is not None
         self._read(len(self.lines) - 1, t, text)
+        self._follow_phase(text)
         return self.end is not None
+
+    def _follow_phase(self, text: str) -> None:
+        phase = self.phase
+        if self.t_sentinel is not None:
+            phase = "sentinel"
+        elif self.t_kernel is None:
+            phase = "GRUB" if self.t_bootloader is not None else "firmware"
+        elif _SYSTEMD.search(text):
+            phase = "systemd"
+        elif phase not in ("initrd", "systemd") and _INITRD.search(text):
+            phase = "initrd"
+        elif phase in ("firmware", "GRUB"):
+            phase = "kernel"
+        if phase != self.phase:
+            self.phase = phase
+            if self.on_phase is not None:
+                self.on_phase(phase)
 
     def _finish(self, reason: Reason, detail: str, n: int) -> None:
         if self.end is None:

@@ -226,8 +226,8 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
             argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)
-            watcher = Watcher()
-            with progress.stage("boot", f"{loader} under QEMU ({accel.name})"):
+            with progress.stage("boot", f"{loader} under QEMU ({accel.name})") as booting:
+                watcher = Watcher(on_phase=booting.phase)
                 outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
             saved = save_log(log, opts.serial_log or default_log_path(image.path))
             extra = instance_fields(attached, watcher)

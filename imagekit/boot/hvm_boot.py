@@ -124,8 +124,9 @@ def boot_once(run: Run, firmware: Firmware, attached: Attached, progress: Progre
         log = run.workdir / f"serial.{firmware}.log"
         argv = hvm_argv(machine, firmware=firmware_argv(firmware, run.workdir), interface=run.interface, disk=disk,
                         serial_log=log, attached=attached)
-        watcher = Watcher(firmware_boot=True)
-        with progress.stage("boot", f"{firmware} firmware, {run.interface} disk, under QEMU ({run.accel.name})"):
+        with progress.stage("boot", f"{firmware} firmware, {run.interface} disk, under QEMU ({run.accel.name})") \
+                as booting:
+            watcher = Watcher(firmware_boot=True, on_phase=booting.phase)
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
         saved = save_log(log, log_path(opts, run.image, firmware, run.several))
     report = build_report(opts, run.image, LOADER, run.accel, run.prepared, watcher, outcome, saved,

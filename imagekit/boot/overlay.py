@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit.appliance import check_image_file
 from imagekit.errors import CommandFailed, UsageError
 from imagekit.run import output, run
 
@@ -25,8 +26,7 @@ class ImageFile:
 
 def image_file(path: Path, option: str = "IMAGE") -> ImageFile:
     """What qemu-img says the image is; UsageError (naming `option`) when it is not a readable image."""
-    if not path.is_file():
-        raise UsageError(f"{option}: {path} does not exist or is not a file")
+    check_image_file(path, option)
     try:
         info = json.loads(output(["qemu-img", "info", "--output=json", "-U", path]))
     except CommandFailed as exc:

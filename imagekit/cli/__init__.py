@@ -7,7 +7,6 @@ exits with its code; a traceback appears only with --debug.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from dataclasses import dataclass
 
@@ -43,21 +42,36 @@ class LazyGroup(click.Group):
         module = COMMANDS.get(name)
         if module is None:
             return None
+        from imagekit.cli.common import add_common_options
+
         cmd = importlib.import_module(f"imagekit.cli.{module}").command
         assert isinstance(cmd, click.Command)
-        return cmd
+        return add_common_options(cmd)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Show the commands imagekit runs (-vv: more).")
 @click.option("--debug", is_flag=True, help="Show everything, and tracebacks on errors.")
+@click.option("--json", "json_output", is_flag=True, help="Print the command's result as JSON (no progress).")
 @click.version_option(package_name="imagekit")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
-    """Build, lint, boot-test and publish Linux machine images for Amazon EC2."""
+def cli(ctx: click.Context, verbose: int, debug: bool, json_output: bool) -> None:
+    """Build, lint, boot-test and publish Linux machine images for Amazon EC2.
+
+    -v, --debug and --json may come before the command or after it.
+
+    \b
+    Example:
+      imagekit build recipes/debian-12-pvgrub-hd00.toml -o out/debian-12-pvgrub-hd00.img
+      imagekit lint out/debian-12-pvgrub-hd00.img
+    """
+    from imagekit.cli.common import configure_logging, json_defaults
+
     ctx.obj = App(verbose=verbose, debug=debug)
-    level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    configure_logging(verbose, debug)
+    if json_output:
+        assert isinstance(ctx.command, click.Group)
+        ctx.default_map = json_defaults(ctx.command, ctx)
 
 
 def main() -> None:

@@ -6,11 +6,12 @@ Exit 0 when the guest reached userspace with no failed units, 1 when it did not,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import click
 
+from imagekit.cli.common import PV_LAYOUTS, Verdict, echo_json, layout_choice
 from imagekit.progress import Progress
 
 
@@ -27,14 +28,16 @@ from imagekit.progress import Progress
                    "1.04 and later: the search order); default: what `imagekit aki` registers for the layout.")
 @click.option("--hypervisor", type=click.Choice(["qemu", "xen"]), default="qemu", show_default=True,
               help="xen needs a dom0 (`xl info` must work).")
-@click.option("--variant", type=click.Choice(["hd0", "hd00"]), default=None,
-              help="The PV-GRUB AKI to emulate (default: hd00 if the disk has a partition table, else hd0).")
+@click.option("--layout", "--variant", "variant", type=layout_choice(), default=None,
+              help="PV images: the layout whose PV-GRUB AKI to emulate, hd0 or hd00 (default: hd00 if the disk "
+                   "has a partition table, else hd0). --variant is its old name.")
 @click.option("--firmware", type=click.Choice(["bios", "uefi", "both"]), default=None,
               help="HVM images: SeaBIOS, OVMF or both in turn (default: from the manifest's layout, else the disk).")
 @click.option("--disk-interface", type=click.Choice(["nvme", "virtio", "ide"]), default=None,
               help="How the disk is attached: nvme for HVM images (as on Nitro), virtio for PV images (default).")
 @click.option("--accel", type=click.Choice(["kvm", "tcg"]), default=None, envvar="IMAGEKIT_ACCEL",
-              help="Accelerator (default: probe KVM, fall back to TCG). Env: IMAGEKIT_ACCEL.")
+              show_envvar=True,
+              help="Accelerator (default: probe KVM, fall back to TCG).")
 @click.option("--memory", "memory_mb", type=int, default=1024, show_default=True, help="Guest memory, MiB.")
 @click.option("--cpus", type=int, default=2, show_default=True, help="Guest CPUs.")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
@@ -58,11 +61,24 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
             memory_mb: int, cpus: int, timeout: float, silence: float, serial_log: Path | None,
             volumes: tuple[Path, ...], no_volumes: bool, instance_store: str, user_data: Path | None,
             nocloud: bool, json_output: bool) -> None:
-    """Boot-test IMAGE; exit 0 only if it reached userspace."""
+    """Boot-test IMAGE; exit 0 only if it reached userspace.
+
+    \b
+    Example:
+      imagekit boot out/debian-12-pvgrub-hd0.img
+      imagekit boot out/debian-12-hvm-uefi.img --firmware both --json
+    """
+    from imagekit.appliance import check_image_file
+
+    check_image_file(image, "IMAGE")  # before any QEMU or appliance is started, or their modules loaded
     from imagekit.boot import BootOptions, boot_image
     from imagekit.boot.attach import AttachOptions, parse_store_size
     from imagekit.boot.pvgrub import Variant
+    from imagekit.errors import UsageError
 
+    if variant is not None and variant not in PV_LAYOUTS:
+        raise UsageError(f"--layout {variant}: boot chooses a PV-GRUB AKI by layout ({', '.join(PV_LAYOUTS)}); "
+                         "an HVM image boots its own GRUB 2", hint="for HVM images choose --firmware bios|uefi|both")
     attach = AttachOptions(volumes=volumes or None, no_volumes=no_volumes,
                            instance_store=parse_store_size(instance_store), user_data=user_data,
                            nocloud=nocloud)
@@ -72,7 +88,15 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
                        firmware=firmware, disk_interface=disk_interface, aki_version=aki_version)
     report = boot_image(opts, Progress.for_cli(json_output))
     if json_output:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        echo_json("boot", {**report.to_json(), "verdict": boot_verdict(report)})
     else:
         click.echo(report.to_text())
+        click.echo(f"verdict: {boot_verdict(report)}")
     raise click.exceptions.Exit(report.exit_code)
+
+
+def boot_verdict(report: Any) -> Verdict:
+    """pass: reached userspace; warn: reached it degraded (failed units); fail: did not boot (exit 1)."""
+    if not report.booted:
+        return Verdict.FAIL
+    return Verdict.WARN if report.degraded else Verdict.PASS

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import click
 
+from imagekit.cli.common import layout_choice
+
 
 @click.command("build")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Image file to write (default: out/<recipe name>.img).")
-@click.option("--layout", type=click.Choice(["hd0", "hd00", "mbr-bios", "gpt-uefi", "gpt-hybrid"]), default=None,
+              help="Image file to write, raw (default: out/<recipe name>.img). A .qcow2 name is refused.")
+@click.option("--force", is_flag=True, help="Replace IMAGE (and its manifest) if it exists.")
+@click.option("--layout", type=layout_choice(), default=None,
               help="Build this layout instead of the recipe's (e.g. an HVM image from a PV recipe; the cached "
                    "bootstrap is shared).")
 @click.option("--kernels-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -21,29 +24,40 @@ import click
                    "beside the recipe (or its parent), then among the profiles shipped with imagekit.")
 @click.option("--no-lint", is_flag=True, help="Do not lint the image at the end (lint errors fail a build).")
 @click.option("--json", "json_output", is_flag=True, help="Print the build manifest as JSON on stdout; no progress.")
-def command(recipe: Path, output: Path | None, layout: str | None, kernels_dir: Path | None, no_lint: bool,
-            json_output: bool) -> None:
+def command(recipe: Path, output: Path | None, force: bool, layout: str | None, kernels_dir: Path | None,
+            no_lint: bool, json_output: bool) -> None:
     """Build a raw disk image from RECIPE (a TOML file in recipes/).
 
     Writes the image and, beside it, IMAGE.manifest.json saying what went in. Respects
     SOURCE_DATE_EPOCH (reproducible IDs and timestamps) and IMAGEKIT_CACHE_DIR (bootstrap cache).
+
+    \b
+    Example:
+      imagekit build recipes/debian-12-pvgrub-hd0.toml -o out/debian-12-pvgrub-hd0.img
+      imagekit build recipes/debian-12-pvgrub-hd00.toml --layout gpt-hybrid -o out/hvm.img --force
     """
     from imagekit.build import build_image
+    from imagekit.cli.common import check_output
     from imagekit.errors import RecipeError, UsageError
+    from imagekit.manifest import SCHEMA as MANIFEST_SCHEMA
     from imagekit.progress import Progress
     from imagekit.recipe import Layout, load_recipe
 
+    if output is not None:
+        check_output(output, force, disk=True)  # before the recipe's bootstrap: minutes saved
     loaded = load_recipe(recipe, kernels_dir=kernels_dir)
     if layout is not None:
         try:
             loaded = loaded.with_layout(Layout(layout))
         except RecipeError as exc:
             raise UsageError(f"--layout {layout}: {exc.message}", hint=exc.hint) from None
-    output = output or Path("out") / f"{loaded.name}.img"
+    if output is None:
+        output = Path("out") / f"{loaded.name}.img"
+        check_output(output, force, disk=True)
     progress = Progress.for_cli(json_output)
     result = build_image(loaded, output, progress, lint=not no_lint)
     if json_output:
-        click.echo(json.dumps(result.manifest, indent=2))
+        click.echo(json.dumps({"schema": MANIFEST_SCHEMA, **result.manifest}, indent=2))  # IMAGE.manifest.json
         return
     facts = result.manifest["image"]
     click.echo(f"{result.image}")

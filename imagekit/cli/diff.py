@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 from pathlib import Path
 
 import click
@@ -20,13 +19,26 @@ import click
 def command(a: Path, b: Path, fmt: str | None, json_output: bool) -> None:
     """Packages added, removed and changed (with versions), files changed (with sizes) and boot
     configuration (menu.lst, fstab, kernel command line) between images A and B, or manifests A and B.
-    Exit 0 when they are the same, 1 when they differ."""
+    Exit 0 when they are the same, 1 when they differ.
+
+    \b
+    Example:
+      imagekit diff out/old.img out/new.img
+      imagekit diff out/old.img.manifest.json out/new.img.manifest.json --json
+    """
+    from imagekit.appliance import check_image_file
+
+    if ".json" not in (a.suffix, b.suffix):  # two build manifests, or a mix diff refuses itself
+        for name, path in (("A", a), ("B", b)):
+            check_image_file(path, name, fmt)
+    from imagekit.cli.common import echo_json
     from imagekit.diff import diff
     from imagekit.progress import Progress
 
     changes = diff(a, b, Progress.for_cli(json_output), fmt)
     if json_output:
-        click.echo(json.dumps([dataclasses.asdict(c) for c in changes], indent=2))
+        echo_json("diff", {"a": str(a), "b": str(b), "same": not changes,
+                           "changes": [dataclasses.asdict(c) for c in changes]})
     else:
         for c in changes:
             click.echo(c.line())

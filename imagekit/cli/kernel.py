@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,13 +9,19 @@ from dataclasses import asdict
 
 import click
 
+from imagekit.cli.common import echo_json, verdict_of
 from imagekit.errors import ImagekitError, UsageError
 from imagekit.progress import Progress
 
 
 @click.group("kernel")
 def command() -> None:
-    """Kernels for EC2: check their options, convert them for registration as an AKI."""
+    """Kernels for EC2: check their options, convert them for registration as an AKI.
+
+    \b
+    Example:
+      imagekit kernel check /boot/config-$(uname -r) --target hvm
+    """
 
 
 @command.command("check")
@@ -29,7 +34,13 @@ def command() -> None:
               help="Whether an initrd is used (modules are fine only with one). Default: unknown.")
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 def check(source: str, target: str, fs: str, initrd: bool | None, json_output: bool) -> None:
-    """Report each kernel option TARGET needs as present, module or missing. Exit 1 on an error."""
+    """Report each kernel option TARGET needs as present, module or missing. Exit 1 on an error.
+
+    \b
+    Example:
+      imagekit kernel check /boot/config-6.1.0-18-amd64 --target pv
+      imagekit kernel check /boot/vmlinuz-6.1.0-18-amd64 --target nitro --initrd
+    """
     from imagekit.kernel.config import check_config, load_config
 
     progress = Progress.for_cli(json_output)
@@ -37,17 +48,19 @@ def check(source: str, target: str, fs: str, initrd: bool | None, json_output: b
         config = load_config(source)
         results = check_config(config, target, fs=fs, initrd=initrd)
     errors = [r for r in results if not r.ok and r.severity == "error"]
+    verdict = verdict_of(len(errors), sum(not r.ok and r.severity != "error" for r in results))
     if json_output:
         doc = {
             "source": config.source,
             "target": target,
             "fs": fs,
             "ok": not errors,
+            "verdict": verdict,
             "kernel": None if config.elf is None else {
                 "arch": config.elf.arch, "bits": config.elf.bits, "xen_pv": config.elf.xen_pv},
             "options": [asdict(r) for r in results],
         }
-        click.echo(json.dumps(doc, indent=2))
+        echo_json("kernel-check", doc)
     else:
         click.echo(f"config: {config.source}")
         if config.elf is not None:
@@ -55,9 +68,10 @@ def check(source: str, target: str, fs: str, initrd: bool | None, json_output: b
             click.echo(f"kernel: {config.elf.arch} ELF{config.elf.bits}, {pv} the Xen PV entry note")
         click.echo(f"{'OPTION':<34} {'STATUS':<8} {'NEED':<19} {'RESULT':<7} WHY")
         for r in results:
-            verdict = "ok" if r.ok else r.severity
             why = f"{r.why} ({r.note})" if r.note else r.why
-            click.echo(f"CONFIG_{r.option:<27} {r.status:<8} {r.need:<19} {verdict:<7} {why}")
+            result = "ok" if r.ok else r.severity
+            click.echo(f"CONFIG_{r.option:<27} {r.status:<8} {r.need:<19} {result:<7} {why}")
+        click.echo(f"verdict: {verdict}")
     if errors:
         names = ", ".join(f"CONFIG_{r.option}" for r in errors)
         raise ImagekitError(f"{source}: not ready for {target}: {names}")
@@ -80,16 +94,27 @@ def output_errors_reported(output: str) -> Iterator[None]:
 @command.command("aki")
 @click.argument("bzimage", metavar="BZIMAGE")
 @click.option("-o", "--output", required=True, help="Where to write the gzipped vmlinux.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
-def aki(bzimage: str, output: str, json_output: bool) -> None:
-    """Turn BZIMAGE into a gzipped ELF vmlinux, the form a kernel registered as an AKI must have."""
+def aki(bzimage: str, output: str, force: bool, json_output: bool) -> None:
+    """Turn BZIMAGE into a gzipped ELF vmlinux, the form a kernel registered as an AKI must have.
+
+    \b
+    Example:
+      imagekit kernel aki /boot/vmlinuz-6.1.0-18-amd64 -o vmlinux-6.1.0-18.gz
+    """
+    from pathlib import Path
+
+    from imagekit.cli.common import check_output
     from imagekit.kernel.bzimage import convert_to_aki
+
+    check_output(Path(output), force)
 
     progress = Progress.for_cli(json_output)
     with progress.stage("kernel aki", bzimage), output_errors_reported(output):
         result = convert_to_aki(bzimage, output)
     if json_output:
-        click.echo(json.dumps(asdict(result), indent=2))
+        echo_json("kernel-aki", asdict(result))
         return
     if not result.xen_pv:
         progress.warn(f"{bzimage}: the vmlinux has no Xen PV entry note: it will not boot as a PV AKI")

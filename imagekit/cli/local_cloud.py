@@ -7,7 +7,6 @@ A port that cannot be bound is exit 2 at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -30,9 +29,16 @@ import click
 @click.option("--log-requests", is_flag=True, help="Log every request on stderr.")
 @click.option("--json", "json_output", is_flag=True, help='Print {"endpoint_url", "host", "port"} as JSON.')
 def command(host: str, port: int, import_seconds: float, log_requests: bool, json_output: bool) -> None:
-    """Serve S3, EBS direct, IAM and EC2 (with ImportSnapshot and a faithful RegisterImage) on HOST:PORT."""
+    """Serve S3, EBS direct, IAM and EC2 (with ImportSnapshot and a faithful RegisterImage) on HOST:PORT.
+
+    \b
+    Example:
+      imagekit local-cloud --port 5000 &
+      imagekit publish out/debian-12-pvgrub-hd0.img --name demo-1 --endpoint-url http://127.0.0.1:5000
+    """
     import os
 
+    from imagekit.cli.common import echo_json
     from imagekit.optional import require
 
     require("moto.server", needed_by="imagekit local-cloud")
@@ -43,7 +49,8 @@ def command(host: str, port: int, import_seconds: float, log_requests: bool, jso
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with serve(host, port, log_requests=log_requests) as cloud:
         if json_output:
-            click.echo(json.dumps({"endpoint_url": cloud.endpoint_url, "host": cloud.host, "port": cloud.port}))
+            echo_json("local-cloud", {"endpoint_url": cloud.endpoint_url, "host": cloud.host, "port": cloud.port},
+                      indent=None)  # one line: a script reads it while the server runs
         else:
             click.echo(cloud.endpoint_url)
         sys.stdout.flush()

@@ -6,12 +6,12 @@ stdout: the AMI id of each region (`region image-id`), or --json; progress on st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from imagekit.cli.common import arch_choice, layout_choice
 from imagekit.errors import ImagekitError, UsageError
 
 
@@ -39,7 +39,7 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("publish")
-@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="AMI name (3-128 chars); publishing the same name again is a no-op.")
 @click.option("--description", default="", help="AMI description.")
 @click.option("--region", help="Region to upload to and register in (default: env AWS_REGION, then "
@@ -62,8 +62,8 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Build manifest (default IMAGE.manifest.json; without one the image is inspected).",
 )
-@click.option("--arch", help="Architecture when there is no manifest (default x86_64).")
-@click.option("--layout", help="hd0, hd00, mbr-bios, gpt-uefi or gpt-hybrid when there is no manifest.")
+@click.option("--arch", type=arch_choice(), help="Architecture when there is no manifest (default x86_64).")
+@click.option("--layout", type=layout_choice(), help="The image's layout when there is no manifest.")
 @click.option("--virtualization", type=click.Choice(["paravirtual", "hvm"]), help="Override the manifest's.")
 @click.option(
     "--kernel-id",
@@ -92,7 +92,9 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
     "--record",
     "record_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Publish record to update (env IMAGEKIT_PUBLISHED; default ~/.local/share/imagekit/published.json).",
+    envvar="IMAGEKIT_PUBLISHED",
+    show_envvar=True,
+    help="Publish record to update (default ~/.local/share/imagekit/published.json).",
 )
 @click.option(
     "--lint/--no-lint",
@@ -104,10 +106,18 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; send none.")
 @click.option("--json", "json_output", is_flag=True, help="Print the publish record as JSON.")
 def command(image: Path, **opts: Any) -> None:
-    """Publish IMAGE as an AMI (EBS direct or S3 + ImportSnapshot), idempotently, in every region asked for."""
+    """Publish IMAGE as an AMI (EBS direct or S3 + ImportSnapshot), idempotently, in every region asked for.
+
+    \b
+    Example:
+      imagekit publish out/debian-12-pvgrub-hd0.img --name debian-12-2026-12-01 --region us-east-1
+      imagekit publish out/debian-12-pvgrub-hd0.img --name debian-12-2026-12-01 --dry-run --json
+    """
+    from imagekit.appliance import check_image_file
     from imagekit.progress import Progress
     from imagekit.publish.awserrors import aws_errors_reported
 
+    check_image_file(image, "IMAGE")  # before any AWS call, lint or upload
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
     with aws_errors_reported():
         run_publish(image, opts, progress)
@@ -128,8 +138,14 @@ def run_publish(image: Path, opts: dict[str, Any], progress: Any) -> None:
     result = publish(clients, request, progress)
     record = to_record(request, result)
     if opts["dry_run"]:
-        from imagekit.publish.aws import render_calls
+        from imagekit.publish.aws import calls_json, render_calls
 
+        if opts["json_output"]:
+            from imagekit.cli.common import echo_json
+
+            echo_json("publish-dry-run", {"settings": settings_line(config), "calls": calls_json(clients.calls)},
+                      default=str)
+            return
         for line in render_calls(clients.calls):
             click.echo(line)
         return
@@ -152,7 +168,9 @@ def settings_line(config: Any) -> str:
 
 def print_result(record: dict[str, Any], json_output: bool) -> None:
     if json_output:
-        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        from imagekit.cli.common import echo_json
+
+        echo_json("publish", record, sort_keys=True)
         return
     for region, entry in record["regions"].items():
         click.echo(f"{region}\t{entry['image_id']}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -15,16 +14,25 @@ import click
     "--record",
     "record_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Publish record (env IMAGEKIT_PUBLISHED; default ~/.local/share/imagekit/published.json).",
+    envvar="IMAGEKIT_PUBLISHED",
+    show_envvar=True,
+    help="Publish record (default ~/.local/share/imagekit/published.json).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print the matching records as JSON.")
 def command(name: str | None, region: str | None, record_path: Path | None, json_output: bool) -> None:
-    """List published AMIs: one line per region, `name region image-id snapshot-id published-at`."""
+    """List published AMIs: one line per region, `name region image-id snapshot-id published-at`.
+
+    \b
+    Example:
+      imagekit published --name 'debian-12-*' --region eu-west-1
+    """
     from imagekit.publish.record import default_store, query
 
     entries = query(record_path or default_store(), name, region)
     if json_output:
-        click.echo(json.dumps(entries, indent=2, sort_keys=True))
+        from imagekit.cli.common import echo_json
+
+        echo_json("published", {"records": entries}, sort_keys=True)
         return
     for entry in entries:
         for where, image in sorted(entry.get("regions", {}).items()):

@@ -6,18 +6,24 @@ notes on stderr. Over EC2's 16384-byte limit: exit 1, saying by how much.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
+from imagekit.cli.common import echo_json
 from imagekit.errors import UsageError
 
 
 @click.group("userdata")
 def command() -> None:
-    """EC2 user-data: render a template within EC2's 16 KB limit, or check a file."""
+    """EC2 user-data: render a template within EC2's 16 KB limit, or check a file.
+
+    \b
+    Example:
+      imagekit userdata render recipes/userdata/kumina-install.sh.j2 --var hostname=db1 \\
+        --var puppet_cert=@db1.pem --gzip -o ud.gz
+    """
 
 
 def _summary(name: str, ud: object, json_output: bool) -> None:
@@ -25,8 +31,8 @@ def _summary(name: str, ud: object, json_output: bool) -> None:
 
     assert isinstance(ud, UserData)
     if json_output:
-        click.echo(json.dumps({"file": name, "bytes": ud.size, "raw_bytes": ud.raw_size, "gzip": ud.gzipped,
-                               "kind": ud.kind, "limit": LIMIT, "spare": ud.spare}, indent=2))
+        echo_json("userdata", {"file": name, "bytes": ud.size, "raw_bytes": ud.raw_size, "gzip": ud.gzipped,
+                               "kind": ud.kind, "limit": LIMIT, "spare": ud.spare})
     else:
         click.echo(f"{name}: {ud.size} bytes ({ud.kind}), {ud.spare} to spare of {LIMIT}")
 
@@ -38,12 +44,18 @@ def _summary(name: str, ud: object, json_output: bool) -> None:
 @click.option("--gzip", "use_gzip", is_flag=True, help="gzip the output (it must still fit in 16384 bytes).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the user-data here (default: stdout).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--check", "check_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Only check FILE (size, kind, cloud-config YAML); render nothing.")
 @click.option("--json", "json_output", is_flag=True, help="Print a JSON summary (with -o or --check).")
-def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, output: Path | None,
+def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, output: Path | None, force: bool,
            check_file: Path | None, json_output: bool) -> None:
-    """Render TEMPLATE (jinja2: a shell script or #cloud-config) into EC2 user-data."""
+    """Render TEMPLATE (jinja2: a shell script or #cloud-config) into EC2 user-data.
+
+    \b
+    Example:
+      imagekit userdata render boot.sh.j2 --var greeting=hello --gzip -o ud.gz
+    """
     from imagekit.userdata import check_cloud_config, check_data, encode, parse_vars, render_template, write_atomic
 
     if check_file is not None:
@@ -57,6 +69,10 @@ def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, ou
         return
     if template is None:
         raise UsageError("give a TEMPLATE to render, or --check FILE")
+    if output is not None:
+        from imagekit.cli.common import check_output
+
+        check_output(output, force)
     text = render_template(template, parse_vars(variables))
     ud = encode(text, use_gzip=use_gzip, name=str(template))
     if ud.kind.endswith("cloud-config") or ud.kind == "gzip (cloud-config)":
@@ -79,6 +95,11 @@ def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, ou
 @click.option("--json", "json_output", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def check(ctx: click.Context, file: Path, json_output: bool) -> None:
-    """Check FILE as user-data (same as `render --check FILE`)."""
-    ctx.invoke(render, template=None, variables=(), use_gzip=False, output=None, check_file=file,
+    """Check FILE as user-data (same as `render --check FILE`).
+
+    \b
+    Example:
+      imagekit userdata check ud.gz --json
+    """
+    ctx.invoke(render, template=None, variables=(), use_gzip=False, output=None, force=False, check_file=file,
                json_output=json_output)

@@ -180,7 +180,7 @@ def load_config(path: str | os.PathLike[str]) -> KernelConfig:
     if not _is_kernel(data):
         text = data.decode(errors="replace")
         if not looks_like_config(text):
-            raise UsageError(f"{name}: neither a kernel config (no CONFIG_ lines) nor a kernel")
+            raise UsageError(f"{name} ({len(data)} bytes): neither a kernel config (no CONFIG_ lines) nor a kernel")
         return KernelConfig(parse_config(text), name)
     vmlinux = load_vmlinux(data, name)
     embedded = ikconfig(vmlinux.data)

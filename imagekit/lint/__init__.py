@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from imagekit.lint.system import (
     root_filesystem,
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
-from imagekit.progress import Progress
+from imagekit.progress import Progress, StageTimer
 
 __all__ = ["RULES", "Finding", "Severity", "default_target", "has_errors", "lint_image", "lint_view"]
 
@@ -100,8 +101,18 @@ def lint_image(
     tgt = chosen or _target(default_target(image))
     arch = arch or (manifest or {}).get("arch") or "x86_64"
     progress = progress or Progress("quiet")
-    with progress.stage("lint", f"{image.name} --target {tgt}"), open_view(image, disk) as view:
-        return lint_view(view, tgt, arch, manifest)
+    with progress.stage("lint", f"{image.name} --target {tgt}") as stage:
+        stage.phase("reading the image (libguestfs)")
+        with open_view(image, disk) as view:
+            stage.done = 0
+            token = _LINT_STAGE.set(stage)  # the live row counts the checks run
+            try:
+                return lint_view(view, tgt, arch, manifest)
+            finally:
+                _LINT_STAGE.reset(token)
+
+
+_LINT_STAGE: ContextVar[StageTimer | None] = ContextVar("lint_stage", default=None)
 
 
 def _rule(findings: list[Finding], check: Callable[..., Iterable[Finding]], *args: Any) -> None:
@@ -110,6 +121,9 @@ def _rule(findings: list[Finding], check: Callable[..., Iterable[Finding]], *arg
         findings += list(check(*args))
     except UnreadableFile as exc:
         findings.append(unreadable(exc))
+    if (timer := _LINT_STAGE.get()) is not None:
+        timer.done += 1
+        timer.count(timer.done, None, f"checks done (last: {check.__name__.removeprefix('check_')})")
 
 
 def _pv_boot(view: ImageView, findings: list[Finding]) -> tuple[BootMenu | None, list[KernelFiles]]:

@@ -210,6 +210,30 @@ def render_calls(calls: list[RecordedCall]) -> list[str]:
     return lines
 
 
+def calls_json(calls: list[RecordedCall]) -> list[dict[str, Any]]:
+    """The calls as JSON objects; consecutive block puts folded into one (`count`, `BlockIndex` ranges),
+    bytes given by their length."""
+    out: list[dict[str, Any]] = []
+    for call in calls:
+        last = out[-1] if out else None
+        if (call.operation == "put_snapshot_block" and last is not None and last["operation"] == call.operation
+                and last["params"]["SnapshotId"] == call.params["SnapshotId"]):
+            last["count"] += 1
+            last["_indexes"].append(call.params["BlockIndex"])
+            continue
+        params = {k: f"<{len(v)} bytes>" if isinstance(v, bytes | bytearray) else v for k, v in call.params.items()}
+        entry: dict[str, Any] = {"service": call.service, "region": call.region, "operation": call.operation,
+                                 "params": params}
+        if call.operation == "put_snapshot_block":
+            entry |= {"count": 1, "_indexes": [call.params["BlockIndex"]]}
+        out.append(entry)
+    for entry in out:
+        if "_indexes" in entry:
+            entry["params"] = {"SnapshotId": entry["params"]["SnapshotId"],
+                               "BlockIndex": ranges(sorted(entry.pop("_indexes")))}
+    return out
+
+
 def ranges(numbers: list[int]) -> str:
     out: list[str] = []
     for n in numbers:

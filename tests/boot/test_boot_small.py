@@ -41,6 +41,7 @@ def test_default_kernel_missing_boots_the_fallback_and_leaves_the_image_alone(sm
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["booted"] and report["reason"] == "booted" and report["loader"] == "pvgrub"
+    assert (report["schema"], report["verdict"]) == ("imagekit.boot/1", "pass")
     assert report["entry"] == {"title": "Debian cloud", "index": 1, "fallback": True}
     assert report["variant"] == "hd0" and report["probe"] == "init-hook"
     assert report["grub_errors"] == ["couldn't load file /boot/vmlinuz-missing"]

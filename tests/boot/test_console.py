@@ -119,3 +119,20 @@ def test_clean_and_context() -> None:
     assert clean("\x1b[1;1Hhello\r\x1b[0m") == "hello"
     w = watch(*[f"line {i}" for i in range(20)])
     assert context(w.lines, 10, before=2, after=1) == ["line 8", "line 9", "line 10", "line 11"]
+
+
+def test_phases_follow_the_boot_for_the_progress_display() -> None:
+    """Issue 15 item 8: the boot row shows firmware/GRUB, kernel, initrd, systemd, sentinel as they come."""
+    seen: list[str] = []
+    w = Watcher(on_phase=seen.append)
+    for i, line in enumerate([
+        "SeaBIOS (version 1.16.2-debian-1.16.2-1)", "Booting from Hard Disk...",
+        "  Booting `Debian GNU/Linux'", "[    0.000000] Linux version 6.1.0-56-cloud-amd64 (debian-kernel@...)",
+        "[    0.100000] Command line: root=/dev/xvda1 console=ttyS0", "Loading, please wait...",
+        "Begin: Loading essential drivers ... done.", "[    2.000000] systemd[1]: Detected virtualization kvm.",
+        "[  OK  ] Reached target multi-user.target", "IMAGEKIT-PROBE: state=running failed=",
+        "IMAGEKIT-PROBE: done",
+    ]):
+        w.feed(float(i), line)
+    assert seen == ["GRUB", "kernel", "initrd", "systemd", "sentinel"]
+    assert w.phase == "sentinel" and w.verdict(timed_out=False).booted

@@ -15,12 +15,14 @@ def test_check_config_ok(host_config):
     proc = imagekit("kernel", "check", str(host_config), "--target", "pv")
     assert proc.returncode == 0, proc.stderr
     assert "CONFIG_XEN_PV" in proc.stdout and "present" in proc.stdout
+    assert proc.stdout.splitlines()[-1] in ("verdict: pass", "verdict: warn")
 
 
 def test_check_json_and_failure(host_kernel):
     proc = imagekit("kernel", "check", str(host_kernel), "--target", "nitro", "--no-initrd", "--json")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
+    assert (doc["schema"], doc["verdict"]) == ("imagekit.kernel-check/1", "fail")
     assert doc["ok"] is False and doc["kernel"] == {"arch": "x86_64", "bits": 64, "xen_pv": True}
     ena = next(o for o in doc["options"] if o["option"] == "ENA_ETHERNET")
     assert (ena["status"], ena["ok"]) == ("module", False)

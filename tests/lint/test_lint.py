@@ -110,7 +110,7 @@ def test_broken_image_via_cli(broken_hd0):
     assert proc.returncode == 1, proc.stderr
     assert "lint error(s)" in proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["ok"] is False
+    assert doc["ok"] is False and (doc["schema"], doc["verdict"]) == ("imagekit.lint/1", "fail")
     found = {f["rule"] for f in doc["findings"]}
     expected = {
         "bootfs-ext4-64bit", "menulst-default", "menulst-fallback", "menulst-root", "menulst-kernel-missing",

@@ -55,9 +55,23 @@ def test_publish_then_query(
     assert listed.exit_code == 0, listed.output
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
     assert {(r[0], r[1]) for r in rows} == {(unique_name, "us-east-1"), (unique_name, "us-west-2")}
-    assert run("published", "--name", "nothing-*", "--json").stdout.strip() == "[]"
-    only_west = json.loads(run("published", "--region", "us-west-2", "--json").stdout)
+    assert json.loads(run("published", "--name", "nothing-*", "--json").stdout) == {
+        "schema": "imagekit.published/1", "records": []}
+    only_west = json.loads(run("published", "--region", "us-west-2", "--json").stdout)["records"]
     assert [e["name"] for e in only_west] == [unique_name]
+
+
+def test_dry_run_prints_json_with_a_schema(make_image: Callable[..., SparseImage], unique_name: str) -> None:
+    """Issue 15 item 9: --json holds for --dry-run too: the calls it would make, as JSON."""
+    image = make_image("pv")
+    result = run("publish", image.path, "--name", unique_name, "--dry-run", "--json", "--no-lint")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "imagekit.publish-dry-run/1"
+    operations = [c["operation"] for c in doc["calls"]]
+    assert "start_snapshot" in operations and "register_image" in operations
+    blocks = [c for c in doc["calls"] if c["operation"] == "put_snapshot_block"]
+    assert len(blocks) == 1 and blocks[0]["count"] == len(image.data_blocks)
 
 
 def test_dry_run_prints_every_call_and_sends_none(make_image: Callable[..., SparseImage], unique_name: str) -> None:
