@@ -20,25 +20,30 @@ from imagekit.progress import Progress
 @click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), default=None,
               help="How to read IMAGE: raw (what imagekit builds) or qcow2 (without a backing or data file). "
                    "Default: raw, and a file that starts with a qcow2 header is refused: say which it is.")
+@click.option("--reader", type=click.Choice(["auto", "native", "guestfs"]), default="auto", show_default=True,
+              help="How to read IMAGE: native (in this process, no appliance), guestfs (a libguestfs appliance), "
+                   "auto (native, and libguestfs for what it cannot open: LVM, qcow2...; said on stderr).")
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def command(image: str, target: str | None, arch: str | None, fmt: str | None, json_output: bool) -> None:
+def command(image: str, target: str | None, arch: str | None, fmt: str | None, reader: str,
+            json_output: bool) -> None:
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error."""
     from pathlib import Path
 
     from imagekit.appliance import disk_format
-    from imagekit.lint import Severity, default_target, has_errors, lint_image
+    from imagekit.lint import Severity, default_target, has_errors, lint_report
 
     path = Path(image)
     if path.is_file():
         disk_format(path, fmt)  # refused before anything else reads it
     target = target or default_target(path)
     progress = Progress.for_cli(json_output)
-    findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt)
+    report = lint_report(image, target=target, progress=progress, arch=arch, fmt=fmt, reader=reader)
+    findings = report.findings
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
     if json_output:
-        click.echo(json.dumps({"image": image, "target": target, "ok": not errors,
-                               "findings": [asdict(f) for f in findings]}, indent=2))
+        click.echo(json.dumps({"image": image, "target": target, "ok": not errors, "reader": report.reader,
+                               "reader_notes": report.notes, "findings": [asdict(f) for f in findings]}, indent=2))
     else:
         for f in findings:
             click.echo(f"{f.severity:<7} {f.rule:<28} {f.object}")
