@@ -167,9 +167,9 @@ def open_tree(fstype: str, fh: BinaryIO) -> Tree:
     return FatTree(fh) if fstype == "vfat" else ExtTree(fh)
 
 
-def resolve(tree: Tree, path: str, device: str) -> Node | None:
-    """The node at absolute `path` (symlinks followed, the last one too), None when a component is
-    missing or not a directory; a loop (over MAX_HOPS links) is UnreadableFile."""
+def resolve(tree: Tree, path: str, device: str, follow: bool = True) -> Node | None:
+    """The node at absolute `path` (symlinks followed, the last one too unless `follow` is False), None
+    when a component is missing or not a directory; a loop (over MAX_HOPS links) is UnreadableFile."""
     stack = [tree.root]
     pending = [p for p in path.split("/") if p][::-1]
     hops = 0
@@ -186,7 +186,7 @@ def resolve(tree: Tree, path: str, device: str) -> Node | None:
         child = tree.lookup(stack[-1], name)
         if child is None:
             return None
-        if child.kind == "link":
+        if child.kind == "link" and (pending or follow):
             hops += 1
             if hops > MAX_HOPS:
                 raise UnreadableFile(device, path, "Too many levels of symbolic links")
@@ -199,6 +199,12 @@ def resolve(tree: Tree, path: str, device: str) -> Node | None:
             continue
         stack.append(child)
     return stack[-1]
+
+
+def id_of(node: Node) -> int:
+    """A directory's identity within its filesystem: its inode number (ext), its first cluster (FAT)."""
+    handle = node.handle
+    return int(getattr(handle, "inum", None) or getattr(handle, "cluster", None) or id(handle))
 
 
 class Window:
@@ -243,10 +249,13 @@ def probe(image: Path, offset: int, size: int | None) -> dict[str, str]:
     return out
 
 
-def read_partitions(fh: BinaryIO, size: int) -> tuple[str | None, tuple[Partition, ...]]:
-    """("msdos" | "gpt" | None, the partitions) as parted (and so libguestfs) lists them."""
+def read_partitions(fh: BinaryIO, whole: dict[str, str]) -> tuple[str | None, tuple[Partition, ...]]:
+    """("msdos" | "gpt" | None, the partitions) as parted (and so libguestfs) lists them; `whole` is blkid's
+    probe of the whole disk: a filesystem there (a bare FAT has an MBR's 0x55AA too) means no table."""
     from dissect.volume.disk.schemes import GPT, MBR
 
+    if "TYPE" in whole or whole.get("PTTYPE") not in ("gpt", "dos", "PMBR"):
+        return None, ()
     fh.seek(0)
     try:
         gpt = GPT(fh)
@@ -284,8 +293,9 @@ class NativeView:
         self.image = image
         self.disk = DISK
         self.disk_size = os.fstat(fh.fileno()).st_size
+        self.whole = probe(image, 0, None)
         try:
-            self.parttype, self.partitions = read_partitions(fh, self.disk_size)
+            self.parttype, self.partitions = read_partitions(fh, self.whole)
         except RecursionError:
             raise NotNative("a partition table dissect cannot walk") from None
         self.filesystems = self._filesystems()
@@ -297,7 +307,7 @@ class NativeView:
                  [(p.device, p.start, p.size, p.number) for p in self.partitions])
         found = []
         for device, start, size, number in spans:
-            info = probe(self.image, start, size)
+            info = self.whole if size is None else probe(self.image, start, size)
             fstype = info.get("TYPE", "unknown")
             if fstype not in READABLE + INERT:
                 raise NotNative(f"{device} holds {fstype}, which the native reader does not read")
@@ -351,7 +361,7 @@ class NativeView:
             self._trees[device] = tree
         return self._trees[device]
 
-    def _node(self, device: str, path: str) -> tuple[Tree, Node] | None:
+    def _node(self, device: str, path: str, follow: bool = True) -> tuple[Tree, Node] | None:
         if not path.startswith("/"):
             raise UnreadableFile(device, path, "not an absolute path")
         if "\0" in path:
@@ -360,12 +370,50 @@ class NativeView:
         if tree is None:
             return None
         try:
-            node = resolve(tree, path, device)
+            node = resolve(tree, path, device, follow)
         except UnreadableFile:
             raise
         except Exception as exc:  # hostile bytes under a valid superblock
             raise UnreadableFile(device, path, f"cannot read it: {exc}") from None
         return None if node is None else (tree, node)
+
+    def kind(self, device: str, path: str) -> str | None:
+        """What is at `path` itself (a symlink is "link"): file, dir, link, other; None when nothing."""
+        found = self._node(device, path, follow=False)
+        return None if found is None else found[1].kind
+
+    def walk(self, device: str, top: str = "/") -> Iterator[tuple[str, Node]]:
+        """Every path under directory `top` (not `top` itself) and its node, symlinks not followed; a
+        directory met twice (a hostile hard link to an ancestor) is not entered again."""
+        found = self._node(device, top, follow=False)
+        if found is None or found[1].kind != "dir":
+            return
+        tree, start = found
+        seen: set[int] = set()
+        pending = [(top.rstrip("/"), start)]
+        while pending:
+            base, node = pending.pop()
+            if id_of(node) in seen:
+                continue
+            seen.add(id_of(node))
+            if node.size > MAX_DIR:
+                raise UnreadableFile(device, base or "/", f"a directory of {node.size} bytes")
+            try:
+                children = sorted(tree.children(node).items())
+            except Exception as exc:  # hostile bytes under a valid superblock
+                raise UnreadableFile(device, base or "/", f"cannot list it: {exc}") from None
+            for name, child in children:
+                path = f"{base}/{name}"
+                yield path, child
+                if child.kind == "dir":
+                    pending.append((path, child))
+
+    def copy_out(self, device: str, path: str, node: Node, out: BinaryIO) -> None:
+        """The bytes of `node` (a regular file met by walk) into `out`."""
+        tree = self._tree(device)
+        if tree is None:
+            raise UnreadableFile(device, path, "its filesystem cannot be read")
+        self._copy(device, path, tree, node, out)
 
     def exists(self, device: str, path: str) -> bool:
         found = self._node(device, path)
