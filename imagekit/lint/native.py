@@ -85,10 +85,14 @@ class Tree:
 
 
 class ExtTree(Tree):
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: Window) -> None:
         from dissect.extfs import ExtFS
 
         self.fs = ExtFS(fh)
+        sb = self.fs.sb
+        blocks = sb.s_blocks_count_lo + ((sb.s_blocks_count_hi << 32) if sb.s_feature_incompat & 0x80 else 0)
+        if blocks * self.fs.block_size > fh.size:  # as the kernel refuses to mount it ("bad geometry")
+            raise OSError(f"{blocks} blocks of {self.fs.block_size} bytes do not fit in {fh.size} bytes")
         self.root = self._node(self.fs.root)
 
     @staticmethod
@@ -109,7 +113,7 @@ class ExtTree(Tree):
 class FatTree(Tree):
     """FAT: no symlinks, names compared without case (as Linux' vfat looks them up)."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: Window) -> None:
         from dissect.fat import FATFS
 
         self.fs = FATFS(fh)
@@ -163,7 +167,7 @@ class FatTree(Tree):
         return handle
 
 
-def open_tree(fstype: str, fh: BinaryIO) -> Tree:
+def open_tree(fstype: str, fh: Window) -> Tree:
     return FatTree(fh) if fstype == "vfat" else ExtTree(fh)
 
 
@@ -355,7 +359,7 @@ class NativeView:
             tree = None
             if fs is not None and fs.type in READABLE:
                 try:
-                    tree = open_tree(fs.type, self._window(device))  # type: ignore[arg-type]
+                    tree = open_tree(fs.type, self._window(device))
                 except Exception:  # hostile bytes: dissect raises what they make it raise; not mountable
                     tree = None
             self._trees[device] = tree
