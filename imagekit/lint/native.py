@@ -153,7 +153,7 @@ class FatTree(Tree):
         for child in node.handle.iterdir():
             if child.is_volume_id() or child.name in (".", ".."):
                 continue
-            out[child.name] = self._node(child)
+            out[display_name(child)] = self._node(child)
         return out
 
     def lookup(self, node: Node, name: str) -> Node | None:
@@ -165,6 +165,18 @@ class FatTree(Tree):
         self._bound_chain(node.handle)
         handle: BinaryIO = node.handle.open()
         return handle
+
+
+def display_name(entry: Any) -> str:
+    """A FAT entry's name as Linux shows it: the long name, else the 8.3 name with the lower-case flags
+    (DIR_NTRes 0x08: the base, 0x10: the extension) that mtools and Windows set."""
+    if entry.ldirents:
+        return str(entry.name)
+    flags = int(entry.dirent.DIR_NTRes)
+    base, dot, ext = str(entry.short_name).partition(".")
+    base = base.lower() if flags & 0x08 else base
+    ext = ext.lower() if flags & 0x10 else ext
+    return base + dot + ext
 
 
 def open_tree(fstype: str, fh: Window) -> Tree:
