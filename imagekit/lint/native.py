@@ -18,6 +18,7 @@ import itertools
 import os
 import shutil
 import stat
+import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -265,6 +266,25 @@ def probe(image: Path, offset: int, size: int | None) -> dict[str, str]:
     return out
 
 
+MAX_GPT_ENTRIES = 256  # parted's tables have 128; dissect walks every entry the header claims
+
+
+def refuse_odd_tables(fh: BinaryIO) -> None:
+    """NotNative for what dissect would walk without bound or number unlike parted: extended MBR
+    partitions (a chain of EBRs, maybe a loop), a GPT header claiming more than MAX_GPT_ENTRIES entries."""
+    fh.seek(0)
+    head = fh.read(1024)
+    if len(head) < 1024:
+        return
+    types = {head[446 + 16 * i + 4] for i in range(4)}
+    if types & {0x05, 0x0F, 0x85}:
+        raise NotNative("an extended MBR partition")
+    if head[512:520] == b"EFI PART":
+        count, entry_size = struct.unpack_from("<II", head, 512 + 80)
+        if count > MAX_GPT_ENTRIES or entry_size < 128 or entry_size > 4096:
+            raise NotNative(f"a GPT of {count} entries of {entry_size} bytes")
+
+
 def read_partitions(fh: BinaryIO, whole: dict[str, str]) -> tuple[str | None, tuple[Partition, ...]]:
     """("msdos" | "gpt" | None, the partitions) as parted (and so libguestfs) lists them; `whole` is blkid's
     probe of the whole disk: a filesystem there (a bare FAT has an MBR's 0x55AA too) means no table."""
@@ -272,6 +292,7 @@ def read_partitions(fh: BinaryIO, whole: dict[str, str]) -> tuple[str | None, tu
 
     if "TYPE" in whole or whole.get("PTTYPE") not in ("gpt", "dos", "PMBR"):
         return None, ()
+    refuse_odd_tables(fh)
     fh.seek(0)
     try:
         gpt = GPT(fh)

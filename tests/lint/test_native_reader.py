@@ -85,3 +85,25 @@ def test_reader_native_refuses_what_it_cannot_open(tmp_path: Path) -> None:
     assert "--reader native cannot read it: a qcow2 image" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(UsageError, match="--reader"), open_view(image, reader="fast"):
         pass
+
+
+def test_odd_partition_tables_are_left_to_libguestfs(tmp_path: Path) -> None:
+    """An extended MBR partition (an EBR chain dissect would follow, maybe in a loop) and a GPT header
+    claiming 2**32-1 entries (dissect would walk them all) are NotNative: auto reads them through libguestfs."""
+    from imagekit.lint.native import NotNative
+
+    dos = tmp_path / "dos.img"
+    with open(dos, "wb") as f:
+        f.truncate(8 * MiB)
+    subprocess.run(["sfdisk", "-q", dos], input=b"label: dos\nsize=4MiB, type=5\n", check=True)
+    with pytest.raises(NotNative, match="extended"):
+        open_native(dos)
+    gpt = tmp_path / "gpt.img"
+    with open(gpt, "wb") as f:
+        f.truncate(8 * MiB)
+    subprocess.run(["sfdisk", "-q", gpt], input=b"label: gpt\nsize=4MiB\n", check=True)
+    with open(gpt, "r+b") as f:
+        f.seek(512 + 80)
+        f.write(struct.pack("<I", 2**32 - 1))
+    with pytest.raises(NotNative, match="GPT of 4294967295 entries"):
+        open_native(gpt)
