@@ -1,6 +1,7 @@
 """What differs between two images (or two build manifests): packages, files, boot configuration.
 
-Images are opened read-only in one libguestfs appliance (both disks attached): every file's sha256
+Images are read in this process (diff_native.py, reader "native") or opened read-only in one libguestfs
+appliance (reader "guestfs", both disks attached; "auto", the default: native, else libguestfs): every file's sha256
 and every path, then the boot configuration (menu.lst, fstab, kernel command line) as the image holds
 it. Packages come from the build manifests when both have them, else from each image's dpkg database.
 Two manifests compare without opening anything (packages and boot configuration only).
@@ -169,8 +170,10 @@ def _sizes(g: Any, at: str, paths: list[str]) -> dict[str, int]:
     return out
 
 
-def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None) -> tuple[Side, Side]:
-    """Both sides; `fmt` (raw or qcow2, None: raw) is how both images are opened (appliance.disk_format)."""
+def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
+               reader: str = "auto") -> tuple[Side, Side]:
+    """Both sides; `fmt` (raw or qcow2, None: raw) is how both images are opened (appliance.disk_format);
+    `reader` auto, native or guestfs (lint/view.py)."""
     for p in (a, b):
         if not p.is_file():
             raise UsageError(f"{p}: no such image or manifest")
@@ -182,28 +185,47 @@ def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None) -> 
 
     formats = [disk_format(p, fmt) for p in (a, b)]
     manifests = [read_manifest(p) for p in (a, b)]
+    if reader != "guestfs":
+        from imagekit.diff_native import read_sides_native
+        from imagekit.lint.native import NotNative
+
+        try:
+            sides: tuple[Side, Side] = read_sides_native((a, b), manifests, progress) if fmt in (None, "raw") \
+                else _not_native(f"a {fmt} image")
+            return sides
+        except NotNative as exc:
+            if reader == "native":
+                raise UsageError(f"diff: --reader native cannot read the images: {exc.reason}",
+                                 hint="use --reader guestfs (or auto)") from None
+            progress.warn(f"diff: {exc.reason}: reading the images through libguestfs instead")
     g = guestfs_handle()
     try:
         for p, kind in zip((a, b), formats, strict=True):
             g.add_drive_opts(os.fspath(p), readonly=True, format=str(kind))
         with progress.stage("diff", "launch libguestfs"):
             g.launch()
-        sides = []
+        read: list[Side] = []
         with tempfile.TemporaryDirectory(prefix="imagekit-diff-") as tmp:
             for disk, at, path, manifest in (("/dev/sda", "/a", a, manifests[0]), ("/dev/sdb", "/b", b, manifests[1])):
                 with progress.stage("diff", f"read {path.name}"):
                     g.mkmountpoint(at)
                     _mount_image(g, disk, at, path)
-                    sides.append(_read_image(g, at, manifest, Path(tmp)))
-        changed = _file_changes(sides[0], sides[1])
-        sides[0].sizes = _sizes(g, "/a", [c.name for c in changed if c.change != "added"])
-        sides[1].sizes = _sizes(g, "/b", [c.name for c in changed if c.change != "removed"])
-        return sides[0], sides[1]
+                    read.append(_read_image(g, at, manifest, Path(tmp)))
+        changed = _file_changes(read[0], read[1])
+        read[0].sizes = _sizes(g, "/a", [c.name for c in changed if c.change != "added"])
+        read[1].sizes = _sizes(g, "/b", [c.name for c in changed if c.change != "removed"])
+        return read[0], read[1]
     except RuntimeError as exc:
         raise ImagekitError(f"diff: libguestfs: {exc}") from None
     finally:
         g.shutdown()
         g.close()
+
+
+def _not_native(reason: str) -> tuple[Side, Side]:
+    from imagekit.lint.native import NotNative
+
+    raise NotNative(reason)
 
 
 def _file_changes(a: Side, b: Side) -> list[Change]:
@@ -232,6 +254,6 @@ def compare(a: Side, b: Side) -> list[Change]:
     return changes
 
 
-def diff(a: Path, b: Path, progress: Progress, fmt: str | None = None) -> list[Change]:
-    side_a, side_b = read_sides(a, b, progress, fmt)
+def diff(a: Path, b: Path, progress: Progress, fmt: str | None = None, reader: str = "auto") -> list[Change]:
+    side_a, side_b = read_sides(a, b, progress, fmt, reader)
     return compare(side_a, side_b)

@@ -49,6 +49,30 @@ def test_diff_names_the_changed_file(small_recipe: Callable[..., Path], tmp_path
     assert text == "~ file /etc/motd 4 B -> 12 B\n"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["hd0", "hd00"])
+def test_diff_readers_agree(small_recipe: Callable[..., Path], tmp_path: Path, layout: str) -> None:
+    """The native reader and libguestfs see the same changes: files added, removed and changed (with
+    sizes), a symlink retargeted, the boot configuration."""
+    (tmp_path / "motd").write_text("one\n")
+    (tmp_path / "extra").write_text("only in b\n")
+    common = '[[files]]\nsrc = "motd"\ndest = "/etc/motd"\n'
+    a = small_recipe("a", layout=layout, extra=common)
+    b = small_recipe("b", layout=layout, extra=common + '[[files]]\nsrc = "extra"\ndest = "/etc/extra"\n')
+    run_imagekit("build", a, "-o", tmp_path / "a.img", "--no-lint", env=EPOCH, check=True)
+    (tmp_path / "motd").write_text("two, longer\n")
+    run_imagekit("build", b, "-o", tmp_path / "b.img", "--no-lint", env=EPOCH, check=True)
+
+    by_reader = {}
+    for reader in ("native", "guestfs"):
+        proc = run_imagekit("diff", tmp_path / "a.img", tmp_path / "b.img", "--json", "--reader", reader)
+        assert proc.returncode == 1, proc.stderr
+        by_reader[reader] = json.loads(proc.stdout)
+    assert by_reader["native"] == by_reader["guestfs"]
+    names = {(c["change"], c["name"]) for c in by_reader["native"]}
+    assert {("changed", "/etc/motd"), ("added", "/etc/extra")} <= names, names
+
+
 def test_diff_manifests_packages_and_boot(tmp_path: Path) -> None:
     base = {"packages": [{"name": "bash", "version": "5.2-1"}, {"name": "vim", "version": "9.0"}],
             "menu_lst": {"text": "default 0\n"}, "cmdline": "root=LABEL=root ro"}

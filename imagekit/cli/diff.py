@@ -15,8 +15,11 @@ import click
 @click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), default=None,
               help="How to read images A and B: raw (what imagekit builds) or qcow2 (without a backing or data "
                    "file). Default: raw, and a file that starts with a qcow2 header is refused: say which it is.")
+@click.option("--reader", type=click.Choice(["auto", "native", "guestfs"]), default="auto", show_default=True,
+              help="How to read images: native (in this process, no appliance), guestfs (a libguestfs appliance), "
+                   "auto (native, and libguestfs for what it cannot open: LVM, qcow2...; said on stderr).")
 @click.option("--json", "json_output", is_flag=True, help="Print the changes as JSON.")
-def command(a: Path, b: Path, fmt: str | None, json_output: bool) -> None:
+def command(a: Path, b: Path, fmt: str | None, reader: str, json_output: bool) -> None:
     """Packages added, removed and changed (with versions), files changed (with sizes) and boot
     configuration (menu.lst, fstab, kernel command line) between images A and B, or manifests A and B.
     Exit 0 when they are the same, 1 when they differ.
@@ -35,7 +38,7 @@ def command(a: Path, b: Path, fmt: str | None, json_output: bool) -> None:
     from imagekit.diff import diff
     from imagekit.progress import Progress
 
-    changes = diff(a, b, Progress.for_cli(json_output), fmt)
+    changes = diff(a, b, Progress.for_cli(json_output), fmt, reader)
     if json_output:
         echo_json("diff", {"a": str(a), "b": str(b), "same": not changes,
                            "changes": [dataclasses.asdict(c) for c in changes]})

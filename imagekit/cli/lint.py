@@ -20,8 +20,12 @@ from imagekit.progress import Progress
 @click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), default=None,
               help="How to read IMAGE: raw (what imagekit builds) or qcow2 (without a backing or data file). "
                    "Default: raw, and a file that starts with a qcow2 header is refused: say which it is.")
+@click.option("--reader", type=click.Choice(["auto", "native", "guestfs"]), default="auto", show_default=True,
+              help="How to read IMAGE: native (in this process, no appliance), guestfs (a libguestfs appliance), "
+                   "auto (native, and libguestfs for what it cannot open: LVM, qcow2...; said on stderr).")
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def command(image: str, target: str | None, arch: str | None, fmt: str | None, json_output: bool) -> None:
+def command(image: str, target: str | None, arch: str | None, fmt: str | None, reader: str,
+            json_output: bool) -> None:
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error.
 
     \b
@@ -36,17 +40,19 @@ def command(image: str, target: str | None, arch: str | None, fmt: str | None, j
     path = Path(image)
     check_image_file(path, "IMAGE", fmt)  # refused before anything else is loaded or reads it
     disk_format(path, fmt)
-    from imagekit.lint import Severity, default_target, has_errors, lint_image
+    from imagekit.lint import Severity, default_target, has_errors, lint_report
 
     target = target or default_target(path)
     progress = Progress.for_cli(json_output)
-    findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt)
+    report = lint_report(image, target=target, progress=progress, arch=arch, fmt=fmt, reader=reader)
+    findings = report.findings
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
     verdict = verdict_of(errors, warnings)
     if json_output:
         echo_json("lint", {"image": image, "target": target, "ok": not errors, "verdict": verdict,
-                               "findings": [asdict(f) for f in findings]})
+                           "reader": report.reader, "reader_notes": report.notes,
+                           "findings": [asdict(f) for f in findings]})
     else:
         for f in findings:
             click.echo(f"{f.severity:<7} {f.rule:<28} {f.object}")

@@ -4,7 +4,9 @@
     findings = lint_image("out/img.raw", target="pv")
 
 Works on any image (raw, or a self-contained qcow2 when asked for with fmt="qcow2"), not only
-imagekit's: one read-only libguestfs launch, the facts read from the image itself; a build manifest
+imagekit's: read in this process (reader "native", lint/native.py) or through one read-only libguestfs
+launch (reader "guestfs"; "auto", the default, is native with libguestfs for what it cannot open, see
+lint/view.py), the facts read from the image itself; a build manifest
 beside the image, if there is one, only supplies the architecture and the boot mode (a manifest that
 does not validate is a UsageError naming it). Each Finding has a stable rule id (RULES). The image is
 hostile input: a file a rule cannot read (a symlink loop, a relative path, a huge file) is a finding,
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,8 @@ from imagekit.lint.system import (
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
 from imagekit.progress import Progress, StageTimer
 
-__all__ = ["RULES", "Finding", "Severity", "default_target", "has_errors", "lint_image", "lint_view"]
+__all__ = ["RULES", "Finding", "LintReport", "Severity", "default_target", "has_errors", "lint_image", "lint_report",
+           "lint_view"]
 
 MAX_KERNELS = 3  # kernels judged per image (each one is read out of the appliance)
 
@@ -83,13 +87,28 @@ def default_target(image: Path) -> str:
     return "pv"
 
 
+@dataclass
+class LintReport:
+    findings: list[Finding]
+    reader: str  # "native" or "guestfs": which reader read the image
+    notes: list[str] = field(default_factory=list)  # why auto fell back to libguestfs, if it did
+
+
 def lint_image(
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
-    arch: str | None = None, fmt: str | None = None,
+    arch: str | None = None, fmt: str | None = None, reader: str = "auto",
 ) -> list[Finding]:
     """Every finding for the image at `path` on `target` (pv, hvm or nitro; default: `default_target`).
-    `fmt` is raw or qcow2 (None: raw, and a file with a qcow2 header is refused; appliance.disk_format).
-    Never writes to it."""
+    `fmt` is raw or qcow2 (None: raw, and a file with a qcow2 header is refused; appliance.disk_format);
+    `reader` is auto, native or guestfs (lint/view.py). Never writes to it."""
+    return lint_report(path, target, progress, arch, fmt, reader).findings
+
+
+def lint_report(
+    path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
+    arch: str | None = None, fmt: str | None = None, reader: str = "auto",
+) -> LintReport:
+    """`lint_image`, and which reader read the image (and why auto fell back, when it did)."""
     from imagekit.appliance import disk_format
 
     image = Path(path)
@@ -101,13 +120,20 @@ def lint_image(
     tgt = chosen or _target(default_target(image))
     arch = arch or (manifest or {}).get("arch") or "x86_64"
     progress = progress or Progress("quiet")
+    notes: list[str] = []
+
+    def fell_back(note: str) -> None:
+        notes.append(note)
+        progress.warn(f"lint: {note}")
+
     with progress.stage("lint", f"{image.name} --target {tgt}") as stage:
-        stage.phase("reading the image (libguestfs)")
-        with open_view(image, disk) as view:
+        stage.phase("reading the image")
+        with open_view(image, disk, reader, fell_back) as view:
+            stage.phase(f"reading the image ({view.reader})")
             stage.done = 0
             token = _LINT_STAGE.set(stage)  # the live row counts the checks run
             try:
-                return lint_view(view, tgt, arch, manifest)
+                return LintReport(lint_view(view, tgt, arch, manifest), view.reader, notes)
             finally:
                 _LINT_STAGE.reset(token)
 

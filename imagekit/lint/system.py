@@ -44,11 +44,7 @@ def _by_partuuid(view: ImageView, value: str) -> Filesystem | None:
                 return view.filesystem_on_partition(p.number)
         return None
     for p in view.partitions:
-        try:
-            guid = str(view.g.part_get_gpt_guid(view.disk, p.number)).lower()
-        except RuntimeError:
-            continue
-        if guid == value:
+        if p.guid == value:
             return view.filesystem_on_partition(p.number)
     return None
 

@@ -1,6 +1,10 @@
-"""A read-only view of any disk image through libguestfs: one appliance launch per lint.
+"""A read-only view of any disk image: the `ImageView` protocol and its libguestfs implementation.
 
-The drive is added read-only (libguestfs puts a throw-away overlay in front of it) and every
+`open_view` picks the reader: `native` (imagekit/lint/native.py: the image read in this process, no
+appliance), `guestfs` (one libguestfs appliance launch per lint), or `auto` (native, and libguestfs for
+what the native reader cannot open: LVM, qcow2, a filesystem type it has no reader for; said on stderr).
+
+Through libguestfs, the drive is added read-only (libguestfs puts a throw-away overlay in front of it) and every
 filesystem is mounted read-only, one at a time, only when a rule asks for a file on it. The view
 answers in the terms of PV-GRUB and EC2: the partition table, the filesystems (type, label,
 UUID), whether a path exists on a given filesystem, file contents.
@@ -15,11 +19,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from imagekit.errors import ImagekitError, UsageError
 
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
 # menu.lst, grub.cfg, fstab, a kernel's config-VERSION (~250 KiB), dpkg's status: text files of kilobytes
 # to a few MiB. libguestfs' read_file stops near 4 MiB (its message size) anyway.
 MAX_TEXT = 2 * 1024 * 1024
+
+Reader = Literal["auto", "native", "guestfs"]
+READERS: tuple[str, ...] = ("auto", "native", "guestfs")
 
 
 class UnreadableFile(Exception):
@@ -47,6 +54,7 @@ class Partition:
     size: int
     mbr_id: int | None  # MBR partition type byte (None on GPT)
     gpt_type: str | None  # GPT partition type GUID (None on MBR)
+    guid: str | None = None  # GPT unique partition GUID, lower case (None on MBR)
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,36 @@ class Filesystem:
     lvm: bool
 
 
-class ImageView:
+class ImageView(Protocol):
+    """What the lint rules (and diff) ask of an image; devices are named as libguestfs names them
+    (/dev/sda, /dev/sda1), whichever reader answers."""
+
+    image: Path
+    reader: str  # "native" or "guestfs": which reader answers
+    disk: str
+    parttype: str | None  # "msdos", "gpt", or None (no partition table)
+    partitions: tuple[Partition, ...]
+    filesystems: tuple[Filesystem, ...]
+    lvm_pvs: tuple[str, ...]
+
+    def filesystem(self, device: str) -> Filesystem | None: ...
+    def filesystem_on_partition(self, number: int | None) -> Filesystem | None: ...
+    def disk_bytes(self, offset: int, count: int) -> bytes: ...
+    def ext_features(self, device: str) -> set[str]: ...
+    def exists(self, device: str, path: str) -> bool: ...
+    def is_dir(self, device: str, path: str) -> bool: ...
+    def size(self, device: str, path: str) -> int | None: ...
+    def read(self, device: str, path: str, limit: int = MAX_TEXT) -> bytes | None: ...
+    def read_text(self, device: str, path: str, limit: int = MAX_TEXT) -> str | None: ...
+    def ls(self, device: str, path: str) -> list[str]: ...
+    def fetched(self, device: str, path: str, limit: int) -> AbstractContextManager[Path | None]: ...
+    def fetch(self, device: str, path: str, limit: int) -> bytes | None: ...
+
+
+class GuestfsView:
     """Facts about one image, read through an open libguestfs handle."""
+
+    reader = "guestfs"
 
     def __init__(self, g: Any, image: Path) -> None:
         self.g = g
@@ -87,13 +123,14 @@ class ImageView:
         parts = []
         for p in self.g.part_list(self.disk):
             n = int(p["part_num"])
-            mbr_id = gpt_type = None
+            mbr_id = gpt_type = guid = None
             if self.parttype == "msdos":
                 mbr_id = int(self.g.part_get_mbr_id(self.disk, n))
             elif self.parttype == "gpt":
                 gpt_type = str(self.g.part_get_gpt_type(self.disk, n)).upper()
+                guid = self._safe(self.g.part_get_gpt_guid, self.disk, n).lower() or None
             parts.append(Partition(n, f"{self.disk}{n}", int(p["part_start"]), int(p["part_size"]),
-                                   mbr_id, gpt_type))
+                                   mbr_id, gpt_type, guid))
         return tuple(parts)
 
     def _has_lvm(self) -> bool:
@@ -226,14 +263,41 @@ class ImageView:
 
 
 @contextmanager
-def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None) -> Iterator[ImageView]:
-    """Launch libguestfs on `image`, read-only, as `fmt` (raw unless given: `appliance.disk_format`
-    decides and checks it), and close it (shutdown, then close) on the way out."""
-    from imagekit.appliance import DiskFormat, guestfs_handle
+def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None, reader: str = "auto",
+              warn: Callable[[str], None] | None = None) -> Iterator[ImageView]:
+    """A view of `image` (read-only, as `fmt`: raw unless given, `appliance.disk_format` decides and
+    checks it) through `reader`: native, guestfs, or auto (native, else libguestfs, and `warn` says why)."""
+    from imagekit.lint.native import NotNative, open_native
 
     path = Path(image)
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
+    if reader not in READERS:
+        raise UsageError(f"--reader: {reader!r} is not one of {', '.join(READERS)}")
+    if reader == "guestfs":
+        with open_guestfs_view(path, fmt) as view:
+            yield view
+        return
+    try:
+        native = open_native(path, fmt)
+    except NotNative as exc:
+        if reader == "native":
+            raise UsageError(f"{path}: --reader native cannot read it: {exc.reason}",
+                             hint="use --reader guestfs (or auto)") from None
+        if warn is not None:
+            warn(f"{path.name}: {exc.reason}: reading it through libguestfs instead")
+        with open_guestfs_view(path, fmt) as view:
+            yield view
+        return
+    with native as view:
+        yield view
+
+
+@contextmanager
+def open_guestfs_view(path: Path, fmt: DiskFormat | None = None) -> Iterator[ImageView]:
+    """Launch libguestfs on `path`, read-only, as `fmt`, and close it (shutdown, then close) on the way out."""
+    from imagekit.appliance import DiskFormat, guestfs_handle
+
     g = guestfs_handle()
     try:
         g.add_drive_opts(os.fspath(path), readonly=True, format=str(fmt or DiskFormat.RAW))
@@ -241,7 +305,7 @@ def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None) -> I
             g.launch()
         except RuntimeError as exc:
             raise ImagekitError(f"{path}: libguestfs could not open the image: {exc}") from None
-        view = ImageView(g, path)
+        view = GuestfsView(g, path)
         yield view
     except RuntimeError as exc:
         raise ImagekitError(f"{path}: libguestfs failed while reading the image: {exc}") from None

@@ -1,4 +1,5 @@
-"""lint on real images, each broken on purpose; one libguestfs launch per image (module fixtures)."""
+"""lint on real images, each broken on purpose; each image built once (module fixtures) and linted with the
+default reader (native); test_readers_agree lints each one through both readers."""
 
 import hashlib
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from image_factory import MiB, boot_tree, lvm_image, mkext, mkvfat, partitioned, sh
+from parity import assert_readers_agree
 
 from imagekit.kernel.config import Target
 from imagekit.lint import RULES, Severity, has_errors, lint_image
@@ -17,6 +19,7 @@ from imagekit.lint.kernel import check_cmdline
 pytestmark = pytest.mark.slow
 
 ROOT_UUID = "0e2c5a3c-1d2b-4c4e-9a55-3f1d2c3b4a5e"
+IMAGES: dict[str, Path] = {}  # fixture name -> the image it built (test_readers_agree)
 
 
 def menu(version: str, *, root: str = "(hd0)", prefix: str = "/boot", args: str = "root=LABEL=root ro "
@@ -57,6 +60,7 @@ def good_hd0(tmp_path_factory, host_kernel):
     image = tmp / "good.img"
     mkext(image, tree, 96 * MiB)
     before = sha256(image)
+    IMAGES["good_hd0"] = image
     return image, before, lint_image(image, target="pv")
 
 
@@ -102,6 +106,7 @@ def broken_hd0(tmp_path_factory, host_kernel):
     mkext(image, tree, 96 * MiB, features="64bit")
     proc = subprocess.run([sys.executable, "-m", "imagekit", "lint", str(image), "--json"],
                           capture_output=True, text=True)
+    IMAGES["broken_hd0"] = image
     return proc, version
 
 
@@ -146,6 +151,7 @@ def hd00_bootpart(tmp_path_factory, host_kernel):
     mkext(tmp / "root.fs", root, 32 * MiB, uuid=ROOT_UUID)
     image = tmp / "hd00.img"
     partitioned(image, "dos", [(tmp / "boot.fs", "83"), (tmp / "root.fs", "83")])
+    IMAGES["hd00_bootpart"] = image
     return lint_image(image, target="pv")
 
 
@@ -174,6 +180,7 @@ def gpt_swap_first(tmp_path_factory, host_kernel):
     sh("mkswap", "-q", tmp / "swap.fs")
     image = tmp / "gpt.img"
     partitioned(image, "gpt", [(tmp / "swap.fs", "S"), (tmp / "root.fs", "L")])
+    IMAGES["gpt_swap_first"] = image
     return lint_image(image, target="pv")
 
 
@@ -190,6 +197,7 @@ def vfat_bad_menu(tmp_path_factory, host_kernel):
     tree = boot_tree(tmp / "tree", host_kernel, menu="default zero\ntitle x\n\tkernel /boot/x\n", fstab=None)
     image = tmp / "vfat.img"
     mkvfat(image, tree, 64 * MiB)
+    IMAGES["vfat_bad_menu"] = image
     return lint_image(image, target="pv")
 
 
@@ -207,6 +215,7 @@ def lvm_no_boot(tmp_path_factory, host_kernel):
     tmp = tmp_path_factory.mktemp("lvm")
     image = tmp / "lvm.img"
     lvm_image(image, host_kernel, menu(version_of(host_kernel), root="(hd0,0)"))
+    IMAGES["lvm_no_boot"] = image
     return lint_image(image, target="pv")
 
 
@@ -244,3 +253,12 @@ def test_bad_target_and_missing_image(tmp_path):
         lint_image(tmp_path / "x.img", target="xen")
     with pytest.raises(UsageError, match="no such image file"):
         lint_image(tmp_path / "x.img")
+
+
+@pytest.mark.parametrize("name", ["good_hd0", "broken_hd0", "hd00_bootpart", "gpt_swap_first", "vfat_bad_menu",
+                                  "lvm_no_boot"])
+def test_readers_agree(request, name):
+    """Every target's findings, native reader vs libguestfs, on each image above (LVM: native refuses it
+    and auto reads it through libguestfs)."""
+    request.getfixturevalue(name)
+    assert_readers_agree(IMAGES[name], native=name != "lvm_no_boot")

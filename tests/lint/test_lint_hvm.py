@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 from image_factory import MiB, boot_tree, mkext, mkvfat, partitioned
+from parity import assert_readers_agree
 
 from imagekit.lint import Severity, default_target, has_errors, lint_image
 
 pytestmark = pytest.mark.slow
 
 ROOT_UUID = "4f1c2b3a-5d6e-4f70-8a9b-0c1d2e3f4a5b"
+IMAGES: dict[str, Path] = {}  # fixture name -> the image it built (test_readers_agree)
 BOOT_IMG = Path("/usr/lib/grub/i386-pc/boot.img")
 GOOD_ARGS = f"root=UUID={ROOT_UUID} ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295 net.ifnames=0"
 ETH0 = "auto lo\niface lo inet loopback\n"  # /etc/network/interfaces; interfaces.d/eth0 as the recipes ship it:
@@ -66,6 +68,7 @@ def good(tmp_path_factory, host_kernel):
     tmp = tmp_path_factory.mktemp("hvm-good")
     version = host_kernel.name.removeprefix("vmlinuz-")
     image = hvm_image(tmp, host_kernel, grub_cfg(version), f"UUID={ROOT_UUID} / ext4 defaults 0 1\n")
+    IMAGES["good"] = image
     return image, lint_image(image, target="nitro")
 
 
@@ -123,6 +126,7 @@ def broken(tmp_path_factory, host_kernel):
     proc = subprocess.run([sys.executable, "-m", "imagekit", "lint", str(image), "--json"],
                           capture_output=True, text=True)
     nitro = lint_image(image, target="nitro")
+    IMAGES["broken"] = image
     return proc, nitro
 
 
@@ -162,3 +166,10 @@ def test_grub_rules_are_catalogued():
         assert rule in RULES
 
 
+
+
+@pytest.mark.parametrize("name", ["good", "broken"])
+def test_readers_agree(request, name):
+    """Every target's findings, native reader vs libguestfs, on each HVM image above."""
+    request.getfixturevalue(name)
+    assert_readers_agree(IMAGES[name])
