@@ -260,9 +260,9 @@ def grub097_fields(report: BootReport, grub097: Grub097Plan, seconds: float) -> 
 def refused_report(opts: BootOptions, image: ImageFile, accel: Accel, grub097: Grub097Plan,
                    seconds: float) -> BootReport:
     """No entry boots on PV-GRUB (GRUB 0.97's errors, or Xen's loader refusing the kernel): QEMU never starts."""
-    from imagekit.boot.pvgrub097 import summary
+    from imagekit.boot.pvgrub097 import failure, summary
 
-    reason, detail = grub097.failure()
+    reason, detail = failure(grub097)
     return BootReport(
         image=str(image.path), loader=PVGRUB097, hypervisor=opts.hypervisor, variant=str(opts.variant),
         accel=accel.name, accel_reason=accel.reason, booted=False, reason=str(reason), explanation=EXPLAIN[reason],

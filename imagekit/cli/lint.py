@@ -20,8 +20,13 @@ from imagekit.progress import Progress
 @click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), default=None,
               help="How to read IMAGE: raw (what imagekit builds) or qcow2 (without a backing or data file). "
                    "Default: raw, and a file that starts with a qcow2 header is refused: say which it is.")
+@click.option("--aki-version", default=None, metavar="VERSION",
+              help="PV target: the PV-GRUB AKI version whose rules apply, as `imagekit boot --aki-version` (1.03: "
+                   "menu.lst in one place; 1.04 and later: the search order); default: what `imagekit aki` "
+                   "registers for the layout.")
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def command(image: str, target: str | None, arch: str | None, fmt: str | None, json_output: bool) -> None:
+def command(image: str, target: str | None, arch: str | None, fmt: str | None, aki_version: str | None,
+            json_output: bool) -> None:
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error."""
     from pathlib import Path
 
@@ -33,7 +38,7 @@ def command(image: str, target: str | None, arch: str | None, fmt: str | None, j
         disk_format(path, fmt)  # refused before anything else reads it
     target = target or default_target(path)
     progress = Progress.for_cli(json_output)
-    findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt)
+    findings = lint_image(image, target=target, progress=progress, arch=arch, fmt=fmt, aki_version=aki_version)
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)
     if json_output:

@@ -32,6 +32,7 @@ from imagekit.lint.grubcfg import (
 )
 from imagekit.lint.kernel import KernelFiles, check_cmdline, check_kernel
 from imagekit.lint.menu import BootMenu, check_menu
+from imagekit.lint.pvgrub import check_pvgrub, variant_of_table
 from imagekit.lint.system import (
     check_fstab,
     check_fstab_esp,
@@ -46,6 +47,7 @@ from imagekit.progress import Progress
 __all__ = ["RULES", "Finding", "Severity", "default_target", "has_errors", "lint_image", "lint_view"]
 
 MAX_KERNELS = 3  # kernels judged per image (each one is read out of the appliance)
+TOO_LARGE = frozenset({"kernel-too-large", "initrd-too-large"})
 
 
 def has_errors(findings: list[Finding]) -> bool:
@@ -84,11 +86,11 @@ def default_target(image: Path) -> str:
 
 def lint_image(
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
-    arch: str | None = None, fmt: str | None = None,
+    arch: str | None = None, fmt: str | None = None, aki_version: str | None = None,
 ) -> list[Finding]:
     """Every finding for the image at `path` on `target` (pv, hvm or nitro; default: `default_target`).
     `fmt` is raw or qcow2 (None: raw, and a file with a qcow2 header is refused; appliance.disk_format).
-    Never writes to it."""
+    `aki_version`: the PV-GRUB whose rules apply (default: what `imagekit aki` registers). Never writes to it."""
     from imagekit.appliance import disk_format
 
     image = Path(path)
@@ -101,7 +103,7 @@ def lint_image(
     arch = arch or (manifest or {}).get("arch") or "x86_64"
     progress = progress or Progress("quiet")
     with progress.stage("lint", f"{image.name} --target {tgt}"), open_view(image, disk) as view:
-        return lint_view(view, tgt, arch, manifest)
+        return lint_view(view, tgt, arch, manifest, aki_version=aki_version, fmt=str(disk))
 
 
 def _rule(findings: list[Finding], check: Callable[..., Iterable[Finding]], *args: Any) -> None:
@@ -171,7 +173,8 @@ def _root_arg(args: str) -> str | None:
     return value
 
 
-def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None) -> list[Finding]:
+def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,
+              aki_version: str | None = None, fmt: str = "raw") -> list[Finding]:
     findings: list[Finding] = []
     if target is Target.PV:
         _rule(findings, check_disk, view)
@@ -194,6 +197,8 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         root_fs, fs_types = None, set()
     for k in kernels[:MAX_KERNELS]:
         _rule(findings, check_kernel, view, k, target, arch, fs_types)
+    if target is Target.PV:
+        findings += _pvgrub(view, findings, aki_version, fmt)
     if root_fs is not None:
         _rule(findings, check_fstab, view, root_fs, target)
         if target is not Target.PV:
@@ -226,6 +231,15 @@ def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[lis
             chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
             cmdlines.insert(0, chosen)
     return cmdlines, kernels
+
+
+def _pvgrub(view: ImageView, findings: list[Finding], aki_version: str | None, fmt: str) -> list[Finding]:
+    """PV-GRUB's verdict by the boot's model (GRUB 0.97 on the image file, Xen's loader rules). Not on GPT
+    (disk-gpt: no PV-GRUB reads it), nor past a file too large to read (GRUB 0.97 would read all of it)."""
+    variant = variant_of_table(view.parttype)
+    if variant is None or any(f.rule in TOO_LARGE for f in findings):
+        return []
+    return check_pvgrub(view.image, variant, aki_version, fmt)
 
 
 def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:
