@@ -90,6 +90,12 @@ def test_lint_and_boot_agree(tree, tmp_path: Path, name: str) -> None:
         first = next(f for f in findings if f.rule == reason)
         assert first.message.endswith(booted.tried[0].describe()) and booted.tried[0].describe() in detail
         assert booted.plan.menu is not None and first.object.startswith(booted.plan.menu.path + " line ")
+    if "pvgrub-fallback" in warnings:  # the boot reports the fallback, lint warns of the entry it stood in for
+        assert booted.fell_back and booted.why().startswith(
+            "entry 1 'vmlinux.gz' booted as fallback after entry 0 'hidden': Error 27: Unrecognized command at "
+            "menu.lst line 5")
+        (fb,) = findings
+        assert fb.message == f"PV-GRUB boots entry 1 'vmlinux.gz' as fallback: {booted.tried[0].describe()}"
     for f in findings:
         assert RULES[f.rule][0] is f.severity and "\n" not in f.message and f.hint
 
