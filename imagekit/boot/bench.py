@@ -106,15 +106,16 @@ def main() -> int:
                 bare.append(bare_boot(n, ov, prepared, machine))
                 if refused is None:
                     refused = pvgrub097_boot(image, workdir, grub097, plans)
+    width = len(grub2_label) + 2
     print(f"image: {image} ({args.runs} runs each, interleaved, {accel.name})")
-    print(f"{'':44}{'prepare':>10}{'first kernel line':>20}{'sentinel':>12}{'wall':>10}")
+    print(f"{'':{width}}{'prepare':>10}{'first kernel line':>20}{'sentinel':>12}{'wall':>10}")
     if refused:
-        print(f"{'imagekit boot --loader pvgrub097':44} refused before QEMU: {refused}")
+        print(f"{'imagekit boot --loader pvgrub097':{width}} refused before QEMU: {refused}")
     elif grub097:
         print(_row("imagekit boot --loader pvgrub097", _medians(grub097),
-                   f"   (GRUB 0.97 + Xen's loader rules {median(plans)}s, beside prepare)", width=44))
-    print(_row(grub2_label, _medians(harness), width=44))
-    print(_row("bare qemu -kernel/-initrd", _medians(bare), width=44))
+                   f"   (GRUB 0.97 + Xen's loader rules {median(plans)}s, beside prepare)", width=width))
+    print(_row(grub2_label, _medians(harness), width=width))
+    print(_row("bare qemu -kernel/-initrd", _medians(bare), width=width))
     g, h, b = _medians(grub097), _medians(harness), _medians(bare)
     if g.qemu and h.qemu:
         verdict = "OK" if g.qemu <= h.qemu else "OVER"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from imagekit.lint.grubcfg import (
     entry_kernels,
     find_grub_cfg,
 )
-from imagekit.lint.kernel import KernelFiles, check_cmdline, check_kernel
+from imagekit.lint.kernel import MAX_INITRD, MAX_KERNEL, KernelFiles, check_cmdline, check_kernel
 from imagekit.lint.menu import BootMenu, check_menu
 from imagekit.lint.pvgrub import check_pvgrub, variant_of_table
 from imagekit.lint.system import (
@@ -43,11 +44,11 @@ from imagekit.lint.system import (
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
 from imagekit.progress import Progress
+from imagekit.pvgrub.variant import Variant
 
 __all__ = ["RULES", "Finding", "Severity", "default_target", "has_errors", "lint_image", "lint_view"]
 
 MAX_KERNELS = 3  # kernels judged per image (each one is read out of the appliance)
-TOO_LARGE = frozenset({"kernel-too-large", "initrd-too-large"})
 
 
 def has_errors(findings: list[Finding]) -> bool:
@@ -185,6 +186,20 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         return findings
     _rule(findings, check_labels, view)
     cmdlines, kernels = _boot(view, target, findings)
+    variant = _pvgrub_variant(view, kernels) if target is Target.PV else None
+    with ThreadPoolExecutor(1) as pool:  # GRUB 0.97 (a subprocess, on the file) runs beside the view's rules
+        pvgrub = pool.submit(check_pvgrub, view.image, variant, aki_version, fmt) if variant else None
+        _view_rules(findings, view, target, arch, cmdlines, kernels)
+        findings += pvgrub.result() if pvgrub else []
+    if target is not Target.PV:
+        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
+    findings += _check_registration(manifest, target)
+    return _unique(findings)
+
+
+def _view_rules(findings: list[Finding], view: ImageView, target: Target, arch: str,
+                cmdlines: list[tuple[str, str]], kernels: list[KernelFiles]) -> None:
+    """The rules on what the image view reads: command lines, kernels and their configs, fstab."""
     for where, args in cmdlines:
         _rule(findings, check_cmdline, where, args, target)
         _rule(findings, check_nitro_cmdline, where, args, target)
@@ -197,18 +212,12 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         root_fs, fs_types = None, set()
     for k in kernels[:MAX_KERNELS]:
         _rule(findings, check_kernel, view, k, target, arch, fs_types)
-    if target is Target.PV:
-        findings += _pvgrub(view, findings, aki_version, fmt)
     if root_fs is not None:
         _rule(findings, check_fstab, view, root_fs, target)
         if target is not Target.PV:
             _rule(findings, check_fstab_esp, view, root_fs)
             if cmdlines:
                 _rule(findings, check_nic_name, view, root_fs, *cmdlines[0])
-    if target is not Target.PV:
-        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
-    findings += _check_registration(manifest, target)
-    return _unique(findings)
 
 
 def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[list[tuple[str, str]],
@@ -233,13 +242,24 @@ def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[lis
     return cmdlines, kernels
 
 
-def _pvgrub(view: ImageView, findings: list[Finding], aki_version: str | None, fmt: str) -> list[Finding]:
-    """PV-GRUB's verdict by the boot's model (GRUB 0.97 on the image file, Xen's loader rules). Not on GPT
-    (disk-gpt: no PV-GRUB reads it), nor past a file too large to read (GRUB 0.97 would read all of it)."""
+def _pvgrub_variant(view: ImageView, kernels: list[KernelFiles]) -> Variant | None:
+    """The AKI whose PV-GRUB the boot's model runs (GRUB 0.97 on the image file, Xen's loader rules), or None:
+    not on GPT (disk-gpt: no PV-GRUB reads it), nor when a kernel or initrd menu.lst names is over lint's bound
+    (GRUB 0.97 would read all of it; kernel-too-large / initrd-too-large say so). Asked here, in the thread
+    that owns the libguestfs handle."""
     variant = variant_of_table(view.parttype)
-    if variant is None or any(f.rule in TOO_LARGE for f in findings):
-        return []
-    return check_pvgrub(view.image, variant, aki_version, fmt)
+    if variant is None or any(_over(view, k.device, path, limit) for k in kernels
+                              for path, limit in ((k.path, MAX_KERNEL), (k.initrd, MAX_INITRD))):
+        return None
+    return variant
+
+
+def _over(view: ImageView, device: str, path: str | None, limit: int) -> bool:
+    try:
+        size = view.size(device, path) if path else None
+    except UnreadableFile:
+        return False  # GRUB 0.97 meets the same symlink loop or odd file, and says so
+    return size is not None and size > limit
 
 
 def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:
