@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -210,17 +212,19 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     with progress.stage("accel"):
         accel = detect(opts.accel)
     machine = Machine(opts.memory_mb, opts.cpus, accel)
-    with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp, ThreadPoolExecutor(1) as pool:
         workdir = Path(tmp)
-        grub097, seconds_grub = None, 0.0
-        if loader == PVGRUB097:
-            opts, grub097, seconds_grub = plan_pvgrub097(opts, image, workdir, progress)
-            if grub097.xen is None:
-                return refused_report(opts, image, accel, grub097, seconds_grub)
+        grub097, seconds_grub, planning = None, 0.0, None
+        if loader == PVGRUB097:  # GRUB 0.97 reads the image while the appliance launches on the overlay
+            opts, planning = start_pvgrub097(opts, image, workdir, progress, pool)
         attached = attach_disks(image.path, manifest, opts.attach, workdir)
         with overlay(image, workdir) as ov:
-            with progress.stage("prepare", "overlay, probe") as stage, \
-                    guest.open_guest(ov, accel, image.path.name) as g:
+            with progress.stage("prepare", "overlay, probe" + (", GRUB 0.97 beside it" if planning else "")) \
+                    as stage, guest.open_guest(ov, accel, image.path.name) as g:
+                if planning is not None:
+                    grub097, seconds_grub = planning.result()
+                    if grub097.xen is None:
+                        return refused_report(opts, image, accel, grub097, seconds_grub)
                 prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir, grub097), manifest,
                                             opts.attach)
             seconds_prepare = stage.seconds
@@ -239,37 +243,53 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
 
 def plan_pvgrub097(opts: BootOptions, image: ImageFile, workdir: Path,
                    progress: Progress) -> tuple[BootOptions, Grub097Plan, float]:
-    """--loader pvgrub097, before any overlay: GRUB 0.97 runs the image's menu, Xen's loader judges the kernel."""
+    """--loader pvgrub097's checks alone: GRUB 0.97 runs the image's menu, Xen's loader judges the kernel."""
+    with ThreadPoolExecutor(1) as pool:
+        opts, planning = start_pvgrub097(opts, image, workdir, progress, pool)
+        result, seconds = planning.result()
+    return opts, result, seconds
+
+
+def start_pvgrub097(opts: BootOptions, image: ImageFile, workdir: Path, progress: Progress,
+                    pool: ThreadPoolExecutor) -> tuple[BootOptions, Future[tuple[Grub097Plan, float]]]:
+    """The options checked here (raw image, variant, --aki-version: exit 2 before anything starts), then GRUB 0.97's
+    run of the menu on `pool` (its shell is a subprocess: the caller's appliance launch goes on beside it)."""
     from imagekit.boot.pvgrub097 import aki_version_for, plan, variant_of
 
     variant = variant_of(image, opts.variant, workdir)
     version = aki_version_for(variant, opts.aki_version)
-    with progress.stage("pvgrub097", f"GRUB 0.97 reads menu.lst ({variant} AKI, PV-GRUB {version})") as stage:
+    progress.info(f"pvgrub097: GRUB 0.97 reads menu.lst ({variant} AKI, PV-GRUB {version})")
+
+    def timed() -> tuple[Grub097Plan, float]:
+        start = time.monotonic()
         result = plan(image.path, variant, version, workdir / "grub097")
-    return replace(opts, variant=variant), result, stage.seconds
+        return result, round(time.monotonic() - start, 2)
+
+    return replace(opts, variant=variant), pool.submit(timed)
 
 
 def grub097_fields(report: BootReport, grub097: Grub097Plan, seconds: float) -> dict[str, Any]:
     """The report's additions for --loader pvgrub097: which entry booted and why, the kernel Xen starts."""
     from imagekit.boot.pvgrub097 import summary
 
-    return {"pvgrub097": summary(grub097, seconds), "notes": [grub097.why(), *report.notes],
-            "seconds_prepare": round(report.seconds_prepare + seconds, 2)}
+    return {"pvgrub097": summary(grub097, seconds), "notes": [grub097.why(), *report.notes]}  # GRUB 0.97 ran
+    # beside the prepare stage, whose seconds include any wait for it
 
 
 def refused_report(opts: BootOptions, image: ImageFile, accel: Accel, grub097: Grub097Plan,
                    seconds: float) -> BootReport:
     """No entry boots on PV-GRUB (GRUB 0.97's errors, or Xen's loader refusing the kernel): QEMU never starts."""
-    from imagekit.boot.pvgrub097 import summary
+    from imagekit.boot.pvgrub097 import failure, summary
 
-    reason, detail = grub097.failure()
+    reason, detail = failure(grub097)
     return BootReport(
         image=str(image.path), loader=PVGRUB097, hypervisor=opts.hypervisor, variant=str(opts.variant),
         accel=accel.name, accel_reason=accel.reason, booted=False, reason=str(reason), explanation=EXPLAIN[reason],
         detail=detail, context=[], entry=None, kernel_version=None, seconds_to_first_kernel_line=None,
         seconds_to_sentinel=None, seconds_qemu=0.0, seconds_prepare=round(seconds, 2), failed_units=[],
         grub_errors=[str(t.error) for t in grub097.tried if t.error], system_state=None, login_prompt=False,
-        probe="none", serial_log="", notes=["decided before QEMU started: no entry PV-GRUB would boot"],
+        probe="none", serial_log="", notes=[f"decided before {'xl create' if opts.hypervisor == 'xen' else 'QEMU'} "
+                                            "started: no entry PV-GRUB would boot"],
         pvgrub097=summary(grub097, seconds),
     )
 

@@ -4,6 +4,9 @@ pvgrub2 ignores menu.lst unless its embedded config calls `legacy_configfile`: t
 carries the same memdisk config idea as the QEMU loader (minus the serial terminal: the Xen PV
 console is GRUB's console). The disk is `xvda`; an hd0 image is attached as the partition device
 `xvda1`, as EC2 does. Without a dom0 (`xl info` fails) the command exits 2 and says so.
+
+First, before `xl` is looked up, the same checks as --loader pvgrub097 (`check_kernel`): a kernel Xen's
+domain builder on EC2's PV-GRUB would refuse, or an entry GRUB 0.97 cannot load, fails the boot there.
 """
 
 from __future__ import annotations
@@ -96,6 +99,23 @@ def xen_domain(config: Path, name: str) -> Iterator[str]:
             run(["xl", "destroy", name])
 
 
+def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tuple[BootOptions, BootReport | None]:
+    """PV-GRUB's model before any domain: GRUB 0.97 runs the menu, Xen's domain builder's rules judge the kernel
+    (imagekit/pvgrub/plan.py, as --loader pvgrub097 and lint). A report when no entry would boot, before `xl` is
+    looked up. A raw image only (GRUB 0.97's shell reads the file itself): a qcow2 goes to pvgrub2 unchecked."""
+    from imagekit.accel import Accel
+    from imagekit.boot.harness import plan_pvgrub097, refused_report
+
+    if image.format != "raw":
+        return opts, None
+    with tempfile.TemporaryDirectory(prefix="imagekit-boot-xen-check-") as tmp:
+        opts, grub097, seconds = plan_pvgrub097(opts, image, Path(tmp), progress)
+    if grub097.xen is not None:
+        return opts, None
+    return opts, refused_report(opts, image, Accel("xen", "not started: PV-GRUB would boot no entry"), grub097,
+                                seconds)
+
+
 def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport:
     """Boot under a real dom0 with pvgrub2; the console is read through `xl console`. Not run in CI."""
     from imagekit.accel import Accel, detect
@@ -105,6 +125,9 @@ def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootRep
     from imagekit.boot.overlay import overlay
     from imagekit.boot.qemu import run_qemu
 
+    opts, refused = check_kernel(opts, image, progress)
+    if refused is not None:
+        return refused
     check_dom0()
     libguestfs_accel = detect(opts.accel)
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-xen-") as tmp:

@@ -23,9 +23,13 @@ from imagekit.progress import Progress
 @click.option("--reader", type=click.Choice(["auto", "native", "guestfs"]), default="auto", show_default=True,
               help="How to read IMAGE: native (in this process, no appliance), guestfs (a libguestfs appliance), "
                    "auto (native, and libguestfs for what it cannot open: LVM, qcow2...; said on stderr).")
+@click.option("--aki-version", default=None, metavar="VERSION",
+              help="PV target: the PV-GRUB AKI version whose rules apply, as `imagekit boot --aki-version` (1.03: "
+                   "menu.lst in one place; 1.04 and later: the search order); default: what `imagekit aki` "
+                   "registers for the layout.")
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
 def command(image: str, target: str | None, arch: str | None, fmt: str | None, reader: str,
-            json_output: bool) -> None:
+            aki_version: str | None, json_output: bool) -> None:
     """Check IMAGE (read-only) before uploading it. Exit 1 if any finding is an error.
 
     \b
@@ -44,7 +48,8 @@ def command(image: str, target: str | None, arch: str | None, fmt: str | None, r
 
     target = target or default_target(path)
     progress = Progress.for_cli(json_output)
-    report = lint_report(image, target=target, progress=progress, arch=arch, fmt=fmt, reader=reader)
+    report = lint_report(image, target=target, progress=progress, arch=arch, fmt=fmt, reader=reader,
+                         aki_version=aki_version)
     findings = report.findings
     errors = sum(f.severity is Severity.ERROR for f in findings)
     warnings = sum(f.severity is Severity.WARNING for f in findings)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ from imagekit.lint.grubcfg import (
     entry_kernels,
     find_grub_cfg,
 )
-from imagekit.lint.kernel import KernelFiles, check_cmdline, check_kernel
+from imagekit.lint.kernel import MAX_INITRD, MAX_KERNEL, KernelFiles, check_cmdline, check_kernel
 from imagekit.lint.menu import BootMenu, check_menu
+from imagekit.lint.pvgrub import check_pvgrub, variant_of_table
 from imagekit.lint.system import (
     check_fstab,
     check_fstab_esp,
@@ -46,6 +48,7 @@ from imagekit.lint.system import (
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
 from imagekit.progress import Progress, StageTimer
+from imagekit.pvgrub.variant import Variant
 
 __all__ = ["RULES", "Finding", "LintReport", "Severity", "default_target", "has_errors", "lint_image", "lint_report",
            "lint_view"]
@@ -96,17 +99,18 @@ class LintReport:
 
 def lint_image(
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
-    arch: str | None = None, fmt: str | None = None, reader: str = "auto",
+    arch: str | None = None, fmt: str | None = None, reader: str = "auto", aki_version: str | None = None,
 ) -> list[Finding]:
     """Every finding for the image at `path` on `target` (pv, hvm or nitro; default: `default_target`).
     `fmt` is raw or qcow2 (None: raw, and a file with a qcow2 header is refused; appliance.disk_format);
-    `reader` is auto, native or guestfs (lint/view.py). Never writes to it."""
-    return lint_report(path, target, progress, arch, fmt, reader).findings
+    `reader` is auto, native or guestfs (lint/view.py); `aki_version`: the PV-GRUB whose rules apply
+    (default: what `imagekit aki` registers). Never writes to it."""
+    return lint_report(path, target, progress, arch, fmt, reader, aki_version).findings
 
 
 def lint_report(
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
-    arch: str | None = None, fmt: str | None = None, reader: str = "auto",
+    arch: str | None = None, fmt: str | None = None, reader: str = "auto", aki_version: str | None = None,
 ) -> LintReport:
     """`lint_image`, and which reader read the image (and why auto fell back, when it did)."""
     from imagekit.appliance import disk_format
@@ -133,7 +137,8 @@ def lint_report(
             stage.done = 0
             token = _LINT_STAGE.set(stage)  # the live row counts the checks run
             try:
-                return LintReport(lint_view(view, tgt, arch, manifest), view.reader, notes)
+                findings = lint_view(view, tgt, arch, manifest, aki_version=aki_version, fmt=str(disk))
+                return LintReport(findings, view.reader, notes)
             finally:
                 _LINT_STAGE.reset(token)
 
@@ -211,7 +216,8 @@ def _root_arg(args: str) -> str | None:
     return value
 
 
-def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None) -> list[Finding]:
+def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,
+              aki_version: str | None = None, fmt: str = "raw") -> list[Finding]:
     findings: list[Finding] = []
     if target is Target.PV:
         _rule(findings, check_disk, view)
@@ -222,6 +228,20 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         return findings
     _rule(findings, check_labels, view)
     cmdlines, kernels = _boot(view, target, findings)
+    variant = _pvgrub_variant(view, kernels) if target is Target.PV else None
+    with ThreadPoolExecutor(1) as pool:  # GRUB 0.97 (a subprocess, on the file) runs beside the view's rules
+        pvgrub = pool.submit(check_pvgrub, view.image, variant, aki_version, fmt) if variant else None
+        _view_rules(findings, view, target, arch, cmdlines, kernels)
+        findings += pvgrub.result() if pvgrub else []
+    if target is not Target.PV:
+        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
+    findings += _check_registration(manifest, target)
+    return _unique(findings)
+
+
+def _view_rules(findings: list[Finding], view: ImageView, target: Target, arch: str,
+                cmdlines: list[tuple[str, str]], kernels: list[KernelFiles]) -> None:
+    """The rules on what the image view reads: command lines, kernels and their configs, fstab."""
     for where, args in cmdlines:
         _rule(findings, check_cmdline, where, args, target)
         _rule(findings, check_nitro_cmdline, where, args, target)
@@ -240,10 +260,6 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
             _rule(findings, check_fstab_esp, view, root_fs)
             if cmdlines:
                 _rule(findings, check_nic_name, view, root_fs, *cmdlines[0])
-    if target is not Target.PV:
-        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
-    findings += _check_registration(manifest, target)
-    return _unique(findings)
 
 
 def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[list[tuple[str, str]],
@@ -266,6 +282,26 @@ def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[lis
             chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
             cmdlines.insert(0, chosen)
     return cmdlines, kernels
+
+
+def _pvgrub_variant(view: ImageView, kernels: list[KernelFiles]) -> Variant | None:
+    """The AKI whose PV-GRUB the boot's model runs (GRUB 0.97 on the image file, Xen's loader rules), or None:
+    not on GPT (disk-gpt: no PV-GRUB reads it), nor when a kernel or initrd menu.lst names is over lint's bound
+    (GRUB 0.97 would read all of it; kernel-too-large / initrd-too-large say so). Asked here, in the thread
+    that owns the libguestfs handle."""
+    variant = variant_of_table(view.parttype)
+    if variant is None or any(_over(view, k.device, path, limit) for k in kernels
+                              for path, limit in ((k.path, MAX_KERNEL), (k.initrd, MAX_INITRD))):
+        return None
+    return variant
+
+
+def _over(view: ImageView, device: str, path: str | None, limit: int) -> bool:
+    try:
+        size = view.size(device, path) if path else None
+    except UnreadableFile:
+        return False  # GRUB 0.97 meets the same symlink loop or odd file, and says so
+    return size is not None and size > limit
 
 
 def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:

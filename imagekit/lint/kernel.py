@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from imagekit.kernel.bzimage import KernelFormatError, Vmlinux, load_vmlinux
 from imagekit.kernel.config import OptionResult, Status, Target, check_config, ikconfig, parse_config
 from imagekit.kernel.initrd import initrd_members, module_names
-from imagekit.kernel.xenload import payload_refusal
 from imagekit.lint.findings import Finding, Severity, finding, unreadable
 from imagekit.lint.view import ImageView, UnreadableFile
 
@@ -139,18 +138,7 @@ def check_kernel(view: ImageView, k: KernelFiles, target: Target, arch: str, fs_
         why = " (a 64-bit PV-GRUB cannot start a 32-bit kernel, nor the reverse)" if target is Target.PV else ""
         findings.append(finding("kernel-arch", k.label, f"the kernel is {elf.arch} (ELF{elf.bits}), the "
                                 f"image is {arch}{why}", f"install an {arch} kernel"))
-    if target is Target.PV:
-        refused = payload_refusal(vmlinux.compression) \
-            if vmlinux.compression is not None and vmlinux.source_format == "bzImage" else None
-        if refused is not None:  # Xen's loader as the boot test models it (imagekit/kernel/xenload.py)
-            findings.append(finding("kernel-compression", k.label, f"the kernel's {refused}",
-                                    'set pv_format = "auto" or "vmlinux-gz" in the kernel profile (the build '
-                                    f"boots a gzipped ELF vmlinux), or convert it: imagekit kernel aki {k.path} "
-                                    f"-o {k.path}.gz and boot that"))
-        if not elf.xen_pv:
-            findings.append(finding("kernel-xen-pv", k.label, "the kernel has no Xen PV entry note: "
-                                    "it cannot start as a PV guest", "use a kernel built with CONFIG_XEN_PV "
-                                    "(Debian: linux-image-cloud-amd64)"))
+    # on PV, Xen's loader judges the kernel GRUB 0.97 read: imagekit/lint/pvgrub.py (the boot's model)
     options, source = _config(view, k, vmlinux)
     if options is None:
         findings.append(finding("kernel-no-config", k.label, "no config-VERSION beside the kernel and no "

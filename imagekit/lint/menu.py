@@ -1,4 +1,7 @@
-"""Rules about menu.lst: where PV-GRUB finds it, whether it parses, whether its entries can load.
+"""Rules about menu.lst as the image view reads it: where it is, whether it parses, the kernels it names.
+
+Whether PV-GRUB finds it and loads an entry (root device, files, kernel) is GRUB 0.97's own answer, the
+boot's model: imagekit/lint/pvgrub.py. This module only finds the entries' kernels for the config checks.
 
 PV-GRUB 1.04+ looks in order at (hd0)/boot/grub, (hd0,0)/boot/grub, (hd0,0)/grub, (hd0,1)/boot/grub
 ... (hd0,3)/grub; 1.03 and earlier look in one place only: (hd0)/boot/grub with the hd0 AKI,
@@ -7,7 +10,6 @@ PV-GRUB 1.04+ looks in order at (hd0)/boot/grub, (hd0,0)/boot/grub, (hd0,0)/grub
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from imagekit.bootloader.menulst import Entry, MenuLst, MenuLstError, parse_menu_lst, split_device
@@ -114,37 +116,9 @@ def _resolve(view: ImageView, index: int, entry: Entry, default_dev: str) -> tup
     kernel = _file_state(view, kdev, kpath, "kernel", title, problems)
     initrd = _file_state(view, idev, ipath, "initrd", title, problems)
     kernel_ok, initrd_ok = kernel is True, initrd is True
-    if entry.kernel is None:
-        problems.append(finding("menulst-kernel-missing", title, "the entry has no kernel line",
-                                "add `kernel /boot/vmlinuz-VERSION root=... console=hvc0`"))
-    elif kernel is False:
-        problems.append(finding("menulst-kernel-missing", f"{title} kernel {entry.kernel}",
-                                f"{entry.root or grub_device(None)}{kpath} does not exist",
-                                "point the kernel line at a file on the boot filesystem"))
-    if entry.initrd is not None and initrd is False:
-        problems.append(finding("menulst-initrd-missing", f"{title} initrd {entry.initrd}",
-                                f"{entry.root or grub_device(None)}{ipath} does not exist",
-                                "fix the initrd line (or drop it for a kernel that needs none)"))
+    # whether GRUB 0.97 opens them on the AKI's disk (root device, missing file) is the model's answer:
+    # imagekit/lint/pvgrub.py
     return BootEntry(index, entry, kdev, kpath, ipath, kernel_ok, initrd_ok), problems
-
-
-def _check_root(view: ImageView, index: int, entry: Entry) -> Iterator[Finding]:
-    if entry.root is None:
-        return
-    title = f"entry {index} ({entry.title}) root {entry.root}"
-    if not entry.root.startswith("(hd0"):
-        yield finding("menulst-root", title, "PV-GRUB sees one disk, (hd0)", "use root (hd0) or (hd0,0)")
-        return
-    part = entry.root_partition
-    if view.parttype is None and part is not None:
-        yield finding("menulst-root", title, "the image has no partition table, so there is no "
-                      f"{entry.root}: the hd0 AKI needs root (hd0)", "write `root (hd0)`")
-    elif view.parttype is not None and part is None:
-        yield finding("menulst-root", title, "the image is partitioned: (hd0) is the raw disk, "
-                      "not a filesystem", "write `root (hd0,0)` (the first partition) and use the hd00 AKI")
-    elif part is not None and view.filesystem_on_partition(part + 1) is None:
-        yield finding("menulst-root", title, f"there is no filesystem on partition {part + 1}",
-                      "root (hd0,N) counts partitions from 0")
 
 
 def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
@@ -154,9 +128,7 @@ def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
     except UnreadableFile as exc:
         return [unreadable(exc, f"menu.lst {exc.device}:{exc.path}")], None
     if found is None:
-        return [finding("menulst-missing", legacy.grub, "no menu.lst where PV-GRUB looks "
-                        f"({', '.join(loc.grub for loc in search_order(view)[:3])} ...)",
-                        "write /boot/grub/menu.lst on the first partition (or the whole-disk filesystem)")], None
+        return [], None  # menulst-missing: GRUB 0.97's own search for the AKI version (imagekit/lint/pvgrub.py)
     location, device = found
     findings: list[Finding] = []
     if location != legacy:
@@ -181,13 +153,6 @@ def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
                                 "add an entry: title, root, kernel, initrd"))
         return findings, None
     n = len(menu.entries)
-    if not 0 <= menu.default < n:
-        findings.append(finding("menulst-default", location.grub, f"default {menu.default} but the entries "
-                                f"are 0..{n - 1}", "default counts entries from 0"))
-    for fb in menu.fallback:
-        if not 0 <= fb < n:
-            findings.append(finding("menulst-fallback", location.grub, f"fallback {fb} but the entries are "
-                                    f"0..{n - 1}", "fallback counts entries from 0"))
     if not menu.fallback:
         why = "there is only one kernel entry" if n == 1 else "no fallback line"
         findings.append(finding("menulst-no-fallback", location.grub, f"{why}: if the kernel cannot be "
@@ -195,14 +160,9 @@ def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
                                 "and `fallback 1` (seed 002)"))
     entries = []
     for i, entry in enumerate(menu.entries):
-        findings += _check_root(view, i, entry)
         resolved, problems = _resolve(view, i, entry, device)
         entries.append(resolved)
         findings += problems
     choice = menu.pick(lambda e: entries[menu.entries.index(e)].kernel_exists)
     chosen = entries[choice.index] if choice else None
-    if chosen is None:
-        findings.append(finding("menulst-none-bootable", location.grub, "neither the default entry nor a "
-                                "fallback can be loaded: PV-GRUB will wait at its menu (a hang)",
-                                "fix the kernel paths"))
     return findings, BootMenu(location, device, menu, tuple(entries), chosen)

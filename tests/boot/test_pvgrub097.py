@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -89,11 +90,11 @@ def sha256(path: Path) -> str:
 
 def test_lz4_bzimage_refused_before_qemu(build: Build) -> None:
     """The shipped kind of kernel: Debian's LZ4 bzImage. Xen's loader refuses it, GRUB has no fallback: exit 1,
-    pvgrub-kernel-format, and neither libguestfs nor QEMU ran."""
+    pvgrub-kernel-format, and QEMU never started (the appliance launch runs beside GRUB 0.97 and is dropped)."""
     image = build(entry("Debian bzImage", BZIMAGE))
     proc = run_imagekit("boot", image, "--loader", "pvgrub097", "--json")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and "==> prepare" not in proc.stderr and "==> boot" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "==> boot" not in proc.stderr
     report = json.loads(proc.stdout)
     assert (report["booted"], report["reason"], report["loader"], report["variant"]) == \
         (False, "pvgrub-kernel-format", "pvgrub097", "hd0")
@@ -196,3 +197,27 @@ def test_aki_vmlinux_boots_as_fallback(build: Build, aki_kernel: Path, tmp_path:
     assert report.kernel_version and report.kernel_version.endswith("-cloud-amd64")
     assert "Command line: console=ttyS0 root=LABEL=root" in (tmp_path / "serial.log").read_text()
     assert sha256(image) == before
+
+
+def test_xen_hypervisor_checks_the_kernel_before_xl(build: Build, aki_kernel: Path, tmp_path: Path) -> None:
+    """--hypervisor xen runs the same checks first: the LZ4 bzImage is refused (pvgrub-kernel-format) before
+    `xl` is looked up; the AKI-style vmlinux passes them and reaches `xl info` (an `xl` on PATH that records
+    its calls and answers as a host without a dom0 does: exit 2)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "xl-calls"
+    (bin_dir / "xl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "xc: error: no hypervisor" >&2\nexit 1\n')
+    (bin_dir / "xl").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    refused = build(entry("Debian bzImage", BZIMAGE))
+    proc = run_imagekit("boot", refused, "--hypervisor", "xen", "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["reason"], report["hypervisor"], report["booted"]) == ("pvgrub-kernel-format", "xen", False)
+    assert "bzImage payload is lz4" in report["detail"]
+    assert report["notes"] == ["decided before xl create started: no entry PV-GRUB would boot"]
+    assert not calls.exists()
+    loads = build(entry("AKI vmlinux", "aki-vmlinux.gz"), {"aki-vmlinux.gz": aki_kernel})
+    proc = run_imagekit("boot", loads, "--hypervisor", "xen", env=env)
+    assert proc.returncode == 2 and "--hypervisor xen: no Xen dom0 here" in proc.stderr, proc.stderr
+    assert calls.read_text() == "info\n"

@@ -37,8 +37,8 @@ def boot_tree(root: Path, kernel: Path, *, menu: str | None, fstab: str | None, 
 
 
 def mkext(image: Path, tree: Path | None, size: int, *, fstype: str = "ext4", label: str = "root",
-          features: str | None = "^64bit", uuid: str | None = None) -> None:
-    argv: list[str | Path] = [f"mkfs.{fstype}", "-q", "-F", "-L", label]
+          features: str | None = "^64bit", uuid: str | None = None, block: int = 4096) -> None:
+    argv: list[str | Path] = [f"mkfs.{fstype}", "-q", "-F", "-L", label, "-b", str(block)]  # 4 KiB: as imagekit's
     if features and fstype == "ext4":
         argv += ["-O", features]
     if uuid:
