@@ -13,6 +13,7 @@ and runs the entries in its order; Xen's domain builder's rules judge the kernel
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 from imagekit.lint.findings import Finding, finding
@@ -35,9 +36,26 @@ def variant_of_table(parttype: str | None) -> Variant | None:
     return Variant.HD00 if parttype == "msdos" else None
 
 
+_DONE: dict[tuple[object, ...], list[Finding]] = {}  # this process's verdicts, by the file's identity
+_DONE_LOCK = threading.Lock()
+
+
 def check_pvgrub(image: Path, variant: Variant, aki_version: str | None, fmt: str = "raw") -> list[Finding]:
-    """The PV-GRUB findings for `image` on that AKI (--aki-version, else what `imagekit aki` registers)."""
+    """The PV-GRUB findings for `image` on that AKI (--aki-version, else what `imagekit aki` registers).
+    A file linted again in the same process, unchanged (device, inode, size, mtime), is not run again."""
     version = aki_version_for(variant, aki_version)
+    st = image.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, str(variant), version, fmt)
+    with _DONE_LOCK:
+        if key in _DONE:
+            return list(_DONE[key])
+    found = _check_pvgrub(image, variant, version, fmt)
+    with _DONE_LOCK:
+        _DONE[key] = list(found)
+    return found
+
+
+def _check_pvgrub(image: Path, variant: Variant, version: str, fmt: str) -> list[Finding]:
     with tempfile.TemporaryDirectory(prefix="imagekit-lint-grub097-") as tmp:
         work = Path(tmp)
         raw = _raw(image, fmt, work)
