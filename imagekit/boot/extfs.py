@@ -93,6 +93,14 @@ def is_ext(image: Path, offset: int) -> bool:
         return f.read(2) == EXT_MAGIC
 
 
+def is_lvm(image: Path, offset: int) -> bool:
+    """An LVM physical volume label (LABELONE, in one of the first four sectors) at `offset`."""
+    with open(image, "rb") as f:
+        f.seek(offset)
+        head = f.read(4 * SECTOR)
+    return any(head[i * SECTOR:i * SECTOR + 8] == b"LABELONE" for i in range(4))
+
+
 def sparse_copy(source: Path, dest: Path) -> int:
     """Copy a raw image's data extents only (holes stay holes); the bytes copied."""
     copied = 0

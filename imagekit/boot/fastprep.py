@@ -37,7 +37,7 @@ from typing import Any
 
 from imagekit.accel import Accel
 from imagekit.boot import guest
-from imagekit.boot.extfs import ExtFs, ExtFsError, ExtTree, Partition, is_ext, partitions, sparse_copy
+from imagekit.boot.extfs import ExtFs, ExtFsError, ExtTree, Partition, is_ext, is_lvm, partitions, sparse_copy
 from imagekit.boot.guest import Disk
 from imagekit.boot.overlay import ImageFile, overlay
 from imagekit.boot.probe import ProbeKind
@@ -91,7 +91,7 @@ def _devices(image: ImageFile) -> tuple[str | None, list[Partition]]:
         table, parts = partitions(image.path)
     except ExtFsError as exc:
         raise FastPathUnavailable(str(exc)) from None
-    if lvm := [p.device for p in parts if p.type in LVM_TYPES]:
+    if lvm := [p.device for p in parts if p.type in LVM_TYPES or is_lvm(image.path, p.start)]:
         raise FastPathUnavailable(f"LVM on {', '.join(lvm)}")
     if other := [p.device for p in parts if p.type in LINUX_TYPES and not is_ext(image.path, p.start)]:
         raise FastPathUnavailable(f"{', '.join(other)}: a Linux filesystem that is not ext2/3/4 (xfs, btrfs, ...)")
