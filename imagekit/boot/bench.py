@@ -3,7 +3,10 @@
 Both boots run the same kernel, initrd, command line (plus console=ttyS0) and probe, under the same
 accelerator, and are timed from QEMU's start: to the first kernel line and to the sentinel. The bare
 boot gets the kernel and initrd on QEMU's command line (no GRUB); its disk is a fresh layer on one
-overlay prepared once with the probe. Harness preparation (libguestfs) is reported separately.
+overlay prepared once with the probe. Harness preparation is reported separately, and each run also
+boots once with the old preparation (libguestfs, `fast_prepare=False`): the last table puts the paths side
+by side (libguestfs; debugfs on a fresh copy, the first boot; debugfs from the cached copy), each with its
+preparation time and the boot's wall time against QEMU's own run (fastprep.py).
 
 An HVM image (by its manifest or its disk, as `imagekit boot` decides; `--firmware` to choose) is timed
 per firmware (SeaBIOS, OVMF): to GRUB's first line, the first kernel line, the sentinel, and QEMU's
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +32,14 @@ from imagekit.boot import BootOptions, boot_image, guest
 from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import read_label
+from imagekit.boot.fastprep import forget
 from imagekit.boot.firmware import Firmware, choose
 from imagekit.boot.harness import Prepared, prepare_overlay, read_manifest
 from imagekit.boot.hvm import GRUB_CFG, prepare_hvm
 from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.overlay import ImageFile, image_file, layer, overlay
 from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
+from imagekit.boot.report import BootReport
 from imagekit.bootloader.grubcfg import GrubCfgError, parse_grub_cfg
 from imagekit.errors import ImagekitError, UsageError
 
@@ -83,17 +89,21 @@ def main() -> int:
         harness, prepare, bare = [], [], []
         grub097: Grub097Times = []
         refused: str | None = None
+        paths: Paths = {}
+        forget(target.path)  # the first imagekit boot copies and edits; the later ones start from its cached copy
         with overlay(target, workdir) as ov:
             with guest.open_guest(ov, accel, image.name) as g:
                 prepared = prepare_overlay(g, target, BootOptions(image, loader="direct"), "direct", workdir)
             for n in range(args.runs):  # interleaved, so load from elsewhere falls on both alike
-                report = boot_image(BootOptions(image, loader="pvgrub", serial_log=workdir / "harness.log"))
-                if not report.booted:
-                    print(report.to_text(), file=sys.stderr)
+                report = timed_boot(BootOptions(image, loader="pvgrub", serial_log=workdir / "harness.log"), paths)
+                if report is None:
                     return 1
                 harness.append((report.seconds_to_first_kernel_line, report.seconds_to_sentinel))
                 prepare.append(report.seconds_prepare)
                 bare.append(bare_boot(n, ov, prepared, machine))
+                if timed_boot(BootOptions(image, loader="pvgrub", serial_log=workdir / "old.log", fast_prepare=False),
+                              paths) is None:
+                    return 1
                 if refused is None:
                     refused = pvgrub097_boot(image, workdir, grub097)
     h_kernel, h_sentinel = median([k for k, _ in harness]), median([s for _, s in harness])
@@ -111,7 +121,41 @@ def main() -> int:
     if h_sentinel and b_sentinel:
         ratio = h_sentinel / b_sentinel
         print(f"ratio to sentinel: {ratio:.2f}x (target <= 1.10x) {'OK' if ratio <= 1.10 else 'OVER'}")
+    print_paths(paths, "--loader pvgrub")
     return 0
+
+
+# --- preparation: libguestfs (old) vs debugfs on a copy (new), each boot's wall time vs QEMU's own run -------
+
+Paths = dict[str, list[tuple[float, float, float]]]  # prepared_with -> (prepare, wall, QEMU) per boot
+PATH_NAMES = {"libguestfs": "libguestfs (old path)", "debugfs": "debugfs, first boot (copy + edits)",
+              "debugfs-cached": "debugfs, cached copy"}
+
+
+def timed_boot(opts: BootOptions, paths: Paths) -> BootReport | None:
+    """One imagekit boot, its prepare, wall and QEMU times recorded under the path it took; None if it failed."""
+    start = time.monotonic()
+    report = boot_image(opts)
+    wall = time.monotonic() - start
+    if not report.booted:
+        print(report.to_text(), file=sys.stderr)
+        return None
+    qemu = report.seconds_qemu if not report.firmwares else sum(f.seconds_qemu for f in report.firmwares)
+    paths.setdefault(report.prepared_with, []).append((report.seconds_prepare, wall, qemu))
+    return report
+
+
+def print_paths(paths: Paths, what: str) -> None:
+    """The side-by-side table: preparation, the boot's wall time, QEMU's own run, their ratio."""
+    print(f"preparation ({what}){'':{max(0, 26 - len(what))}}{'prepare':>10}{'boot wall':>11}{'QEMU':>9}"
+          f"{'wall/QEMU':>11}")
+    for name in PATH_NAMES:
+        if not (times := paths.get(name)):
+            continue
+        p, w, q = (median([t[i] for t in times]) or 0.0 for i in range(3))
+        ratio = w / q if q else 0.0
+        print(f"{PATH_NAMES[name] + f' ({len(times)})':40}{p:>9.2f}s{w:>10.2f}s{q:>8.2f}s{ratio:>10.2f}x")
+    print("target: prepare under 1 s, boot wall time at most 1.15x QEMU's own run")
 
 
 Grub097Times = list[tuple[float | None, float | None, float | None]]  # kernel line, sentinel, GRUB 0.97's plan
@@ -206,14 +250,18 @@ def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], a
     harness: dict[str, list[Times]] = {str(f): [] for f in firmwares}
     prepare: list[float | None] = []
     bare: list[Times] = []
+    paths: Paths = {}
     with overlay(target, workdir) as ov:
         with guest.open_guest(ov, accel, image.name) as g:  # the same overlay content as imagekit boot's
             prepared = with_mounts_probe(g, prepare_hvm(g), read_manifest(target.path))
             direct = hvm_direct(g, prepared, workdir)
+        forget(target.path)
         for n in range(args.runs):  # interleaved, so load from elsewhere falls on both alike
-            report = boot_image(BootOptions(image, serial_log=workdir / "harness.log", firmware=args.firmware))
-            if not report.booted:
-                print(report.to_text(), file=sys.stderr)
+            report = timed_boot(BootOptions(image, serial_log=workdir / "harness.log", firmware=args.firmware), paths)
+            if report is None:
+                return 1
+            if timed_boot(BootOptions(image, serial_log=workdir / "old.log", firmware=args.firmware,
+                                      fast_prepare=False), paths) is None:
                 return 1
             for f in report.firmwares:
                 harness[f.firmware].append(Times(f.seconds_to_bootloader, f.seconds_to_first_kernel_line,
@@ -235,6 +283,7 @@ def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], a
             continue
         print(f"firmware + GRUB ({FIRMWARE_NAMES.get(name, name)}): +{t.kernel - b.kernel:.2f}s to the first kernel "
               f"line, +{t.sentinel - b.sentinel:.2f}s to the sentinel ({t.sentinel / b.sentinel:.2f}x)")
+    print_paths(paths, "HVM, every firmware")
     return 0
 
 

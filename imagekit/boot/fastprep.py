@@ -229,6 +229,19 @@ def store(root: Path, key: str, staging: Path, image: ImageFile, before: dict[st
     return root / key / "disk.raw"
 
 
+def forget(image: Path) -> int:
+    """Drop the cached copies of an image (scripts/bench-boot times a first boot); how many there were."""
+    root, dropped = cache_dir() / CACHE, 0
+    for entry in root.iterdir() if root.is_dir() else ():
+        try:
+            if json.loads((entry / "prepared.json").read_text())["image"] == str(image.resolve()):
+                shutil.rmtree(entry, ignore_errors=True)
+                dropped += 1
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return dropped
+
+
 # --- preparing a disk ----------------------------------------------------------------------------
 
 

@@ -59,6 +59,7 @@ class BootOptions:
     firmware: str | None = None  # HVM: bios, uefi or both (default: from the manifest or the disk)
     disk_interface: str | None = None  # HVM: nvme (default), virtio or ide; PV images boot with virtio
     aki_version: str | None = None  # --loader pvgrub097: the PV-GRUB version (default: what `imagekit aki` registers)
+    fast_prepare: bool = True  # False: libguestfs even where debugfs could edit a copy (scripts/bench-boot's old path)
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,8 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
         job = pv_job(image, opts, loader, workdir, grub097, manifest)
         with ExitStack() as stack:
             with progress.stage("prepare", "probe, console") as stage:
-                ov, prepared = stack.enter_context(prepare_disk(image, workdir, job, accel))
+                ov, prepared = stack.enter_context(prepare_disk(image, workdir, job, accel,
+                                                                              fast=opts.fast_prepare))
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
             argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)

@@ -123,7 +123,7 @@ def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: dict[s
             yield ov, Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
                                ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
         return
-    with prepare_disk(image, workdir, hvm_job(opts, manifest), accel) as done:
+    with prepare_disk(image, workdir, hvm_job(opts, manifest), accel, fast=opts.fast_prepare) as done:
         yield done
 
 
