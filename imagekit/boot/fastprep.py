@@ -24,6 +24,7 @@ overlay as one needs FUSE (qemu-storage-daemon) or NBD, more moving parts than a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -150,6 +151,7 @@ def identity(path: Path) -> dict[str, int]:
             "ctime_ns": st.st_ctime_ns}
 
 
+@functools.cache
 def source_digest() -> str:
     """The source of the modules whose code decides the edits: a changed probe never reuses an old copy."""
     from imagekit.boot import extfs, harness, hvm, metadata, mounts, probe
@@ -282,20 +284,23 @@ def prepare_disk(image: ImageFile, workdir: Path, job: Job, accel: Accel,
                  use_cache: bool = True, fast: bool = True) -> Iterator[tuple[Path, Any]]:
     """The disk QEMU boots (a qcow2 overlay, removed when the block ends) and what was prepared on it."""
     why = "the fast path was turned off"
-    layout = None
+    done: tuple[Path, Any, str, Layout] | None = None
     if fast:
         try:
             layout = job.layout(image)
+            done = (*fast_copy(image, layout, job, workdir, use_cache), layout)
         except FastPathUnavailable as exc:
             why = str(exc)
-    if layout is None:
+        except ExtFsError as exc:  # debugfs refused an edit (an ext feature it cannot write, ...)
+            why = f"debugfs could not edit the copy: {exc}"
+    if done is None:
         with overlay(image, workdir) as ov:
             with guest.open_guest(ov, accel, image.path.name) as g:
                 prepared = job.slow(g)
             yield ov, replace(prepared, prepared_with=SLOW,
                               notes=(*prepared.notes, f"prepared with libguestfs: {why}"))
         return
-    raw, edits, how = fast_copy(image, layout, job, workdir, use_cache)
+    raw, edits, how, layout = done
     prepared = job.finish(layout.tree(raw, writable=False), edits)
     note = "prepared without libguestfs: debugfs on a sparse raw copy of the image" + \
         (" (the copy cached from an earlier boot of the same image)" if how == CACHED else "")
