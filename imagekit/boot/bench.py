@@ -8,6 +8,10 @@ boot of menu.lst's default kernel (a fresh layer on one overlay prepared once wi
 imagekit row: its prepare stage, QEMU's times from its start to the first kernel line and the sentinel,
 and the wall time of the whole `boot_image` (what a user waits for); the bare row's wall is QEMU's run.
 
+Each run also boots once with the old preparation (libguestfs, `fast_prepare=False`): the preparation table
+puts the paths side by side (libguestfs; debugfs on a fresh copy, the first boot; debugfs from the cached
+copy), each with its preparation time and the boot's wall time against QEMU's own run (fastprep.py).
+
 An HVM image (by its manifest or its disk, as `imagekit boot` decides; `--firmware` to choose) is timed
 per firmware (SeaBIOS, OVMF): to GRUB's first line, the first kernel line, the sentinel, and QEMU's
 whole run. Its bare boot is the same QEMU machine and NVMe disk with grub.cfg's default entry (kernel,
@@ -33,6 +37,7 @@ from imagekit.boot import BootOptions, boot_image, guest
 from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import read_label
+from imagekit.boot.fastprep import forget
 from imagekit.boot.firmware import Firmware, choose
 from imagekit.boot.harness import Prepared, prepare_overlay, read_manifest
 from imagekit.boot.hvm import GRUB_CFG, prepare_hvm
@@ -93,17 +98,22 @@ def main() -> int:
         grub097: list[Times] = []
         plans: list[float | None] = []
         refused: str | None = None
+        paths: Paths = {}
+        forget(grub2)  # the first imagekit boot copies and edits; the later ones start from its cached copy
         with overlay(target, workdir) as ov:
             with guest.open_guest(ov, accel, image.name) as g:
                 prepared = prepare_overlay(g, target, BootOptions(image, loader="direct"), "direct", workdir)
-            for n in range(args.runs):  # interleaved, so load from elsewhere falls on all three alike
-                report, wall = timed_boot(BootOptions(grub2, loader="pvgrub", serial_log=workdir / "harness.log"))
-                if not report.booted:
-                    print(report.to_text(), file=sys.stderr)
+            for n in range(args.runs):  # interleaved, so load from elsewhere falls on all rows alike
+                done = timed_boot(BootOptions(grub2, loader="pvgrub", serial_log=workdir / "harness.log"), paths)
+                if done is None:
                     return 1
+                report, wall = done
                 harness.append(Times(report.seconds_prepare, report.seconds_to_first_kernel_line,
                                      report.seconds_to_sentinel, wall))
                 bare.append(bare_boot(n, ov, prepared, machine))
+                old = BootOptions(grub2, loader="pvgrub", serial_log=workdir / "old.log", fast_prepare=False)
+                if timed_boot(old, paths) is None:
+                    return 1
                 if refused is None:
                     refused = pvgrub097_boot(image, workdir, grub097, plans)
     width = len(grub2_label) + 2
@@ -123,19 +133,49 @@ def main() -> int:
     if h.sentinel and b.sentinel:
         ratio = h.sentinel / b.sentinel
         print(f"GRUB 2 / bare to sentinel: {ratio:.2f}x (target <= 1.10x) {'OK' if ratio <= 1.10 else 'OVER'}")
+    print_paths(paths, "--loader pvgrub")
     return 0
 
 
-def timed_boot(opts: BootOptions) -> tuple[BootReport, float]:
-    """One imagekit boot and its wall time (preparation, GRUB 0.97's checks, QEMU: what a user waits for)."""
+# --- preparation: libguestfs (old) vs debugfs on a copy (new), each boot's wall time vs QEMU's own run -------
+
+Paths = dict[str, list[tuple[float, float, float]]]  # prepared_with -> (prepare, wall, QEMU) per boot
+PATH_NAMES = {"libguestfs": "libguestfs (old path)", "debugfs": "debugfs, first boot (copy + edits)",
+              "debugfs-cached": "debugfs, cached copy"}
+
+
+def timed_boot(opts: BootOptions, paths: Paths) -> tuple[BootReport, float] | None:
+    """One imagekit boot and its wall time (preparation, GRUB 0.97's checks, QEMU: what a user waits for), also
+    recorded with its prepare and QEMU times under the preparation path it took; None if it failed."""
     start = time.monotonic()
     report = boot_image(opts)
-    return report, round(time.monotonic() - start, 2)
+    wall = round(time.monotonic() - start, 2)
+    if not report.booted:
+        print(report.to_text(), file=sys.stderr)
+        return None
+    qemu = report.seconds_qemu if not report.firmwares else sum(f.seconds_qemu for f in report.firmwares)
+    paths.setdefault(report.prepared_with, []).append((report.seconds_prepare, wall, qemu))
+    return report, wall
+
+
+def print_paths(paths: Paths, what: str) -> None:
+    """The side-by-side table: preparation, the boot's wall time, QEMU's own run, their ratio."""
+    print(f"preparation ({what}){'':{max(0, 26 - len(what))}}{'prepare':>10}{'boot wall':>11}{'QEMU':>9}"
+          f"{'wall/QEMU':>11}")
+    for name in PATH_NAMES:
+        if not (times := paths.get(name)):
+            continue
+        p, w, q = (median([t[i] for t in times]) or 0.0 for i in range(3))
+        ratio = w / q if q else 0.0
+        print(f"{PATH_NAMES[name] + f' ({len(times)})':40}{p:>9.2f}s{w:>10.2f}s{q:>8.2f}s{ratio:>10.2f}x")
+    print("target: prepare under 1 s, boot wall time at most 1.15x QEMU's own run")
 
 
 def pvgrub097_boot(image: Path, workdir: Path, times: list[Times], plans: list[float | None]) -> str | None:
     """One --loader pvgrub097 boot, its times appended; the reason (and detail) when PV-GRUB would not boot it."""
-    report, wall = timed_boot(BootOptions(image, loader="pvgrub097", serial_log=workdir / "pvgrub097.log"))
+    start = time.monotonic()
+    report = boot_image(BootOptions(image, loader="pvgrub097", serial_log=workdir / "pvgrub097.log"))
+    wall = round(time.monotonic() - start, 2)
     if not report.booted:
         return f"{report.reason}: {report.detail}"
     plans.append(report.pvgrub097["seconds"] if report.pvgrub097 else None)
@@ -253,14 +293,19 @@ def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], a
     harness: dict[str, list[Times]] = {str(f): [] for f in firmwares}
     prepare: list[float | None] = []
     bare: list[Times] = []
+    paths: Paths = {}
     with overlay(target, workdir) as ov:
         with guest.open_guest(ov, accel, image.name) as g:  # the same overlay content as imagekit boot's
             prepared = with_mounts_probe(g, prepare_hvm(g), read_manifest(target.path))
             direct = hvm_direct(g, prepared, workdir)
+        forget(target.path)
         for n in range(args.runs):  # interleaved, so load from elsewhere falls on both alike
-            report = boot_image(BootOptions(image, serial_log=workdir / "harness.log", firmware=args.firmware))
-            if not report.booted:
-                print(report.to_text(), file=sys.stderr)
+            done = timed_boot(BootOptions(image, serial_log=workdir / "harness.log", firmware=args.firmware), paths)
+            if done is None:
+                return 1
+            report = done[0]
+            if timed_boot(BootOptions(image, serial_log=workdir / "old.log", firmware=args.firmware,
+                                      fast_prepare=False), paths) is None:
                 return 1
             for f in report.firmwares:
                 harness[f.firmware].append(Times(f.seconds_to_bootloader, f.seconds_to_first_kernel_line,
@@ -282,6 +327,7 @@ def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], a
             continue
         print(f"firmware + GRUB ({FIRMWARE_NAMES.get(name, name)}): +{t.kernel - b.kernel:.2f}s to the first kernel "
               f"line, +{t.sentinel - b.sentinel:.2f}s to the sentinel ({t.sentinel / b.sentinel:.2f}x)")
+    print_paths(paths, "HVM, every firmware")
     return 0
 
 

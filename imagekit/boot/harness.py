@@ -9,7 +9,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,13 @@ from imagekit.boot.attach import (
     extend_argv,
     instance_fields,
     prepare_instance,
+    with_mounts_probe,
 )
 from imagekit.boot.console import EXPLAIN, Reason, Verdict, Watcher, context
 from imagekit.boot.direct import DirectBoot, prepare_direct
-from imagekit.boot.overlay import ImageFile, image_file, overlay
+from imagekit.boot.fastprep import Job, prepare_disk, pv_layout
+from imagekit.boot.metadata import name_nic_eth0
+from imagekit.boot.overlay import ImageFile, image_file
 from imagekit.boot.pvgrub import MENU_LST, Variant, build_core
 from imagekit.boot.pvgrub097 import LOADER as PVGRUB097
 from imagekit.boot.pvgrub097 import Grub097Boot, Grub097Plan
@@ -57,6 +62,7 @@ class BootOptions:
     firmware: str | None = None  # HVM: bios, uefi or both (default: from the manifest or the disk)
     disk_interface: str | None = None  # HVM: nvme (default), virtio or ide; PV images boot with virtio
     aki_version: str | None = None  # --loader pvgrub097: the PV-GRUB version (default: what `imagekit aki` registers)
+    fast_prepare: bool = True  # False: libguestfs even where debugfs could edit a copy (scripts/bench-boot's old path)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Prepared:
     notes: tuple[str, ...]
     grub_cfg: str | None = None  # HVM: GRUB 2's config in the mounted overlay (the NIC's net.ifnames=0 goes there)
     grub097: Grub097Boot | None = None  # --loader pvgrub097: the bytes GRUB 0.97 read, as Xen would load them
+    prepared_with: str = "libguestfs"  # or "debugfs", "debugfs-cached" (imagekit/boot/fastprep.py)
 
 
 def read_manifest(image: Path) -> dict[str, Any] | None:
@@ -96,29 +103,28 @@ def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, wo
                     grub097: Grub097Plan | None = None) -> Prepared:
     """Everything the overlay gets, in one libguestfs session."""
     disk = guest.find_disk(g, image.path.name, opts.variant)
+    check_pv_disk(disk, image)
+    guest.mount(g, disk)
+    return boot_files(g, edit_pv(g, disk, loader), image, loader, workdir, grub097)
+
+
+def check_pv_disk(disk: guest.Disk, image: ImageFile) -> None:
     if disk.variant is None:
         raise UsageError(f"IMAGE: {image.path} has a GPT partition table: PV-GRUB reads MBR only; "
                          "it is not a PV-GRUB (hd0/hd00) image")
-    guest.mount(g, disk)
+
+
+def edit_pv(g: Any, disk: guest.Disk, loader: str) -> Prepared:
+    """The edits on the mounted tree (libguestfs or extfs.ExtTree): the probe, and for --loader pvgrub
+    console=ttyS0 first in menu.lst. Nothing here depends on the boot's workdir (fastprep caches it)."""
     menu_text = guest.read_menu_lst(g, disk)
     notes: list[str] = []
     kind = probe.detect_kind(g) if disk.root_device else probe.ProbeKind.NONE
     added = probe.install_probe(g, kind)
     if kind is probe.ProbeKind.NONE:
         notes.append("no probe could be installed (no root filesystem with /sbin/init and /bin/sh)")
-    direct = None
-    booting = None
-    if grub097 is not None:
-        from imagekit.boot.pvgrub097 import prepare
-
-        booting = prepare(grub097, disk, workdir)
-        added.append(f"kernel command line: {probe.SERIAL_ARG} first (QEMU's serial port)")
-    elif loader == "direct":
-        if menu_text is None:
-            raise UsageError(f"IMAGE: {image.path} has no {disk.variant.legacy_root}{MENU_LST}")
-        direct = prepare_direct(g, disk, menu_text, workdir)
-        added.append(f"kernel command line: {probe.SERIAL_ARG} first (QEMU's serial port)")
-    elif menu_text is not None:
+    if loader == "pvgrub" and menu_text is not None:
+        assert disk.variant is not None
         text, changed = probe.add_serial_console(menu_text)
         if changed:
             g.write(disk.boot_path(MENU_LST), text.encode())
@@ -127,7 +133,52 @@ def prepare_overlay(g: Any, image: ImageFile, opts: BootOptions, loader: str, wo
     if disk.separate_boot:
         notes.append(f"separate /boot: PV-GRUB reads {disk.boot_device}, the root filesystem is "
                      f"{disk.root_device}")
-    return Prepared(disk, menu_text, kind, tuple(added), direct, tuple(notes), grub097=booting)
+    return Prepared(disk, menu_text, kind, tuple(added), None, tuple(notes))
+
+
+def boot_files(g: Any, prepared: Prepared, image: ImageFile, loader: str, workdir: Path,
+               grub097: Grub097Plan | None = None) -> Prepared:
+    """What this boot reads (never writes): the direct loader's kernel and initrd, GRUB 0.97's files."""
+    disk = prepared.disk
+    line = f"kernel command line: {probe.SERIAL_ARG} first (QEMU's serial port)"
+    if grub097 is not None:
+        from imagekit.boot.pvgrub097 import prepare
+
+        return replace(prepared, grub097=prepare(grub097, disk, workdir), added=(*prepared.added, line))
+    if loader == "direct":
+        if prepared.menu_text is None:
+            assert disk.variant is not None
+            raise UsageError(f"IMAGE: {image.path} has no {disk.variant.legacy_root}{MENU_LST}")
+        direct = prepare_direct(g, disk, prepared.menu_text, workdir)
+        return replace(prepared, direct=direct, added=(*prepared.added, line))
+    return prepared
+
+
+class KernelRefused(Exception):
+    """GRUB 0.97's plan ends in a kernel Xen's loader refuses: the boot stops before QEMU."""
+
+
+def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
+           grub097: Callable[[], Grub097Plan | None], manifest: dict[str, Any] | None) -> Job:
+    """A PV boot's preparation for fastprep: edits (cached with the copy), then what the boot reads.
+    `grub097()` is GRUB 0.97's plan (--loader pvgrub097, running beside this), joined only where it is read."""
+    network = opts.attach.user_data is not None
+
+    def edit(g: Any, disk: guest.Disk) -> Prepared:
+        edits = with_mounts_probe(g, edit_pv(g, disk, loader), manifest)
+        return edits if loader == "direct" else name_nic_eth0(g, edits, network)
+
+    def finish(g: Any, edits: Prepared) -> Prepared:
+        prepared = boot_files(g, edits, image, loader, workdir, grub097())
+        return name_nic_eth0(g, prepared, network) if loader == "direct" else prepared
+
+    def slow(g: Any) -> Prepared:
+        return prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir, grub097()), manifest,
+                                opts.attach)
+
+    params = {"boot": "pv", "menu_edit": loader == "pvgrub", "variant": str(opts.variant),
+              "network": network and loader != "direct", "manifest": manifest}
+    return Job(params, lambda i: pv_layout(i, opts.variant), edit, finish, slow)
 
 
 def _entry(verdict: Verdict, prepared: Prepared) -> EntryBooted | None:
@@ -218,15 +269,31 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
         if loader == PVGRUB097:  # GRUB 0.97 reads the image while the appliance launches on the overlay
             opts, planning = start_pvgrub097(opts, image, workdir, progress, pool)
         attached = attach_disks(image.path, manifest, opts.attach, workdir)
-        with overlay(image, workdir) as ov:
-            with progress.stage("prepare", "overlay, probe" + (", GRUB 0.97 beside it" if planning else "")) \
-                    as stage, guest.open_guest(ov, accel, image.path.name) as g:
+        refused: list[tuple[Grub097Plan, float]] = []
+
+        def joined() -> Grub097Plan | None:
+            """GRUB 0.97's plan, waited for when the preparation needs it; a refused kernel stops here."""
+            if planning is None:
+                return None
+            plan, seconds = planning.result()
+            if plan.xen is None:
+                refused.append((plan, seconds))
+                raise KernelRefused
+            return plan
+
+        job = pv_job(image, opts, loader, workdir, joined, manifest)
+        with ExitStack() as stack:
+            with progress.stage("prepare", "probe, console" + (", GRUB 0.97 beside it" if planning else "")) \
+                    as stage:
+                try:
+                    ov, prepared = stack.enter_context(prepare_disk(image, workdir, job, accel,
+                                                                    fast=opts.fast_prepare))
+                except KernelRefused:
+                    return refused_report(opts, image, accel, *refused[0])
                 if planning is not None:
                     grub097, seconds_grub = planning.result()
                     if grub097.xen is None:
                         return refused_report(opts, image, accel, grub097, seconds_grub)
-                prepared = prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir, grub097), manifest,
-                                            opts.attach)
             seconds_prepare = stage.seconds
             log = workdir / "serial.log"
             argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)
@@ -332,7 +399,8 @@ def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel,
         kernel_version=verdict.kernel_version,
         seconds_to_first_kernel_line=_round(verdict.t_first_kernel_line),
         seconds_to_sentinel=_round(verdict.t_sentinel), seconds_qemu=round(outcome.seconds, 2),
-        seconds_prepare=round(seconds_prepare, 2), failed_units=list(verdict.failed_units),
+        seconds_prepare=round(seconds_prepare, 2), prepared_with=prepared.prepared_with,
+        failed_units=list(verdict.failed_units),
         grub_errors=list(verdict.grub_errors),
         system_state=verdict.system_state, login_prompt=verdict.login_prompt, probe=str(prepared.kind),
         serial_log=str(log), added=list(prepared.added),

@@ -65,6 +65,12 @@ def prepare_hvm(g: Any) -> Prepared:
     boot = find_boot(g, devices, root)
     disk = Disk(None, boot, root, separate_boot=boot != root)
     guest.mount(g, disk)
+    return edit_hvm(g, disk)
+
+
+def edit_hvm(g: Any, disk: Disk) -> Prepared:
+    """On the mounted tree (libguestfs, or extfs.ExtTree without an appliance): the probe, console=ttyS0."""
+    root = disk.root_device
     kind = probe.detect_kind(g)
     added = [*probe.install_probe(g, kind), *add_grub_console(g)]
     notes = [f"separate /boot: {disk.boot_device}, root {root}"] if disk.separate_boot else []

@@ -17,19 +17,21 @@ result per firmware.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from imagekit.accel import Accel, detect
-from imagekit.boot import guest
 from imagekit.boot.attach import Attached, attach_disks, drive_args, instance_fields, nic_args, prepare_instance
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import DiskLabel
+from imagekit.boot.fastprep import Job, hvm_layout, prepare_disk
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
 from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, read_manifest, save_log
-from imagekit.boot.hvm import prepare_hvm
+from imagekit.boot.hvm import edit_hvm, prepare_hvm
 from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
@@ -98,14 +100,31 @@ class Run:
     workdir: Path
 
 
-def prepare(ov: Path, opts: BootOptions, image: ImageFile, manifest: dict[str, Any] | None, label: DiskLabel,
-            accel: Accel) -> Prepared:
-    """The overlay's probes and console; skipped (no libguestfs) on a disk with no Linux filesystem at all."""
-    if not label.may_hold_root:
-        return Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
-                        ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
-    with guest.open_guest(ov, accel, image.path.name) as g:
+def hvm_job(opts: BootOptions, manifest: dict[str, Any] | None) -> Job:
+    """An HVM boot's preparation for fastprep: every edit is in the filesystems (cached with the copy)."""
+
+    def edit(g: Any, disk: Disk) -> Prepared:  # g: the copy's extfs.ExtTree, "mounted" as the disk says
+        return prepare_instance(g, edit_hvm(g, disk), manifest, opts.attach)
+
+    def slow(g: Any) -> Prepared:
         return prepare_instance(g, prepare_hvm(g), manifest, opts.attach)
+
+    params = {"boot": "hvm", "network": opts.attach.user_data is not None, "manifest": manifest}
+    return Job(params, hvm_layout, edit, lambda g, edits: edits, slow)
+
+
+@contextmanager
+def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: dict[str, Any] | None,
+            label: DiskLabel, accel: Accel) -> Iterator[tuple[Path, Prepared]]:
+    """The boot disk (a qcow2 overlay) with its probes and console; nothing is added (no libguestfs, no copy)
+    to a disk with no Linux filesystem at all."""
+    if not label.may_hold_root:
+        with overlay(image, workdir) as ov:
+            yield ov, Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
+                               ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
+        return
+    with prepare_disk(image, workdir, hvm_job(opts, manifest), accel, fast=opts.fast_prepare) as done:
+        yield done
 
 
 def attach_each(opts: BootOptions, image: ImageFile, manifest: dict[str, Any] | None,
@@ -162,9 +181,9 @@ def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...
     attached = attach_each(opts, image, manifest, firmwares, interface, workdir)
     with progress.stage("accel"):
         accel = detect(opts.accel)
-    with overlay(image, workdir) as ov:
-        with progress.stage("prepare", "overlay, probe, grub.cfg console") as stage:
-            prepared = prepare(ov, opts, image, manifest, label, accel)
+    with ExitStack() as stack:
+        with progress.stage("prepare", "probe, grub.cfg console") as stage:
+            ov, prepared = stack.enter_context(prepare(image, workdir, opts, manifest, label, accel))
         run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
         reports = [boot_once(run, f, attached[f], progress) for f in firmwares]
     return combine(reports, firmwares)

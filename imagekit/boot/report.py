@@ -57,6 +57,7 @@ class BootReport:
     probe: str  # "systemd-unit", "init-hook" or "none"
     serial_log: str
     added: list[str] = field(default_factory=list)  # what the overlay got
+    prepared_with: str = "libguestfs"  # "debugfs" (a raw copy edited, no appliance), "debugfs-cached", "libguestfs"
     mappings: list[str] = field(default_factory=list)  # kernel argument rewrites (direct loader)
     notes: list[str] = field(default_factory=list)
     # what the instance had besides its root volume, and what came up (imagekit/boot/attach.py, mounts.py)
@@ -95,7 +96,7 @@ class BootReport:
                   if self.seconds_to_first_kernel_line is not None else None,
                   f"sentinel {self.seconds_to_sentinel:.1f}s" if self.seconds_to_sentinel is not None else None]
         lines.append(f"  time: {', '.join(t for t in timing if t) or 'n/a'} (QEMU {self.seconds_qemu:.1f}s, "
-                     f"{self.accel}; prepare {self.seconds_prepare:.1f}s)")
+                     f"{self.accel}; prepare {self.seconds_prepare:.1f}s with {self.prepared_with})")
         if self.failed_units:
             lines.append(f"  failed units: {' '.join(self.failed_units)}")
         lines += [f"  added to the overlay: {a}" for a in self.added]

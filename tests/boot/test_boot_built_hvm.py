@@ -5,6 +5,7 @@ on purpose, rootless (mtools on the ESP, debugfs on the root filesystem), each f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -57,8 +58,12 @@ def debugfs_write(image: Path, offset: int, *requests: str) -> None:
 @pytest.mark.parametrize(("layout", "firmwares"), [("mbr-bios", ["bios"]), ("gpt-uefi", ["uefi"]),
                                                    ("gpt-hybrid", ["bios", "uefi"])])
 def test_built_layout_boots_through_its_firmware(built_hvm: Built, layout: str, firmwares: list[str]) -> None:
-    report = boot_image(BootOptions(built_hvm(layout)))
+    image = built_hvm(layout)
+    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    report = boot_image(BootOptions(image))
     assert report.booted, report.to_text()
+    assert report.prepared_with.startswith("debugfs"), report.notes  # GPT or MBR, ext4 root: no appliance
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before
     assert [(f.firmware, f.reason) for f in report.firmwares] == [(f, "booted") for f in firmwares]
     assert report.firmware == (firmwares[0] if len(firmwares) == 1 else "both")
     assert report.entry is not None and report.entry.title == f"small-{layout} ({report.kernel_version})"

@@ -6,6 +6,7 @@ loader; and a copy of hd0 with a unit that fails is reported as failed, naming t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -39,8 +40,11 @@ def test_shipped_recipe_boots_with_pvgrub(debian_images: Callable[[str], Path], 
     assert (kernel["format"], kernel["original_payload"]) == ("vmlinux-gz", "lz4")
     assert kernel["path"] == f"{prefix}pvgrub-vmlinux-{kernel['version']}.gz"
     assert kernel["original"] == f"{prefix}vmlinuz-{kernel['version']}"
+    before = sha256(image) if variant == "hd0" else None
     report = boot_image(BootOptions(image))
     assert report.booted, report.to_text()
+    assert report.prepared_with.startswith("debugfs"), report.notes  # no libguestfs appliance
+    assert before is None or sha256(image) == before  # the edits went into a copy, never the image
     assert (report.loader, report.probe, report.failed_units) == ("pvgrub097", "systemd-unit", [])
     assert report.pvgrub097 is not None and report.pvgrub097["kernel"]["pvh_entry"] is True
     assert report.variant == ("hd0" if variant == "hd0" else "hd00")
@@ -49,10 +53,19 @@ def test_shipped_recipe_boots_with_pvgrub(debian_images: Callable[[str], Path], 
     assert report.kernel_version and report.entry.title.endswith(report.kernel_version)
 
 
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
 def test_shipped_recipe_boots_with_the_direct_loader(debian_images: Callable[[str], Path]) -> None:
     report = boot_image(BootOptions(debian_images("hd0"), loader="direct"))
     assert report.booted, report.to_text()
     assert report.loader == "direct" and report.entry is not None and report.entry.index == 0
+    assert report.prepared_with.startswith("debugfs")  # the kernel and initrd read from the copy with debugfs
 
 
 def test_a_failing_unit_is_named(debian_images: Callable[[str], Path], tmp_path: Path) -> None:

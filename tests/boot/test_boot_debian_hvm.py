@@ -6,6 +6,7 @@ shows the ESP mounted at /boot/efi from fstab (gpt-uefi, gpt-hybrid).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,14 @@ from tests.boot.conftest import requires_kernel
 pytestmark = [pytest.mark.slow, requires_kernel()]
 
 
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
 @pytest.mark.parametrize(("recipe", "firmwares"), [
     ("debian-12-hvm-bios", ["bios"]),
     ("debian-12-hvm-uefi", ["uefi"]),
@@ -24,8 +33,12 @@ pytestmark = [pytest.mark.slow, requires_kernel()]
 ])
 def test_debian_hvm_boots_through_its_firmware(recipe_images: Callable[[str], Path], recipe: str,
                                                firmwares: list[str]) -> None:
-    report = boot_image(BootOptions(recipe_images(recipe)))
+    image = recipe_images(recipe)
+    before = sha256(image) if recipe == "debian-12-hvm-hybrid" else None
+    report = boot_image(BootOptions(image))
     assert report.booted, report.to_text()
+    assert report.prepared_with.startswith("debugfs"), report.notes  # no libguestfs appliance
+    assert before is None or sha256(image) == before
     assert [(f.firmware, f.reason) for f in report.firmwares] == [(f, "booted") for f in firmwares]
     assert (report.loader, report.disk_interface, report.probe, report.failed_units) == (
         "firmware", "nvme", "systemd-unit", [])

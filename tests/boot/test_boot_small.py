@@ -44,6 +44,7 @@ def test_default_kernel_missing_boots_the_fallback_and_leaves_the_image_alone(sm
     assert (report["schema"], report["verdict"]) == ("imagekit.boot/1", "pass")
     assert report["entry"] == {"title": "Debian cloud", "index": 1, "fallback": True}
     assert report["variant"] == "hd0" and report["probe"] == "init-hook"
+    assert report["prepared_with"] == "debugfs"  # the init wrapped without libguestfs (fresh image: no cache yet)
     assert report["grub_errors"] == ["couldn't load file /boot/vmlinuz-missing"]
     assert report["kernel_version"].endswith("-cloud-amd64")
     assert 0 < report["seconds_to_first_kernel_line"] < report["seconds_to_sentinel"]

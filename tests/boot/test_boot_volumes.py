@@ -111,6 +111,8 @@ def test_lvm_root_gets_the_probe(recipe_images: Callable[[str], Path]) -> None:
     report = boot_image(BootOptions(recipe_images("debian-12-lvm"), attach=AttachOptions(instance_store=0)))
     assert report.booted, report.to_text()
     assert report.probe == "systemd-unit" and report.variant == "hd00"
+    assert report.prepared_with == "libguestfs"  # debugfs cannot reach a logical volume: the fallback
+    assert any(n.startswith("prepared with libguestfs: LVM on /dev/sda") for n in report.notes), report.notes
     mounts = {m["target"]: m for m in report.mounts}
     assert mounts["/"]["source"] == "/dev/mapper/vg0-root" and mounts["/"]["label"] == "root"
     assert mounts["/var"]["source"] == "/dev/mapper/vg0-var" and mounts["/boot"]["label"] == "boot"
