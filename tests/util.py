@@ -63,3 +63,16 @@ def processes_naming(where: Path, program: str = "") -> list[int]:
         if argv and program.encode() in argv[0] and any(str(where).encode() in a for a in argv):
             found.append(int(cmdline.parent.name))
     return found
+
+
+def dumpe2fs(image: Path) -> dict[str, int | str]:
+    """An ext filesystem's superblock as e2fsprogs' dumpe2fs -h prints it (numbers as ints): an oracle
+    independent of imagekit's own superblock reader."""
+    out = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True, check=True).stdout
+    fields: dict[str, int | str] = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            value = value.strip()
+            fields[key.strip()] = int(value) if value.isdigit() else value
+    return fields
