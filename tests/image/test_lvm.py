@@ -96,6 +96,15 @@ def test_lvm_layout(lvm_build: tuple[Path, dict]) -> None:
     try:
         assert g.vgs() == ["vgsmall"]
         assert g.lvs() == ["/dev/vgsmall/root", "/dev/vgsmall/swap", "/dev/vgsmall/var"]
+        # the kernel's device-mapper (LVM in the appliance) maps each LV where the manifest says it is:
+        # its size, and its first and last 64 KiB are the image's bytes at the manifest's offset
+        with open(image, "rb") as raw:
+            for name, f in by_lv.items():
+                dev = f"/dev/vgsmall/{name}"
+                assert g.blockdev_getsize64(dev) == f["size"]
+                for at in (0, f["size"] - 65536):
+                    raw.seek(f["offset"] + at)
+                    assert g.pread_device(dev, 65536, at) == raw.read(65536), (name, at)
         fss = g.list_filesystems()
         assert fss["/dev/sda1"] == "ext2" and fss["/dev/vgsmall/root"] == "ext4"
         assert fss["/dev/vgsmall/swap"] == "swap" and fss["/dev/vgsmall/var"] == "ext4"
