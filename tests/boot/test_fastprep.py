@@ -89,7 +89,7 @@ def test_init_hook_and_menu_lst_edited_in_a_cached_copy(tmp_path: Path, accel: A
     busybox_tree(tree)
     image = image_file(partitioned(tmp_path / "disk.img", tree))
     before = sha256(image.path)
-    job = pv_job(image, BootOptions(image.path), "pvgrub", tmp_path, None, None)
+    job = pv_job(image, BootOptions(image.path), "pvgrub", tmp_path, lambda: None, None)
     with prepare_disk(image, tmp_path, job, accel) as (disk, prepared):
         assert disk.suffix == ".qcow2" and prepared.prepared_with == "debugfs"
         assert (prepared.disk.variant, prepared.disk.boot_device, prepared.disk.root_device) == (
@@ -122,7 +122,7 @@ def test_systemd_probe_through_symlinks(tmp_path: Path, accel: Accel, cache: Pat
     systemd_tree(tree)
     image = image_file(partitioned(tmp_path / "disk.img", tree))
     manifest = {"data_volumes": [{"services": ["postgresql@15-main.service"]}]}
-    job = pv_job(image, BootOptions(image.path), "pvgrub097", tmp_path, None, manifest)
+    job = pv_job(image, BootOptions(image.path), "pvgrub097", tmp_path, lambda: None, manifest)
     with prepare_disk(image, tmp_path, job, accel, use_cache=False) as (_, prepared):
         assert prepared.kind is probe.ProbeKind.SYSTEMD and prepared.prepared_with == "debugfs"
     assert not cache.exists()  # use_cache=False: the copy lived in the workdir
