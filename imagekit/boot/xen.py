@@ -5,13 +5,15 @@ carries the same memdisk config idea as the QEMU loader (minus the serial termin
 console is GRUB's console). The disk is `xvda`; an hd0 image is attached as the partition device
 `xvda1`, as EC2 does. Without a dom0 (`xl info` fails) the command exits 2 and says so.
 
-First, before `xl` is looked up, the same checks as --loader pvgrub097 (`check_kernel`): a kernel Xen's
-domain builder on EC2's PV-GRUB would refuse, or an entry GRUB 0.97 cannot load, fails the boot there.
+Without `xl` on PATH that is said at once. Otherwise, before `xl` is run, the same checks as --loader
+pvgrub097 (`check_kernel`): a kernel Xen's domain builder on EC2's PV-GRUB would refuse, or an entry GRUB
+0.97 cannot load, fails the boot there, before any domain is created.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -125,7 +127,9 @@ def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootRep
     from imagekit.boot.overlay import overlay
     from imagekit.boot.qemu import run_qemu
 
-    opts, refused = check_kernel(opts, image, progress)
+    if shutil.which("xl") is None:  # no Xen tools at all: said at once, whatever the image holds
+        check_dom0()
+    opts, refused = check_kernel(opts, image, progress)  # before `xl create` (and `xl info`) is run
     if refused is not None:
         return refused
     check_dom0()
