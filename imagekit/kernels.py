@@ -51,8 +51,8 @@ class KernelProfile(_Model):
     # the kernel when EC2's PV-GRUB cannot decompress its payload (lz4, zstd), else the kernel itself;
     # "bzimage" the kernel file as installed; "vmlinux-gz" always the gzipped vmlinux.
     pv_format: Literal["auto", "bzimage", "vmlinux-gz"] = "auto"
-    # installed by a bootstrap for PV layouts only: what the image's kernel postinst hook needs to convert a
-    # later kernel (Debian's cloud kernel is LZ4: the lz4 tool)
+    # what a PV image's kernel postinst hook needs to convert a later kernel (Debian's cloud kernel is LZ4: the
+    # lz4 tool); installed by every bootstrap with this profile, so one bootstrap serves PV and HVM layouts
     pv_packages: tuple[PackageName, ...] = ()
 
     @model_validator(mode="after")

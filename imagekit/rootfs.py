@@ -26,7 +26,7 @@ from imagekit.errors import RecipeError, UsageError
 from imagekit.hostdisk import host_disk
 from imagekit.kernels import KernelProfile
 from imagekit.progress import Progress
-from imagekit.recipe import Arch, Bootstrap, Directory, Recipe, Tarball, Virtualization
+from imagekit.recipe import Arch, Bootstrap, Directory, Recipe, Tarball
 from imagekit.run import Arg, run, run_lines
 
 BOOTSTRAP_FORMAT = 1  # bump when the way imagekit bootstraps changes what lands in the tarball
@@ -56,8 +56,9 @@ def is_root() -> bool:
 
 def bootstrap_packages(recipe: Recipe, profile: KernelProfile) -> list[str]:
     assert isinstance(recipe.rootfs, Bootstrap)
-    pv = profile.pv_packages if recipe.layout.virtualization is Virtualization.PARAVIRTUAL else ()
-    return sorted({*recipe.rootfs.packages, *recipe.packages, *profile.packages, *pv})
+    # the profile's pv_packages for every layout: one bootstrap serves a recipe's PV and HVM images (the
+    # layout is not in the cache key); an HVM image carries the tool unused
+    return sorted({*recipe.rootfs.packages, *recipe.packages, *profile.packages, *profile.pv_packages})
 
 
 def bootstrap_key(recipe: Recipe, profile: KernelProfile) -> str:
