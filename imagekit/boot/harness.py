@@ -154,6 +154,9 @@ def boot_files(g: Any, prepared: Prepared, image: ImageFile, loader: str, workdi
     return prepared
 
 
+CMDLINE_LOADERS = ("direct", PVGRUB097)  # QEMU gets the kernel command line (-append), not from the disk
+
+
 class KernelRefused(Exception):
     """GRUB 0.97's plan ends in a kernel Xen's loader refuses: the boot stops before QEMU."""
 
@@ -166,18 +169,18 @@ def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
 
     def edit(g: Any, disk: guest.Disk) -> Prepared:
         edits = with_mounts_probe(g, edit_pv(g, disk, loader), manifest)
-        return edits if loader == "direct" else name_nic_eth0(g, edits, network)
+        return edits if loader in CMDLINE_LOADERS else name_nic_eth0(g, edits, network)
 
     def finish(g: Any, edits: Prepared) -> Prepared:
         prepared = boot_files(g, edits, image, loader, workdir, grub097())
-        return name_nic_eth0(g, prepared, network) if loader == "direct" else prepared
+        return name_nic_eth0(g, prepared, network) if loader in CMDLINE_LOADERS else prepared
 
     def slow(g: Any) -> Prepared:
         return prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir, grub097()), manifest,
                                 opts.attach)
 
     params = {"boot": "pv", "menu_edit": loader == "pvgrub", "variant": str(opts.variant),
-              "network": network and loader != "direct", "manifest": manifest}
+              "network": network and loader not in CMDLINE_LOADERS, "manifest": manifest}
     return Job(params, lambda i: pv_layout(i, opts.variant), edit, finish, slow)
 
 

@@ -72,12 +72,17 @@ def user_data_report(imds: ImdsConfig | None) -> dict[str, Any] | None:
 def name_nic_eth0(g: Any, prepared: Prepared, network: bool) -> Prepared:
     """With a metadata service (`network`) the guest needs its network: EC2 PV's netfront NIC is eth0 (what the
     images' ifupdown configures), QEMU's virtio-net-pci would be ens2; `net.ifnames=0` keeps it eth0. Put on
-    the direct loader's command line, menu.lst's kernel lines (PV-GRUB) or grub.cfg's linux lines (HVM)."""
+    the direct loader's and the GRUB 0.97 loader's command line (QEMU's -append: GRUB 0.97 read menu.lst
+    from the image itself, before any edit), menu.lst's kernel lines (PV-GRUB) or grub.cfg's linux lines (HVM)."""
     if not network:
         return prepared
+    added = (*prepared.added, f"kernel command line: {NIC_ARG} ({NIC_WHY})")
     if prepared.direct is not None:
         direct = replace(prepared.direct, append=f"{NIC_ARG} {prepared.direct.append}")
-        return replace(prepared, direct=direct, added=(*prepared.added, f"kernel command line: {NIC_ARG} ({NIC_WHY})"))
+        return replace(prepared, direct=direct, added=added)
+    if prepared.grub097 is not None:
+        booting = replace(prepared.grub097, append=f"{NIC_ARG} {prepared.grub097.append}")
+        return replace(prepared, grub097=booting, added=added)
     if prepared.menu_text is not None:
         path = prepared.disk.boot_path(MENU_LST)
         assert prepared.disk.variant is not None
