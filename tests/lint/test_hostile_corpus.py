@@ -105,6 +105,6 @@ def test_diff_hostile_variants(corpus, a: str, b: str | None) -> None:
         assert (str(right) in proc.stderr) or not a.startswith(("truncated", "random")), proc.stderr
     else:
         assert proc.returncode == 1, proc.stderr  # they differ
-        names = [c["name"] for c in json.loads(proc.stdout)]
+        names = [c["name"] for c in json.loads(proc.stdout)["changes"]]
         assert not [n for n in names if n.startswith("//")], names
     assert watch.opens() == 0, f"diff {a} opened the host file its image names"
