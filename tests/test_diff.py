@@ -67,7 +67,7 @@ def test_diff_readers_agree(small_recipe: Callable[..., Path], tmp_path: Path, l
     for reader in ("native", "guestfs"):
         proc = run_imagekit("diff", tmp_path / "a.img", tmp_path / "b.img", "--json", "--reader", reader)
         assert proc.returncode == 1, proc.stderr
-        by_reader[reader] = json.loads(proc.stdout)
+        by_reader[reader] = json.loads(proc.stdout)["changes"]
     assert by_reader["native"] == by_reader["guestfs"]
     names = {(c["change"], c["name"]) for c in by_reader["native"]}
     assert {("changed", "/etc/motd"), ("added", "/etc/extra")} <= names, names
