@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.util import run_imagekit
+from tests.util import run_imagekit, sha256
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1767225600"}
 BOOTPART = '[filesystems.boot]\ntype = "ext2"\nlabel = "boot"\nsize = "64M"\n'
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(("layout", "extra"), [("hd0", ""), ("hd00", ""), ("hd00", BOOTPART)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -76,3 +77,12 @@ def dumpe2fs(image: Path) -> dict[str, int | str]:
             value = value.strip()
             fields[key.strip()] = int(value) if value.isdigit() else value
     return fields
+
+
+def sha256(path: Path) -> str:
+    """A file's sha256 (hex), read in chunks (images are gigabytes): what sha256sum prints."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -6,7 +6,6 @@ loader; and a copy of hd0 with a unit that fails is reported as failed, naming t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from imagekit.boot import BootOptions, boot_image
 from tests.boot.conftest import requires_kernel
+from tests.util import sha256
 
 pytestmark = [pytest.mark.slow, requires_kernel()]
 
@@ -51,14 +51,6 @@ def test_shipped_recipe_boots_with_pvgrub(debian_images: Callable[[str], Path], 
     assert report.entry is not None and (report.entry.index, report.entry.fallback) == (0, False)
     assert report.system_state == "running"
     assert report.kernel_version and report.entry.title.endswith(report.kernel_version)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def test_shipped_recipe_boots_with_the_direct_loader(debian_images: Callable[[str], Path]) -> None:

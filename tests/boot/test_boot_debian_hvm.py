@@ -6,7 +6,6 @@ shows the ESP mounted at /boot/efi from fstab (gpt-uefi, gpt-hybrid).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,16 +13,9 @@ import pytest
 
 from imagekit.boot import BootOptions, boot_image
 from tests.boot.conftest import requires_kernel
+from tests.util import sha256
 
 pytestmark = [pytest.mark.slow, requires_kernel()]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize(("recipe", "firmwares"), [

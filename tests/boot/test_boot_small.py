@@ -8,7 +8,6 @@ inside GRUB in seconds (every kernel missing, `root (hd0)` on a partitioned disk
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,15 +20,11 @@ from imagekit.boot.direct import prepare_direct
 from imagekit.boot.guest import find_disk, mount, open_guest, read_menu_lst
 from imagekit.boot.overlay import image_file, overlay
 from tests.boot.conftest import requires_kernel
-from tests.util import run_imagekit
+from tests.util import run_imagekit, sha256
 
 pytestmark = [pytest.mark.slow, requires_kernel()]
 
 Images = Callable[[str], Path]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_default_kernel_missing_boots_the_fallback_and_leaves_the_image_alone(small_images: Images,

@@ -10,7 +10,6 @@ included), LVM ~35 s, the Kumina bootstrap with user-data ~42 s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import pytest
 from imagekit.boot import BootOptions, boot_image
 from imagekit.boot.attach import AttachOptions
 from tests.boot.conftest import requires_kernel
-from tests.util import RECIPES, run_imagekit
+from tests.util import RECIPES, run_imagekit, sha256
 
 pytestmark = [pytest.mark.slow, requires_kernel()]
 
@@ -38,14 +37,6 @@ def boot_json(*args: str | Path) -> dict[str, Any]:
     assert proc.returncode in (0, 1), proc.stderr
     report: dict[str, Any] = json.loads(proc.stdout)
     return report
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def assert_postgres_after_its_mount(report: Any) -> None:

@@ -6,7 +6,6 @@ No QEMU and no appliance here (a second or so in all); the boots are in test_boo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -20,13 +19,10 @@ from imagekit.boot.fastprep import CACHE, FastPathUnavailable, prepare_disk, pv_
 from imagekit.boot.harness import BootOptions, pv_job
 from imagekit.boot.overlay import image_file
 from imagekit.boot.pvgrub import Variant
+from tests.util import sha256
 
 MIB = 1 << 20
 MENU = "default 0\ntimeout 1\ntitle small\n\troot (hd0,0)\n\tkernel /vmlinuz root=LABEL=root ro console=hvc0\n"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def systemd_tree(root: Path) -> None:

@@ -8,7 +8,6 @@ One TCG boot (the fallback image); every other test is decided before QEMU start
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from imagekit.boot.pvgrub097 import fallbacks, plan
 from imagekit.kernel.bzimage import convert_to_aki
 from imagekit.pvgrub.menu import read_menu
 from tests.boot.conftest import INITRD, KERNEL, requires_kernel, userland
-from tests.util import SMALL_RECIPE, run_imagekit
+from tests.util import SMALL_RECIPE, run_imagekit, sha256
 
 pytestmark = requires_kernel()
 
@@ -82,10 +81,6 @@ def debugfs_edit(image: Path, menu: Callable[[str], str], remove: tuple[str, ...
     subprocess.run(["debugfs", "-w", "-f", "-", copy], input="\n".join(commands) + "\n", text=True, check=True,
                    capture_output=True)
     return copy
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_lz4_bzimage_refused_before_qemu(build: Build) -> None:

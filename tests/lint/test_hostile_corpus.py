@@ -8,14 +8,12 @@ in one launch.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from hostile_images import Variant, build_corpus
 
-from tests.util import run_imagekit
+from tests.util import run_imagekit, sha256
 from tests.watch import OpenWatch
 
 pytestmark = pytest.mark.slow
@@ -34,14 +32,6 @@ LINT = {
     "default-5000-digits": (1, "menulst-parse"),
     "duplicate-label": (1, "duplicate-label"),
 }
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def assert_clean(proc, what: str) -> None:

@@ -1,7 +1,6 @@
 """lint on real images, each broken on purpose; each image built once (module fixtures) and linted with the
 default reader (native); test_readers_agree lints each one through both readers."""
 
-import hashlib
 import json
 import struct
 import subprocess
@@ -15,6 +14,7 @@ from parity import assert_readers_agree
 from imagekit.kernel.config import Target
 from imagekit.lint import RULES, Severity, has_errors, lint_image
 from imagekit.lint.kernel import check_cmdline
+from tests.util import sha256
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,6 @@ def version_of(kernel: Path) -> str:
 
 def rules(findings, severity=None) -> set[str]:
     return {f.rule for f in findings if severity is None or f.severity is severity}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def elf32() -> bytes:

@@ -7,7 +7,6 @@ apt-get download). Kernel stand-ins are random bytes: GRUB's side of PV-GRUB onl
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,16 +20,12 @@ from imagekit.boot.pvgrub import Variant
 from imagekit.pvgrub.fetch import DEB_SHA256, Grub097Unavailable, entry_dir, grub_binary
 from imagekit.pvgrub.menu import config_lines, plan_boot
 from imagekit.pvgrub.shell import GrubError, open_shell, parse_error
-from tests.util import REPO, run_imagekit
+from tests.util import REPO, run_imagekit, sha256
 
 NOBODY = 65534
 KERNEL = b"\x7fELF" + os.urandom(300_000)
 INITRD = os.urandom(200_000)
 HOLEY = os.urandom(65536) + bytes(8192) + os.urandom(65536)  # two 4 KiB blocks of zeros: mke2fs -d makes a hole
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tree(root: Path, menu: str, files: dict[str, bytes] | None = None) -> Path:
