@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from imagekit.errors import CommandFailed
-from imagekit.lint.view import MAX_TEXT, Filesystem, Partition, UnreadableFile
+from imagekit.lint.view import MAX_TEXT, Filesystem, Partition, UnreadableFile, fetch_whole
 from imagekit.run import run
 
 DISK = "/dev/sda"  # the names libguestfs gives: findings read the same through either reader
@@ -526,11 +526,7 @@ class NativeView:
             yield local
 
     def fetch(self, device: str, path: str, limit: int) -> bytes | None:
-        with self.fetched(device, path, limit) as local:
-            if local is None:
-                return None
-            with open(local, "rb") as f:
-                return f.read(limit)
+        return fetch_whole(self, device, path, limit)
 
 
 @contextmanager

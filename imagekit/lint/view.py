@@ -254,12 +254,17 @@ class GuestfsView:
             yield local
 
     def fetch(self, device: str, path: str, limit: int) -> bytes | None:
-        """`fetched`, read into memory (for a kernel, which is parsed whole: at most `limit` bytes)."""
-        with self.fetched(device, path, limit) as local:
-            if local is None:
-                return None
-            with open(local, "rb") as f:
-                return f.read(limit)
+        return fetch_whole(self, device, path, limit)
+
+
+def fetch_whole(view: ImageView, device: str, path: str, limit: int) -> bytes | None:
+    """`view.fetched`, read into memory (for a kernel, which is parsed whole: at most `limit` bytes); both
+    readers' `fetch`."""
+    with view.fetched(device, path, limit) as local:
+        if local is None:
+            return None
+        with open(local, "rb") as f:
+            return f.read(limit)
 
 
 @contextmanager
