@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from imagekit import __version__
-from imagekit.configure import (
+from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
+from imagekit.image.firmware import esp_filesystem_records, install_bootloader, partition_records, write_table
+from imagekit.image.layout import Placement, align_up, boot_overhead, plan_firmware, plan_layout
+from imagekit.image.lvm import assemble_lvm
+from imagekit.image.partition import write_mbr
+from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
+from imagekit.manifest import manifest_path, start_image_facts, write_manifest
+from imagekit.recipe.kernel_profiles import KernelProfile, load_profile
+from imagekit.recipe.model import GiB, Layout, MiB, Recipe, Virtualization
+from imagekit.rootfs.bootstrap import Tree, prepare_rootfs
+from imagekit.rootfs.configure import (
     FsIds,
     KernelInfo,
     boot_config,
@@ -35,27 +45,17 @@ from imagekit.configure import (
     write_fstab,
     write_identity,
 )
-from imagekit.errors import ImagekitError, RecipeError, UsageError
-from imagekit.hostdisk import host_disk
-from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
-from imagekit.image.firmware import esp_filesystem_records, install_bootloader, partition_records, write_table
-from imagekit.image.layout import Placement, align_up, boot_overhead, plan_firmware, plan_layout
-from imagekit.image.lvm import assemble_lvm
-from imagekit.image.partition import write_mbr
-from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
-from imagekit.kernels import KernelProfile, load_profile
-from imagekit.manifest import manifest_path, start_image_facts, write_manifest
-from imagekit.progress import Progress
-from imagekit.recipe import GiB, Layout, MiB, Recipe, Virtualization
-from imagekit.reproducible import clamp_times, resolve_epoch
-from imagekit.rootfs import Tree, prepare_rootfs
-from imagekit.volumes import (
+from imagekit.rootfs.volumes import (
     commit_volume_images,
     configure_volumes,
     make_volume_images,
     split_mounts,
     volume_records,
 )
+from imagekit.util.errors import ImagekitError, RecipeError, UsageError
+from imagekit.util.hostdisk import host_disk
+from imagekit.util.progress import Progress
+from imagekit.util.reproducible import clamp_times, resolve_epoch
 
 UUID_NAMESPACE = uuid.UUID("5b0c3e52-8f0e-4a5e-9d7c-1a2b3c4d5e6f")
 DISK_HINT = "free space there or build elsewhere (-o; the work dir sits beside the image); the recipe's size is fine"

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from imagekit.errors import UsageError
 from imagekit.image.blockmap import block_map_of
+from imagekit.util.errors import UsageError
 
 SCHEMA = 1
 MAX_MANIFEST = 64 * 1024 * 1024  # a manifest lists packages and files: megabytes, never this

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.accel import detect
+from imagekit.util.accel import detect
 from tests.util import RECIPES, SMALL_RECIPE, make_small_tree, run_imagekit
 
 # libguestfs' direct backend tries KVM first; where KVM hangs (these machines) force TCG. The probe

@@ -3,9 +3,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from imagekit.aki import Aki, AkiNotFound, find_aki, list_akis, load_table
 from imagekit.cli import cli
-from imagekit.errors import UsageError
+from imagekit.pvgrub.aki import Aki, AkiNotFound, find_aki, list_akis, load_table
+from imagekit.util.errors import UsageError
 
 
 def invoke(*args: str):
@@ -86,7 +86,7 @@ def test_cli_prints_the_id():
 
 def test_cli_json():
     data = json.loads(invoke("--region", "us-west-2", "--json").output)
-    assert data == {"schema": "imagekit.aki/1", "id": "aki-70cb0e10", "region": "us-west-2", "arch": "x86_64",
+    assert data == {"schema": "imagekit.pvgrub.aki/1", "id": "aki-70cb0e10", "region": "us-west-2", "arch": "x86_64",
                     "layout": "hd0",
                     "version": "1.05", "manifest": "pv-grub-hd0_1.05-x86_64.gz"}
 
@@ -96,7 +96,7 @@ def test_cli_list():
     assert out[0].split() == ["REGION", "ARCH", "LAYOUT", "PVGRUB", "AKI"]
     assert len(out) == 1 + 16
     doc = json.loads(invoke("--list", "--json").output)
-    assert doc["schema"] == "imagekit.aki-list/1"
+    assert doc["schema"] == "imagekit.pvgrub.aki-list/1"
     rows = doc["akis"]
     assert len(rows) == 32 + 20
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 
 from imagekit.cli import COMMANDS, cli
 from imagekit.cli.common import ARCHES, LAYOUTS, Verdict
-from imagekit.errors import ImagekitError
-from imagekit.recipe import Layout
+from imagekit.recipe.model import Layout
+from imagekit.util.errors import ImagekitError
 
 
 def invoke(*args: str | Path) -> Result:
@@ -123,10 +123,10 @@ def test_json_has_a_schema_everywhere(tmp_path: Path) -> None:
     ud.write_text("#!/bin/sh\necho hi\n")
     record = tmp_path / "published.json"
     runs = {
-        "imagekit.aki/1": ("aki", "--region", "us-east-1", "--json"),
-        "imagekit.aki-list/1": ("aki", "--list", "--json"),
+        "imagekit.pvgrub.aki/1": ("aki", "--region", "us-east-1", "--json"),
+        "imagekit.pvgrub.aki-list/1": ("aki", "--list", "--json"),
         "imagekit.kernel-check/1": ("kernel", "check", config, "--json"),
-        "imagekit.userdata/1": ("userdata", "check", ud, "--json"),
+        "imagekit.boot.userdata/1": ("userdata", "check", ud, "--json"),
         "imagekit.published/1": ("published", "--record", record, "--json"),
     }
     for schema, argv in runs.items():

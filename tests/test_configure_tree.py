@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from imagekit.bootloader.menulst import Entry, render_menu_lst
-from imagekit.configure import install_kernel, make_esp_mountpoint, split_boot, write_fstab, write_identity
-from imagekit.errors import ImagekitError, UsageError
-from imagekit.kernels import load_profile
-from imagekit.recipe import load_recipe
-from imagekit.rootfs import Tree
-from imagekit.volumes import configure_volumes, split_mounts
+from imagekit.recipe.kernel_profiles import load_profile
+from imagekit.recipe.model import load_recipe
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.rootfs.configure import install_kernel, make_esp_mountpoint, split_boot, write_fstab, write_identity
+from imagekit.rootfs.volumes import configure_volumes, split_mounts
+from imagekit.util.errors import ImagekitError, UsageError
 
 RECIPE = """\
 name = "hostile"

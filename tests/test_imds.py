@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.imds import TOKEN_HEADER, TTL_HEADER, Config, read_log
+from imagekit.boot.imds import TOKEN_HEADER, TTL_HEADER, Config, read_log
 
 
 def request(cfg_path: Path, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """One connection: spawn the responder on one end of a socketpair, talk HTTP on the other."""
     ours, theirs = socket.socketpair()
     with theirs:
-        proc = subprocess.Popen([sys.executable, "-m", "imagekit.imds", cfg_path], stdin=theirs.fileno(),
+        proc = subprocess.Popen([sys.executable, "-m", "imagekit.boot.imds", cfg_path], stdin=theirs.fileno(),
                                 stdout=theirs.fileno())
     try:
         conn = http.client.HTTPConnection("169.254.169.254")

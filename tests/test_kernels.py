@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.errors import RecipeError
-from imagekit.kernels import PACKAGED_DIR, find_profile, load_profile, search_path
-from imagekit.recipe import load_recipe
+from imagekit.recipe.kernel_profiles import PACKAGED_DIR, find_profile, load_profile, search_path
+from imagekit.recipe.model import load_recipe
+from imagekit.util.errors import RecipeError
 from tests.util import REPO, run_imagekit
 
 RECIPE = """\

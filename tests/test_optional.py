@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from imagekit.errors import UsageError
-from imagekit.optional import require
+from imagekit.util.errors import UsageError
+from imagekit.util.optional import require
 from tests.util import REPO
 
 HIDE_AND_RUN = "import sys; sys.modules[{module!r}] = None; sys.argv = {argv!r}; from imagekit.cli import main; main()"

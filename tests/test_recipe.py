@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.errors import RecipeError
-from imagekit.recipe import Layout, load_recipe, parse_size
+from imagekit.recipe.model import Layout, load_recipe, parse_size
+from imagekit.util.errors import RecipeError
 from tests.util import RECIPES, run_imagekit
 
 GOOD = """\
@@ -148,8 +148,8 @@ def test_good_values_still_load(tmp_path: Path) -> None:
 
 def test_mmdebstrap_argv_ends_options_before_suite_and_mirror(tmp_path: Path) -> None:
     """A fake mmdebstrap on PATH records its argv: `--` comes before the positional suite, target, mirror."""
-    from imagekit.recipe import Bootstrap
-    from imagekit.rootfs import _mmdebstrap
+    from imagekit.recipe.model import Bootstrap
+    from imagekit.rootfs.bootstrap import _mmdebstrap
 
     fake = tmp_path / "bin/mmdebstrap"
     fake.parent.mkdir()

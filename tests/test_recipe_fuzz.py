@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from imagekit.bootloader.grubcfg import parse_grub_cfg
 from imagekit.bootloader.menulst import parse_menu_lst
-from imagekit.configure import FsIds, KernelInfo, boot_config, boot_entries, fstab_text
-from imagekit.errors import RecipeError
-from imagekit.kernels import load_profile
-from imagekit.recipe import Recipe, Virtualization, load_recipe
+from imagekit.recipe.kernel_profiles import load_profile
+from imagekit.recipe.model import Recipe, Virtualization, load_recipe
+from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config, boot_entries, fstab_text
+from imagekit.util.errors import RecipeError
 from tests.util import run_imagekit
 
 FUZZ_EXAMPLES = 500

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from imagekit.errors import CommandFailed
-from imagekit.rootfs import BootstrapPhases
-from imagekit.run import run_lines
+from imagekit.rootfs.bootstrap import BootstrapPhases
+from imagekit.util.errors import CommandFailed
+from imagekit.util.run import run_lines
 
 
 def test_lines_come_as_written_and_a_failure_keeps_them() -> None:

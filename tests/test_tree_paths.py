@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.tree_paths import (
+from imagekit.rootfs.tree_paths import (
     TreePathError,
     copy_into_tree,
     make_directory_in_tree,

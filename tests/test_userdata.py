@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.errors import UsageError
-from imagekit.userdata import LIMIT, OverLimit, check_data, encode, kind_of, parse_vars, render_template
+from imagekit.boot.userdata import LIMIT, OverLimit, check_data, encode, kind_of, parse_vars, render_template
+from imagekit.util.errors import UsageError
 from tests.util import RECIPES, run_imagekit
 
 
@@ -69,7 +69,7 @@ def test_gzip_path(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     data = out.read_bytes()
-    assert summary == {"schema": "imagekit.userdata/1", "file": str(out), "bytes": len(data),
+    assert summary == {"schema": "imagekit.boot.userdata/1", "file": str(out), "bytes": len(data),
                        "raw_bytes": LIMIT + 1000, "gzip": True, "kind": "gzip (shell script)",
                        "limit": LIMIT, "spare": LIMIT - len(data)}
     assert gzip.decompress(data).startswith(b"#!/bin/sh\necho hello\n")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.errors import RecipeError
-from imagekit.recipe import load_recipe
-from imagekit.rootfs import Tree
-from imagekit.volumes import make_volume_images, service_dropins, split_mounts, volume_fstab_line
+from imagekit.recipe.model import load_recipe
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.rootfs.volumes import make_volume_images, service_dropins, split_mounts, volume_fstab_line
+from imagekit.util.errors import RecipeError
 from tests.util import RECIPES, run_imagekit
 
 BASE = """\

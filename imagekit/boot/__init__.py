@@ -21,11 +21,6 @@ HVM images (by --firmware, the manifest's layout, or the disk) take a path of th
   hvm        the overlay: root found on any partition or LV, the probe, console=ttyS0 in grub.cfg
   hvm_boot   one overlay, one boot per firmware (NVMe disk by default), one report with each result
   report   the result, for a person or as JSON
+
+Start at `harness.boot_image(BootOptions(...))`; the result is a `report.BootReport`.
 """
-
-from __future__ import annotations
-
-from imagekit.boot.harness import BootOptions, boot_image
-from imagekit.boot.report import BootReport
-
-__all__ = ["BootOptions", "BootReport", "boot_image"]

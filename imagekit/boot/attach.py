@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from imagekit.boot import mounts
 from imagekit.boot.console import Watcher
+from imagekit.boot.imds import Config as ImdsConfig
 from imagekit.boot.metadata import name_nic_eth0, netdev_args, start_imds, user_data_report
 from imagekit.boot.nocloud import make_seed
 from imagekit.boot.overlay import image_file
 from imagekit.boot.probe import ProbeKind
-from imagekit.errors import UsageError
-from imagekit.imds import Config as ImdsConfig
-from imagekit.run import run
-from imagekit.userdata import LIMIT as USER_DATA_LIMIT
+from imagekit.boot.userdata import LIMIT as USER_DATA_LIMIT
+from imagekit.util.errors import UsageError
+from imagekit.util.run import run
 
 if TYPE_CHECKING:
     from imagekit.boot.harness import Prepared
@@ -73,7 +73,7 @@ class Attached:
 
 def parse_store_size(value: str) -> int:
     """`--instance-store`: a size (4G, 512M) or 0/none/off."""
-    from imagekit.recipe import parse_size
+    from imagekit.recipe.model import parse_size
 
     if value.strip().lower() in ("0", "none", "off", "no"):
         return 0

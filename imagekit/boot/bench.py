@@ -32,22 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagekit.accel import Accel, detect
-from imagekit.boot import BootOptions, boot_image, guest
+from imagekit.boot import guest
 from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import read_label
 from imagekit.boot.fastprep import forget
 from imagekit.boot.firmware import Firmware, choose
-from imagekit.boot.harness import Prepared, prepare_overlay, read_manifest
+from imagekit.boot.harness import BootOptions, Prepared, boot_image, prepare_overlay, read_manifest
 from imagekit.boot.hvm import GRUB_CFG, prepare_hvm
 from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.overlay import ImageFile, image_file, layer, overlay
 from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport
 from imagekit.bootloader.grubcfg import GrubCfgError, parse_grub_cfg
-from imagekit.errors import ImagekitError, UsageError
-from imagekit.run import run as run_command
+from imagekit.util.accel import Accel, detect
+from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.run import run as run_command
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "debian-12-pvgrub-hd0.toml"
 FIRMWARE_NAMES = {"bios": "seabios", "uefi": "ovmf"}

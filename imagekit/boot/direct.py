@@ -18,7 +18,7 @@ from typing import Any
 from imagekit.boot.guest import Disk, is_file
 from imagekit.boot.probe import SERIAL_ARG
 from imagekit.bootloader.menulst import Entry, MenuLstError, parse_menu_lst, split_device
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 EC2_DEVICE = re.compile(r"^/dev/(?:sd|xvd)(?P<letter>[a-z])(?P<part>\d*)$")
 

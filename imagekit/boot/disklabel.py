@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.boot.overlay import ImageFile
-from imagekit.run import run
+from imagekit.util.run import run
 
 SECTOR = 512
 HEAD_SECTORS = 34  # MBR, GPT header, 128 partition entries of 128 bytes

@@ -23,8 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import CommandFailed
-from imagekit.run import run
+from imagekit.util.errors import CommandFailed
+from imagekit.util.run import run
 
 SECTOR = 512
 EXT_MAGIC = b"\x53\xef"  # s_magic, at byte 56 of the superblock (which starts at byte 1024)

@@ -36,14 +36,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from imagekit.accel import Accel
 from imagekit.boot import guest
 from imagekit.boot.extfs import ExtFs, ExtFsError, ExtTree, Partition, is_ext, is_lvm, partitions, sparse_copy
 from imagekit.boot.guest import Disk
 from imagekit.boot.overlay import ImageFile, overlay
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.pvgrub import Variant
-from imagekit.cache import cache_dir
+from imagekit.util.accel import Accel
+from imagekit.util.cache import cache_dir
 
 CACHE = "boot-prepared"
 MAX_ENTRIES = 3  # prepared copies kept (each holds an image's data: the default image's is ~390 MB)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.boot.disklabel import DiskLabel
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 
 class Firmware(StrEnum):

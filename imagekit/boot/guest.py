@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagekit.accel import Accel
 from imagekit.boot.pvgrub import MENU_LST, Variant
-from imagekit.errors import ImagekitError, UsageError
+from imagekit.util.accel import Accel
+from imagekit.util.errors import ImagekitError, UsageError
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs")
 

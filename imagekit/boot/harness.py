@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from imagekit.accel import Accel, detect
 from imagekit.boot import guest, probe
 from imagekit.boot.attach import (
     AttachOptions,
@@ -38,9 +37,10 @@ from imagekit.boot.pvgrub097 import Grub097Boot, Grub097Plan
 from imagekit.boot.qemu import Machine, Outcome, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport, EntryBooted
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
-from imagekit.cache import cache_dir
-from imagekit.errors import UsageError
-from imagekit.progress import Progress
+from imagekit.util.accel import Accel, detect
+from imagekit.util.cache import cache_dir
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress
 
 LOADERS = ("pvgrub", "direct", PVGRUB097)
 HYPERVISORS = ("qemu", "xen")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from imagekit.accel import Accel, detect
 from imagekit.boot.attach import Attached, attach_disks, drive_args, instance_fields, nic_args, prepare_instance
 from imagekit.boot.console import Watcher
 from imagekit.boot.disklabel import DiskLabel
@@ -36,8 +35,9 @@ from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
-from imagekit.errors import UsageError
-from imagekit.progress import Progress
+from imagekit.util.accel import Accel, detect
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress
 
 INTERFACES = ("nvme", "virtio", "ide")
 NIC = "virtio-net-pci,romfile="  # no option ROM: no iPXE, so neither firmware offers a network boot

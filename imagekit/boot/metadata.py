@@ -1,6 +1,6 @@
 """The metadata service an EC2 instance talks to, for `imagekit boot --user-data`.
 
-imagekit/imds.py answers one HTTP exchange on stdin/stdout; QEMU's user networking runs it per guest
+imagekit/boot/imds.py answers one HTTP exchange on stdin/stdout; QEMU's user networking runs it per guest
 connection to 169.254.169.254:80 (`guestfwd=tcp:...-cmd:`). guestfwd only reaches addresses inside
 slirp's own network, so the network is 169.254.0.0/16 (QEMU's DHCP still answers: the guest gets
 169.254.0.15, the local-ipv4 imds.py reports). The SMBIOS UUID starts with `ec2`, so cloud-init treats
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import imagekit
+from imagekit.boot.imds import Config as ImdsConfig
+from imagekit.boot.imds import read_log
 from imagekit.boot.probe import LINUX_COMMANDS, add_kernel_arg
 from imagekit.boot.pvgrub import MENU_LST
-from imagekit.imds import Config as ImdsConfig
-from imagekit.imds import read_log
 
 if TYPE_CHECKING:
     from imagekit.boot.harness import Prepared
@@ -47,7 +47,7 @@ def start_imds(user_data: Path | None, block_devices: dict[str, str],
 def imds_command(config: Path) -> str:
     """The command QEMU runs per guest connection: this Python, this imagekit, one HTTP exchange."""
     root = Path(imagekit.__file__).resolve().parent.parent
-    return shlex.join(["env", f"PYTHONPATH={root}", sys.executable, "-m", "imagekit.imds", os.fspath(config)])
+    return shlex.join(["env", f"PYTHONPATH={root}", sys.executable, "-m", "imagekit.boot.imds", os.fspath(config)])
 
 
 def netdev_args(config: Path, nic: str = "virtio-net-pci") -> list[str]:

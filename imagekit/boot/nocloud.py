@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagekit.imds import Config
-from imagekit.run import run
+from imagekit.boot.imds import Config
+from imagekit.util.run import run
 
 LABEL = "CIDATA"  # cloud-init compares the label case-insensitively; FAT labels are upper case
 SEED_KIB = 1024

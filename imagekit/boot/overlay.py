@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.appliance import check_image_file
-from imagekit.errors import CommandFailed, UsageError
-from imagekit.run import output, run
+from imagekit.util.appliance import check_image_file
+from imagekit.util.errors import CommandFailed, UsageError
+from imagekit.util.run import output, run
 
 
 @dataclass(frozen=True)

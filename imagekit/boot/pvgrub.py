@@ -19,10 +19,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from imagekit.cache import cache_dir, key_of
-from imagekit.errors import UsageError
 from imagekit.pvgrub.variant import Variant
-from imagekit.run import output, run
+from imagekit.util.cache import cache_dir, key_of
+from imagekit.util.errors import UsageError
+from imagekit.util.run import output, run
 
 GRUB_PC_DIR = Path("/usr/lib/grub/i386-pc")
 MENU_LST = "/boot/grub/menu.lst"

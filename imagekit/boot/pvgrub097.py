@@ -28,8 +28,8 @@ from imagekit.boot.guest import Disk
 from imagekit.boot.overlay import ImageFile
 from imagekit.boot.probe import SERIAL_ARG
 from imagekit.boot.pvgrub import Variant
-from imagekit.errors import UsageError
 from imagekit.pvgrub.plan import Grub097Plan, Tried, aki_version_for, fallbacks, plan
+from imagekit.util.errors import UsageError
 
 LOADER = "pvgrub097"
 __all__ = ["LOADER", "Grub097Boot", "Grub097Plan", "Tried", "aki_version_for", "failure", "fallbacks", "plan",

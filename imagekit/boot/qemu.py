@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagekit.accel import Accel
 from imagekit.boot.console import Watcher
-from imagekit.errors import CommandFailed, ImagekitError
+from imagekit.util.accel import Accel
+from imagekit.util.errors import CommandFailed, ImagekitError
 
 log = logging.getLogger("imagekit.boot")
 

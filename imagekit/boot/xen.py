@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imagekit.boot.pvgrub import MENU_LST, MODULES, Variant, cached_grub
-from imagekit.errors import CommandFailed, ImagekitError, UsageError
-from imagekit.run import run
+from imagekit.util.errors import CommandFailed, ImagekitError, UsageError
+from imagekit.util.run import run
 
 if TYPE_CHECKING:
     from imagekit.boot.harness import BootOptions
     from imagekit.boot.overlay import ImageFile
     from imagekit.boot.report import BootReport
-    from imagekit.progress import Progress
+    from imagekit.util.progress import Progress
 
 GRUB_XEN_DIR = Path("/usr/lib/grub/x86_64-xen")
 XEN_MODULES = (*(m for m in MODULES if m not in ("biosdisk", "linux16", "serial", "terminfo")), "search")
@@ -105,8 +105,8 @@ def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tup
     """PV-GRUB's model before any domain: GRUB 0.97 runs the menu, Xen's domain builder's rules judge the kernel
     (imagekit/pvgrub/plan.py, as --loader pvgrub097 and lint). A report when no entry would boot, before `xl` is
     looked up. A raw image only (GRUB 0.97's shell reads the file itself): a qcow2 goes to pvgrub2 unchecked."""
-    from imagekit.accel import Accel
     from imagekit.boot.harness import plan_pvgrub097, refused_report
+    from imagekit.util.accel import Accel
 
     if image.format != "raw":
         return opts, None
@@ -120,12 +120,12 @@ def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tup
 
 def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport:
     """Boot under a real dom0 with pvgrub2; the console is read through `xl console`. Not run in CI."""
-    from imagekit.accel import Accel, detect
     from imagekit.boot import guest
     from imagekit.boot.console import Watcher
     from imagekit.boot.harness import build_report, prepare_overlay, save_log
     from imagekit.boot.overlay import overlay
     from imagekit.boot.qemu import run_qemu
+    from imagekit.util.accel import Accel, detect
 
     if shutil.which("xl") is None:  # no Xen tools at all: said at once, whatever the image holds
         check_dom0()

@@ -25,8 +25,8 @@ from pathlib import Path
 import jinja2
 
 from imagekit.bootloader.menulst import Entry
-from imagekit.errors import ImagekitError
-from imagekit.run import run
+from imagekit.util.errors import ImagekitError
+from imagekit.util.run import run
 
 GRUB_LIB = Path("/usr/lib/grub")
 SECTOR = 512

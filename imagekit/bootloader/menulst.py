@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from imagekit.errors import ImagekitError
+from imagekit.util.errors import ImagekitError
 
 # ASCII digits only, and few of them: menu.lst comes from the image (hostile input); `\d` would take
 # any Unicode digit and int() of 5,000 digits raises (Python's int-string limit)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import click
 
-from imagekit.errors import ImagekitError
+from imagekit.util.errors import ImagekitError
 
 # command name -> module under imagekit.cli that defines `command`
 COMMANDS: dict[str, str] = {

@@ -6,9 +6,9 @@ from dataclasses import asdict
 
 import click
 
-from imagekit.aki import VERSIONS, Aki, find_aki, list_akis
 from imagekit.cli.common import PV_LAYOUTS, arch_choice, echo_json, layout_choice
-from imagekit.errors import UsageError
+from imagekit.pvgrub.aki import VERSIONS, Aki, find_aki, list_akis
+from imagekit.util.errors import UsageError
 
 
 def _row(aki: Aki) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from imagekit.cli.common import PV_LAYOUTS, Verdict, echo_json, layout_choice
-from imagekit.progress import Progress
+from imagekit.util.progress import Progress
 
 
 @click.command("boot")
@@ -68,13 +68,13 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
       imagekit boot out/debian-12-pvgrub-hd0.img
       imagekit boot out/debian-12-hvm-uefi.img --firmware both --json
     """
-    from imagekit.appliance import check_image_file
+    from imagekit.util.appliance import check_image_file
 
     check_image_file(image, "IMAGE")  # before any QEMU or appliance is started, or their modules loaded
-    from imagekit.boot import BootOptions, boot_image
     from imagekit.boot.attach import AttachOptions, parse_store_size
+    from imagekit.boot.harness import BootOptions, boot_image
     from imagekit.boot.pvgrub import Variant
-    from imagekit.errors import UsageError
+    from imagekit.util.errors import UsageError
 
     if variant is not None and variant not in PV_LAYOUTS:
         raise UsageError(f"--layout {variant}: boot chooses a PV-GRUB AKI by layout ({', '.join(PV_LAYOUTS)}); "

@@ -38,10 +38,10 @@ def command(recipe: Path, output: Path | None, force: bool, layout: str | None, 
     """
     from imagekit.build import build_image
     from imagekit.cli.common import check_output
-    from imagekit.errors import RecipeError, UsageError
     from imagekit.manifest import SCHEMA as MANIFEST_SCHEMA
-    from imagekit.progress import Progress
-    from imagekit.recipe import Layout, load_recipe
+    from imagekit.recipe.model import Layout, load_recipe
+    from imagekit.util.errors import RecipeError, UsageError
+    from imagekit.util.progress import Progress
 
     if output is not None:
         check_output(output, force, disk=True)  # before the recipe's bootstrap: minutes saved

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 # One list each, used by every option of that name (build, lint, aki, boot): a test holds them to the recipe's.
 LAYOUTS = ("hd0", "hd00", "mbr-bios", "gpt-uefi", "gpt-hybrid")
@@ -44,7 +44,7 @@ class ArchChoice(click.Choice):
     """x86_64 or i386; Debian's and other usual names (amd64, i686) are taken for them."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from imagekit.aki import ARCH_ALIASES
+        from imagekit.pvgrub.aki import ARCH_ALIASES
 
         if isinstance(value, str):
             value = ARCH_ALIASES.get(value.strip().lower(), value)

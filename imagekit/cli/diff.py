@@ -29,14 +29,14 @@ def command(a: Path, b: Path, fmt: str | None, reader: str, json_output: bool) -
       imagekit diff out/old.img out/new.img
       imagekit diff out/old.img.manifest.json out/new.img.manifest.json --json
     """
-    from imagekit.appliance import check_image_file
+    from imagekit.util.appliance import check_image_file
 
     if ".json" not in (a.suffix, b.suffix):  # two build manifests, or a mix diff refuses itself
         for name, path in (("A", a), ("B", b)):
             check_image_file(path, name, fmt)
     from imagekit.cli.common import echo_json
-    from imagekit.diff import diff
-    from imagekit.progress import Progress
+    from imagekit.diff.compare import diff
+    from imagekit.util.progress import Progress
 
     changes = diff(a, b, Progress.for_cli(json_output), fmt, reader)
     if json_output:

@@ -20,12 +20,12 @@ def command(image: Path, json_output: bool) -> None:
     Example:
       imagekit digest out/debian-12-pvgrub-hd0.img
     """
-    from imagekit.errors import UsageError
     from imagekit.image.blockmap import block_count
     from imagekit.manifest import manifest_path
-    from imagekit.progress import Progress
     from imagekit.publish.digest import digest_image
     from imagekit.publish.facts import manifest_block_map, manifest_object, read_manifest
+    from imagekit.util.errors import UsageError
+    from imagekit.util.progress import Progress
 
     if not image.is_file():
         raise UsageError(f"IMAGE: {image} is not a file")

@@ -10,8 +10,8 @@ from dataclasses import asdict
 import click
 
 from imagekit.cli.common import echo_json, verdict_of
-from imagekit.errors import ImagekitError, UsageError
-from imagekit.progress import Progress
+from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.progress import Progress
 
 
 @click.group("kernel")

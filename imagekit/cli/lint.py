@@ -7,8 +7,8 @@ from dataclasses import asdict
 import click
 
 from imagekit.cli.common import arch_choice, echo_json, verdict_of
-from imagekit.errors import ImagekitError
-from imagekit.progress import Progress
+from imagekit.util.errors import ImagekitError
+from imagekit.util.progress import Progress
 
 
 @click.command("lint")
@@ -39,7 +39,7 @@ def command(image: str, target: str | None, arch: str | None, fmt: str | None, r
     """
     from pathlib import Path
 
-    from imagekit.appliance import check_image_file, disk_format
+    from imagekit.util.appliance import check_image_file, disk_format
 
     path = Path(image)
     check_image_file(path, "IMAGE", fmt)  # refused before anything else is loaded or reads it

@@ -39,7 +39,7 @@ def command(host: str, port: int, import_seconds: float, log_requests: bool, jso
     import os
 
     from imagekit.cli.common import echo_json
-    from imagekit.optional import require
+    from imagekit.util.optional import require
 
     require("moto.server", needed_by="imagekit local-cloud")
     from imagekit.localcloud import serve

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from imagekit.cli.common import arch_choice, layout_choice
-from imagekit.errors import ImagekitError, UsageError
+from imagekit.util.errors import ImagekitError, UsageError
 
 
 def _tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -113,9 +113,9 @@ def command(image: Path, **opts: Any) -> None:
       imagekit publish out/debian-12-pvgrub-hd0.img --name debian-12-2026-12-01 --region us-east-1
       imagekit publish out/debian-12-pvgrub-hd0.img --name debian-12-2026-12-01 --dry-run --json
     """
-    from imagekit.appliance import check_image_file
-    from imagekit.progress import Progress
     from imagekit.publish.awserrors import aws_errors_reported
+    from imagekit.util.appliance import check_image_file
+    from imagekit.util.progress import Progress
 
     check_image_file(image, "IMAGE")  # before any AWS call, lint or upload
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
@@ -187,8 +187,8 @@ def report_snapshot(snapshot: dict[str, Any] | None) -> None:
 
 
 def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
-    from imagekit.awsconfig import require_region, resolve
     from imagekit.publish.aws import AwsClients, DryRunClients
+    from imagekit.publish.awsconfig import require_region, resolve
     from imagekit.publish.facts import BootMode, image_facts
     from imagekit.publish.pipeline import Method, PublishRequest
     from imagekit.publish.regions import Sharing

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from imagekit.cli.common import echo_json
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 
 @click.group("userdata")
@@ -27,7 +27,7 @@ def command() -> None:
 
 
 def _summary(name: str, ud: object, json_output: bool) -> None:
-    from imagekit.userdata import LIMIT, UserData
+    from imagekit.boot.userdata import LIMIT, UserData
 
     assert isinstance(ud, UserData)
     if json_output:
@@ -56,7 +56,7 @@ def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, ou
     Example:
       imagekit userdata render boot.sh.j2 --var greeting=hello --gzip -o ud.gz
     """
-    from imagekit.userdata import check_cloud_config, check_data, encode, parse_vars, render_template, write_atomic
+    from imagekit.boot.userdata import check_cloud_config, check_data, encode, parse_vars, render_template, write_atomic
 
     if check_file is not None:
         if template is not None or variables or use_gzip or output is not None:

@@ -13,13 +13,13 @@ import stat
 from importlib import resources
 from pathlib import Path
 
-from imagekit.errors import CommandFailed, ImagekitError
-from imagekit.hostdisk import disk_full_reason
 from imagekit.image.layout import FirmwarePart, Placement
 from imagekit.image.sparse import copy_range
-from imagekit.recipe import Filesystem, FsType
-from imagekit.rootfs import Tree
-from imagekit.run import run
+from imagekit.recipe.model import Filesystem, FsType
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.util.errors import CommandFailed, ImagekitError
+from imagekit.util.hostdisk import disk_full_reason
+from imagekit.util.run import run
 
 EXT = (FsType.EXT2, FsType.EXT3, FsType.EXT4)
 # A filesystem PV-GRUB (GRUB 0.97 with Amazon's ext4 patches) reads /boot from: no 64-bit block

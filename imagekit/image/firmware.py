@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.grub2 import install_bios, make_core
-from imagekit.configure import ESP_MOUNTPOINT
 from imagekit.image.filesystem import make_esp
 from imagekit.image.layout import ALIGN, FirmwarePart, Placement
 from imagekit.image.partition import GPT_NAMES, write_gpt, write_mbr
 from imagekit.image.partition import set_gpt_ids as _set_gpt_ids
-from imagekit.recipe import Layout, Recipe
+from imagekit.recipe.model import Layout, Recipe
+from imagekit.rootfs.configure import ESP_MOUNTPOINT
 
 # GPT partition type GUIDs (UEFI spec; GRUB's BIOS boot; the Discoverable Partitions spec's generic Linux data)
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from imagekit.errors import RecipeError
-from imagekit.recipe import Filesystem, Layout, MiB, Recipe
+from imagekit.recipe.model import Filesystem, Layout, MiB, Recipe
+from imagekit.util.errors import RecipeError
 
 ALIGN = MiB  # partitions start on 1 MiB boundaries (2048 sectors), as fdisk and parted do
 BIOS_BOOT_SIZE = MiB  # GRUB's core.img (about 100 KiB here) with room to spare, as Debian's cloud images

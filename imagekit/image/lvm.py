@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagekit.configure import FsIds
-from imagekit.errors import ImagekitError, RecipeError
 from imagekit.image.filesystem import EXT, TooSmall, make_filesystem
 from imagekit.image.layout import Placement
 from imagekit.image.lvm_metadata import LogicalExtent, logical_extents
 from imagekit.image.partition import write_mbr
-from imagekit.recipe import Filesystem, FsType, LogicalVolume, Recipe
-from imagekit.rootfs import Tree
+from imagekit.recipe.model import Filesystem, FsType, LogicalVolume, Recipe
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.rootfs.configure import FsIds
+from imagekit.util.errors import ImagekitError, RecipeError
 
 LV_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/logical-volumes")
 MBR_LINUX_LVM = 0x8E
@@ -82,7 +82,7 @@ def set_mbr_type(image: Path, partition: int, type_id: int) -> None:
 
 def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan]) -> None:
     """One libguestfs launch: PV on partition N, the VG, the LVs in order, mkswap on the swap ones."""
-    from imagekit.appliance import guestfs_handle
+    from imagekit.util.appliance import guestfs_handle
 
     g = guestfs_handle()
     try:
@@ -145,7 +145,7 @@ def assemble_lvm(recipe: Recipe, image: Path, disk_size: int, placements: list[P
         except TooSmall as exc:
             raise RecipeError(recipe.path, key, exc.message) from None
         if epoch is not None and place.fs.type in EXT:
-            from imagekit.reproducible import clamp_times
+            from imagekit.util.reproducible import clamp_times
 
             clamp_times(image, place.offset, source.path, epoch, workdir)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import ImagekitError
+from imagekit.util.errors import ImagekitError
 
 SECTOR = 512
 LABEL_ID = b"LABELONE"

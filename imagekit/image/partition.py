@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from imagekit.image.layout import FirmwarePart, Placement
-from imagekit.optional import require
-from imagekit.run import run
+from imagekit.util.optional import require
+from imagekit.util.run import run
 
 SECTOR = 512
 

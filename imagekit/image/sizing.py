@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.recipe import MiB
+from imagekit.recipe.model import MiB
 
 BLOCK = 4096
 FIRST_INODE = 11  # inodes 1-10 are reserved in ext2/3/4
@@ -99,7 +99,7 @@ def read_superblock(image: Path, offset: int = 0) -> Capacity:
 
 def probe(size: int, mkfs: list[str], env: dict[str, str]) -> Capacity:
     """Make an empty filesystem of `size` with the build's own mke2fs argv (minus -d) and read it back."""
-    from imagekit.run import run
+    from imagekit.util.run import run
 
     with tempfile.NamedTemporaryFile(prefix="imagekit-probe-", suffix=".img") as f:
         f.truncate(size)

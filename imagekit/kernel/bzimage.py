@@ -8,7 +8,7 @@ kernel's own scripts/extract-vmlinux does. Every compressor but gzip has the dec
 appended to the payload (4 bytes, little-endian); gzip keeps it in its own trailer.
 
 Decompression uses the standard library where it can (gzip, bzip2, lzma, xz) and the packaged
-tools otherwise (lzop, lz4, zstd), run through imagekit.run.
+tools otherwise (lzop, lz4, zstd), run through imagekit.util.run.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from imagekit.errors import CommandFailed, UsageError
 from imagekit.kernel.elf import ElfInfo, NotElf, is_elf, read_elf
-from imagekit.run import run
+from imagekit.util.errors import CommandFailed, UsageError
+from imagekit.util.run import run
 
 HEADER_END = 0x268  # the end of the boot protocol 2.15 header fields we read
 BOOT_FLAG = 0xAA55

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from imagekit.errors import UsageError
 from imagekit.kernel.bzimage import MAGIC, Compression, is_bzimage, load_vmlinux, read_kernel
 from imagekit.kernel.elf import ElfInfo, is_elf
+from imagekit.util.errors import UsageError
 
 
 class Target(StrEnum):

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack, suppress
 from typing import BinaryIO
 
-from imagekit.errors import CommandFailed
 from imagekit.kernel.bzimage import TOOLS, Compression, KernelFormatError, detect_compression
-from imagekit.run import Piped, pipe
+from imagekit.util.errors import CommandFailed
+from imagekit.util.run import Piped, pipe
 
 NEWC = (b"070701", b"070702")
 HEADER = 110

@@ -16,10 +16,10 @@ import gzip
 from enum import StrEnum
 from typing import Literal
 
-from imagekit.errors import ImagekitError
 from imagekit.kernel.bzimage import MAGIC, Compression, is_bzimage, load_vmlinux
 from imagekit.kernel.elf import is_elf
 from imagekit.kernel.xenload import bzimage_refusal
+from imagekit.util.errors import ImagekitError
 
 PvFormat = Literal["auto", "bzimage", "vmlinux-gz"]
 PV_KERNEL_PREFIX = "pvgrub-vmlinux-"

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import UsageError
 from imagekit.kernel.config import Target
 from imagekit.lint.disk import boot_filesystem, check_disk, check_labels, grub_device, mountable
 from imagekit.lint.findings import RULES, Finding, Severity, finding, unreadable
@@ -47,8 +46,9 @@ from imagekit.lint.system import (
     root_filesystem,
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
-from imagekit.progress import Progress, StageTimer
 from imagekit.pvgrub.variant import Variant
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress, StageTimer
 
 __all__ = ["RULES", "Finding", "LintReport", "Severity", "default_target", "has_errors", "lint_image", "lint_report",
            "lint_view"]
@@ -113,7 +113,7 @@ def lint_report(
     arch: str | None = None, fmt: str | None = None, reader: str = "auto", aki_version: str | None = None,
 ) -> LintReport:
     """`lint_image`, and which reader read the image (and why auto fell back, when it did)."""
-    from imagekit.appliance import disk_format
+    from imagekit.util.appliance import disk_format
 
     image = Path(path)
     chosen = _target(target) if target else None

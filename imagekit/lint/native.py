@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from imagekit.errors import CommandFailed
 from imagekit.lint.view import MAX_TEXT, Filesystem, Partition, UnreadableFile, fetch_whole
-from imagekit.run import run
+from imagekit.util.errors import CommandFailed
+from imagekit.util.run import run
 
 DISK = "/dev/sda"  # the names libguestfs gives: findings read the same through either reader
 MAX_HOPS = 40  # symbolic links followed in one path (Linux's limit; more is ELOOP)

@@ -20,7 +20,7 @@ from imagekit.lint.findings import Finding, finding
 from imagekit.pvgrub.plan import Grub097Plan, Tried, aki_version_for, plan, plan_entry
 from imagekit.pvgrub.shell import ShellFailed
 from imagekit.pvgrub.variant import Variant
-from imagekit.run import run
+from imagekit.util.run import run
 
 MAX_ENTRIES = 8  # entries judged alone (one GRUB 0.97 run each)
 # GRUB 0.97's error numbers (stage2/common.c err_list) -> what to do about a line that fails with them

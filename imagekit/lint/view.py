@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from imagekit.errors import ImagekitError, UsageError
+from imagekit.util.errors import ImagekitError, UsageError
 
 if TYPE_CHECKING:
-    from imagekit.appliance import DiskFormat
+    from imagekit.util.appliance import DiskFormat
 
 # menu.lst, grub.cfg, fstab, a kernel's config-VERSION (~250 KiB), dpkg's status: text files of kilobytes
 # to a few MiB. libguestfs' read_file stops near 4 MiB (its message size) anyway.
@@ -301,7 +301,7 @@ def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None, read
 @contextmanager
 def open_guestfs_view(path: Path, fmt: DiskFormat | None = None) -> Iterator[ImageView]:
     """Launch libguestfs on `path`, read-only, as `fmt`, and close it (shutdown, then close) on the way out."""
-    from imagekit.appliance import DiskFormat, guestfs_handle
+    from imagekit.util.appliance import DiskFormat, guestfs_handle
 
     g = guestfs_handle()
     try:

@@ -1,6 +1,6 @@
 """Amazon's PV-GRUB AKIs, listed by every region's DescribeImages (owner amazon), as on AWS.
 
-They come from imagekit.aki's 1.05 table, named `pv-grub-hd0_1.05-<arch>.gz`, so that
+They come from imagekit.pvgrub.aki's 1.05 table, named `pv-grub-hd0_1.05-<arch>.gz`, so that
 `--kernel-id auto` finds them by name against the local cloud too.
 """
 
@@ -14,7 +14,7 @@ _installed = False
 def seed(backend: Any) -> None:
     from moto.ec2.models.amis import Ami
 
-    from imagekit.aki import load_table
+    from imagekit.pvgrub.aki import load_table
 
     for aki in load_table("1.05"):
         if aki.region != backend.region_name or aki.id in backend.amis:

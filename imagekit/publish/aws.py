@@ -1,6 +1,6 @@
 """boto3 clients for publishing, made the usual boto3 ways, and a dry-run stand-in.
 
-Profile, region and endpoint are what `imagekit.awsconfig.resolve` chose (options, then AWS_REGION,
+Profile, region and endpoint are what `imagekit.publish.awsconfig.resolve` chose (options, then AWS_REGION,
 AWS_DEFAULT_REGION, AWS_PROFILE, the profile; endpoints also AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_EC2, ...),
 so the same command reaches AWS or `imagekit local-cloud`. A failing call remembers which call it was
 (`NamedClient`), so the CLI's one-line error names the operation and the object.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from imagekit.awsconfig import UNSET, AwsConfig, Setting
+from imagekit.publish.awsconfig import UNSET, AwsConfig, Setting
 from imagekit.publish.awserrors import AwsCall, note_call
 
 
@@ -52,7 +52,7 @@ class NamedClient:
 class AwsClients:
     """Real clients, one per (service, region), shared across threads (boto3 clients are thread-safe).
 
-    `profile` and `endpoint_url` are what `imagekit.awsconfig.resolve` chose (None: botocore's own).
+    `profile` and `endpoint_url` are what `imagekit.publish.awsconfig.resolve` chose (None: botocore's own).
     """
 
     profile: str | None = None

@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import ImagekitError, UsageError
 from imagekit.image.blockmap import BLOCK_SIZE, BlockMap, block_digest, data_block_indexes
-from imagekit.progress import Progress
+from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.progress import Progress
 
 
 @dataclass(frozen=True)

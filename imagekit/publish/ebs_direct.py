@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import ImagekitError
 from imagekit.image.blockmap import BLOCK_SIZE, ZERO_BLOCK, block_count, data_block_indexes, linear_checksum
-from imagekit.progress import Bar, Progress
 from imagekit.publish.awserrors import describe, error_code, is_transient
 from imagekit.publish.wait import Backoff, Interrupted, retry
+from imagekit.util.errors import ImagekitError
+from imagekit.util.progress import Bar, Progress
 
 GIB = 2**30
 MAX_ERRORS = 32  # stop sending once this many blocks have failed for good

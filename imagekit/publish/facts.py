@@ -15,9 +15,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import UsageError
 from imagekit.image.blockmap import BadRecord, BlockMap, from_record
-from imagekit.recipe import BootMode, Layout, Virtualization
+from imagekit.recipe.model import BootMode, Layout, Virtualization
+from imagekit.util.errors import UsageError
 
 ARCHES = ("x86_64", "i386", "arm64")
 
@@ -156,7 +156,7 @@ def manifest_string(manifest: Path, key: str, value: Any) -> str:
 
 
 def data_volumes_of(image: Path, manifest: Path, data: dict[str, Any]) -> tuple[DataVolumeFacts, ...]:
-    """The manifest's data volumes that have an image (imagekit/volumes.py), each checked to be there."""
+    """The manifest's data volumes that have an image (imagekit/rootfs/volumes.py), each checked to be there."""
     volumes = data.get("data_volumes") or []
     if not isinstance(volumes, list):
         raise UsageError(f"{manifest}: data_volumes: {volumes!r} is not a list")

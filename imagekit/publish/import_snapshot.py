@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import ImagekitError, UsageError
 from imagekit.image.blockmap import StreamMap, block_map_of
-from imagekit.progress import Progress
 from imagekit.publish.awserrors import describe, error_code, is_transient
 from imagekit.publish.wait import Backoff, poll, retry
+from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.progress import Progress
 
 MIB = 2**20
 ID_METADATA = "imagekit-image-id"  # S3 object metadata: the image id (imagekit/image/blockmap.py)

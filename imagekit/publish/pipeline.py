@@ -21,8 +21,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from imagekit.errors import ImagekitError, UsageError
-from imagekit.progress import Progress
 from imagekit.publish import ebs_direct
 from imagekit.publish import import_snapshot as imp
 from imagekit.publish.awserrors import describe
@@ -56,6 +54,8 @@ from imagekit.publish.reuse import (
     tag_value,
 )
 from imagekit.publish.wait import Backoff, Interrupted, WaitTimeout, image_available, snapshot_completed
+from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.progress import Progress
 
 __all__ = ["ID_TAG", "MADE_BY_TAG", "NAME_TAG", "Method", "PublishRequest", "PublishResult", "publish", "to_record"]
 

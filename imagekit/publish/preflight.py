@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from imagekit.awsconfig import check_region
-from imagekit.errors import UsageError
-from imagekit.progress import Progress
+from imagekit.publish.awsconfig import check_region
 from imagekit.publish.register import is_pv, lookup_pvgrub
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def check_credentials(clients: Any, region: str) -> Identity:
 
 def pvgrub_in(clients: Any, region: str, arch: str) -> str | None:
     """The region's hd0 PV-GRUB 1.05 AKI: by name in the region, else imagekit's tables, else None."""
-    from imagekit.aki import AkiNotFound, find_aki
+    from imagekit.pvgrub.aki import AkiNotFound, find_aki
 
     found = lookup_pvgrub(clients.client("ec2", region), arch)
     if found:

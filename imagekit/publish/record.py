@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 SCHEMA = "imagekit.publish/1"
 

@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagekit.errors import ImagekitError
-from imagekit.progress import Progress
 from imagekit.publish.awserrors import describe
 from imagekit.publish.reuse import ID_TAG
 from imagekit.publish.wait import image_available
+from imagekit.util.errors import ImagekitError
+from imagekit.util.progress import Progress
 
 
 @dataclass(frozen=True)

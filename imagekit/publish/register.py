@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from imagekit.errors import UsageError
 from imagekit.publish.facts import ARCHES, BootMode, DataVolumeFacts, ImageFacts, Layout, Virtualization
+from imagekit.util.errors import UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 PV_NOTE = "PV AMIs run only on previous-generation instance types (m1, m2, m3, c1, c3, t1, ...)"
@@ -167,7 +167,7 @@ def pvgrub_image_name(arch: str, version: str = "1.05") -> str:
 
 
 def resolve_kernel(ec2: Any, region: str, facts: ImageFacts, requested: str | None) -> str | None:
-    """The AKI for a PV image: given, or ("auto") looked up by name, then from imagekit.aki's tables."""
+    """The AKI for a PV image: given, or ("auto") looked up by name, then from imagekit.pvgrub.aki's tables."""
     if not is_pv(facts):
         return None
     if requested and requested != "auto":
@@ -175,7 +175,7 @@ def resolve_kernel(ec2: Any, region: str, facts: ImageFacts, requested: str | No
     found = lookup_pvgrub(ec2, facts.arch)
     if found:
         return found
-    from imagekit.aki import AkiNotFound, find_aki
+    from imagekit.pvgrub.aki import AkiNotFound, find_aki
 
     try:
         layout = "hd00" if facts.layout.partitioned else "hd0"

@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imagekit.progress import Progress
 from imagekit.publish.awserrors import describe
 from imagekit.publish.digest import ImageDigest
 from imagekit.publish.ebs_direct import volume_size_gib
+from imagekit.util.progress import Progress
 
 ID_TAG = "imagekit:image-id"  # the block map's sha256 (imagekit/image/blockmap.py)
 NAME_TAG = "imagekit:name"

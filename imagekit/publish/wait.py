@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from imagekit.errors import ImagekitError
+from imagekit.util.errors import ImagekitError
 
 T = TypeVar("T")
 

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from imagekit.cache import cache_dir
-from imagekit.errors import CommandFailed, ImagekitError
-from imagekit.run import run
+from imagekit.util.cache import cache_dir
+from imagekit.util.errors import CommandFailed, ImagekitError
+from imagekit.util.run import run
 
 PACKAGE = "grub-legacy"
 VERSION = "0.97-80"  # Debian 12 (bookworm) main

@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import UsageError
 from imagekit.pvgrub.shell import CommandResult, FileRead, GrubError, Shell, open_shell, parse_error
 from imagekit.pvgrub.variant import Variant
-from imagekit.run import run
+from imagekit.util.errors import UsageError
+from imagekit.util.run import run
 
 MENU_ONLY = frozenset({"default", "fallback", "hiddenmenu", "timeout", "title"})  # BUILTIN_MENU, no CMDLINE
 LOADERS = {"kernel": "kernel", "initrd": "initrd", "module": "module", "modulenounzip": "module"}

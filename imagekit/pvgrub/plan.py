@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import UsageError
 from imagekit.kernel.xenload import KERNEL_FORMAT, XenKernel, XenRefused, xen_load
 from imagekit.pvgrub.menu import Attempt, BootPlan, Line, Menu, plan_boot
 from imagekit.pvgrub.shell import GrubError
 from imagekit.pvgrub.variant import Variant
+from imagekit.util.errors import UsageError
 
 BOOT_FAILURE = GrubError(9, "Unknown boot failure")  # what PV-GRUB prints when Xen refuses the kernel
 NO_KERNEL = GrubError(8, "Kernel must be loaded before booting")  # an entry that ends without a kernel line
@@ -175,7 +175,7 @@ def _xen(attempt: Attempt) -> XenKernel:
 
 def aki_version_for(variant: Variant, version: str | None) -> str:
     """--aki-version, or what `imagekit aki` registers for the layout (the newest table that has it)."""
-    from imagekit.aki import default_version
+    from imagekit.pvgrub.aki import default_version
 
     if version is None:
         return default_version(str(variant))

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import ImagekitError
 from imagekit.pvgrub.fetch import grub_binary
 from imagekit.pvgrub.variant import Variant
-from imagekit.run import run
+from imagekit.util.errors import ImagekitError
+from imagekit.util.run import run
 
 TIMEOUT = 120  # seconds: a shell that hangs is killed (timeout(1)) rather than waited on
 ERROR_LINE = re.compile(r"^Error (\d+): (.*?)\s*$", re.MULTILINE)

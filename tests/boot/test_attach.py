@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from imagekit.accel import Accel
 from imagekit.boot.attach import (
     Attached,
     AttachOptions,
@@ -25,12 +24,13 @@ from imagekit.boot.console import Line, Watcher
 from imagekit.boot.firmware import BOTH, Firmware
 from imagekit.boot.harness import BootOptions
 from imagekit.boot.hvm_boot import attach_each, combine, hvm_argv
+from imagekit.boot.imds import Config
 from imagekit.boot.mounts import mount_unit_name, read_mounts, script
 from imagekit.boot.overlay import image_file
 from imagekit.boot.qemu import Machine
 from imagekit.boot.report import BootReport
-from imagekit.errors import UsageError
-from imagekit.imds import Config
+from imagekit.util.accel import Accel
+from imagekit.util.errors import UsageError
 from tests.boot.hvm_images import make_empty_esp
 from tests.util import run_imagekit
 
@@ -111,7 +111,7 @@ def test_disks_are_overlays_after_the_instance_store(image: tuple[Path, dict], t
     assert "-nic" not in argv
     netdev = argv[argv.index("-netdev") + 1]
     assert netdev.startswith("user,id=n0,net=169.254.0.0/16,guestfwd=tcp:169.254.169.254:80-cmd:env PYTHONPATH=")
-    assert netdev.endswith(f" -m imagekit.imds {work}/imds.json")
+    assert netdev.endswith(f" -m imagekit.boot.imds {work}/imds.json")
     assert argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=n0"
     cfg = Config.load(work / "imds.json")
     assert cfg.block_devices == {"ami": "sda1", "root": "/dev/sda1", "ephemeral0": "sdb", "ebs1": "sdh", "ebs2": "sdj"}
@@ -252,7 +252,7 @@ def test_hvm_on_nvme_attaches_nvme_controllers_after_the_root(image: tuple[Path,
     assert sum("bootindex" in a for a in argv) == 1 and values(argv, "-boot") == ["strict=on"]
     [netdev] = values(argv, "-netdev")
     assert netdev.startswith("user,id=n0,net=169.254.0.0/16,guestfwd=tcp:169.254.169.254:80-cmd:env PYTHONPATH=")
-    assert netdev.endswith(f" -m imagekit.imds {work}/imds.json")
+    assert netdev.endswith(f" -m imagekit.boot.imds {work}/imds.json")
     assert values(argv, "-smbios") == ["type=1,uuid=ec2e1916-9099-7caf-fd21-012345abcdef"]
     assert Config.load(work / "imds.json").block_devices == {"ami": "sda1", "root": "/dev/sda1",
                                                              "ephemeral0": "sdb", "ebs1": "sdh", "ebs2": "sdj"}

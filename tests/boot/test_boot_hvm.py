@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.boot import BootOptions, boot_image
+from imagekit.boot.harness import BootOptions, boot_image
 from tests.boot import hvm_images as hvm
 from tests.boot.conftest import on_first_use, requires_kernel
 from tests.util import run_imagekit

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.accel import Accel, detect
 from imagekit.boot import probe
 from imagekit.boot.extfs import ExtFs, ExtTree, sparse_copy
 from imagekit.boot.fastprep import CACHE, FastPathUnavailable, prepare_disk, pv_layout
 from imagekit.boot.harness import BootOptions, pv_job
 from imagekit.boot.overlay import image_file
 from imagekit.boot.pvgrub import Variant
+from imagekit.util.accel import Accel, detect
 from tests.util import sha256
 
 MIB = 1 << 20

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.accel import Accel
 from imagekit.boot import xen
 from imagekit.boot.direct import map_devices
 from imagekit.boot.guest import Disk
 from imagekit.boot.probe import add_serial_console
 from imagekit.boot.pvgrub import Variant, build_core, grub_cfg
 from imagekit.boot.qemu import Machine, qemu_argv
+from imagekit.util.accel import Accel
 from tests.util import run_imagekit
 
 HD0 = Disk(Variant.HD0, "/dev/sda", "/dev/sda", False)

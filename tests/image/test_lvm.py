@@ -17,8 +17,8 @@ from imagekit.image.layout import Placement
 from imagekit.image.lvm_metadata import logical_extents, parse_config
 from imagekit.image.partition import write_mbr
 from imagekit.image.sparse import copy_range
-from imagekit.recipe import Filesystem
-from imagekit.rootfs import Tree
+from imagekit.recipe.model import Filesystem
+from imagekit.rootfs.bootstrap import Tree
 from tests.util import SMALL_RECIPE, make_small_tree, run_imagekit
 
 MiB = 1 << 20

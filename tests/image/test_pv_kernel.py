@@ -17,13 +17,13 @@ from imagekit.boot.pvgrub import Variant
 from imagekit.boot.pvgrub097 import plan
 from imagekit.bootloader.menulst import parse_menu_lst
 from imagekit.build import configure_tree
-from imagekit.configure import KernelInfo
-from imagekit.errors import RecipeError
 from imagekit.kernel.bzimage import load_vmlinux
 from imagekit.kernel.xenload import xen_load
-from imagekit.kernels import load_profile
-from imagekit.recipe import load_recipe
-from imagekit.rootfs import Tree
+from imagekit.recipe.kernel_profiles import load_profile
+from imagekit.recipe.model import load_recipe
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.rootfs.configure import KernelInfo
+from imagekit.util.errors import RecipeError
 from tests.util import REPO, SMALL_RECIPE, make_small_tree
 
 HOST_KERNELS = sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))

@@ -164,9 +164,9 @@ def open_tmp() -> Iterator[Path]:
 def _seed_cache(recipe: Path, cache: Path) -> Path:
     """Put a bootstrap tarball where imagekit looks for the recipe's (a file owned by uid 1000 and a
     character device, which only fakeroot can give an unprivileged build); returns the tarball."""
-    from imagekit.kernels import load_profile
-    from imagekit.recipe import load_recipe
-    from imagekit.rootfs import bootstrap_entry
+    from imagekit.recipe.kernel_profiles import load_profile
+    from imagekit.recipe.model import load_recipe
+    from imagekit.rootfs.bootstrap import bootstrap_entry
 
     os.environ["IMAGEKIT_CACHE_DIR"] = str(cache)
     try:
@@ -220,7 +220,7 @@ def test_unwritable_kvm_probe_cache_warns_once(open_tmp: Path) -> None:
     """The KVM-probe cache is best-effort: a cache dir the user cannot write costs a warning, once."""
     cache = open_tmp / "root-owned-cache"
     cache.mkdir(mode=0o755)
-    code = ("from imagekit.accel import detect\n"
+    code = ("from imagekit.util.accel import detect\n"
             "print(detect().name, detect().name)\n")
     proc = _as_nobody(["-c", code], open_tmp, IMAGEKIT_CACHE_DIR=str(cache))
     assert proc.returncode == 0, proc.stderr
@@ -288,8 +288,8 @@ def test_killed_lock_holder_frees_the_entry(tmp_path: Path) -> None:
 def test_lock_wait_is_bounded_and_names_the_holder(tmp_path: Path) -> None:
     """A live holder that never lets go: the waiter gives up after its bound, naming the lock and the pid."""
     lock = tmp_path / "entry.tar.lock"
-    code = ("import sys, contextlib\nfrom pathlib import Path\nfrom imagekit.cache import locked\n"
-            "from imagekit.errors import ImagekitError\n"
+    code = ("import sys, contextlib\nfrom pathlib import Path\nfrom imagekit.util.cache import locked\n"
+            "from imagekit.util.errors import ImagekitError\n"
             "waiting = lambda who: (print('waiting for', who), contextlib.nullcontext())[1]\n"
             "try:\n    with locked(Path(sys.argv[1]), waiting, wait=1.0):\n        print('held')\n"
             "except ImagekitError as exc:\n    print(exc.message)\n")
@@ -312,7 +312,7 @@ def test_lock_file_of_another_user_still_locks(open_tmp: Path) -> None:
     """A shared cache: root made the lock file (0644); `nobody` cannot write it but still takes the flock."""
     lock = open_tmp / "entry.tar.lock"
     lock.write_text("")
-    code = ("import sys, contextlib\nfrom pathlib import Path\nfrom imagekit.cache import locked\n"
+    code = ("import sys, contextlib\nfrom pathlib import Path\nfrom imagekit.util.cache import locked\n"
             "with locked(Path(sys.argv[1]), lambda who: contextlib.nullcontext()):\n    print('held')\n")
     proc = _as_nobody(["-c", code, str(lock)], open_tmp)
     assert proc.returncode == 0, proc.stderr

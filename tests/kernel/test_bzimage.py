@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from bzimage_factory import COMPRESSORS, compress, elf32, make_bzimage
 
-from imagekit.errors import UsageError
 from imagekit.kernel.bzimage import (
     Compression,
     KernelFormatError,
@@ -15,6 +14,7 @@ from imagekit.kernel.bzimage import (
     read_header,
 )
 from imagekit.kernel.elf import read_elf
+from imagekit.util.errors import UsageError
 
 
 def gunzip_cli(path: Path) -> bytes:

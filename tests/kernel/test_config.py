@@ -4,7 +4,6 @@ import shutil
 import pytest
 from bzimage_factory import compress, make_bzimage
 
-from imagekit.errors import UsageError
 from imagekit.kernel.config import (
     KernelConfig,
     Need,
@@ -14,6 +13,7 @@ from imagekit.kernel.config import (
     load_config,
     parse_config,
 )
+from imagekit.util.errors import UsageError
 
 PV_OK = """
 CONFIG_XEN=y

@@ -81,7 +81,7 @@ def lvm_image(image: Path, kernel: Path, menu: str) -> None:
     """MBR, one partition holding an LVM PV, / (with /boot) on a logical volume: no /boot outside LVM."""
     import guestfs
 
-    from imagekit.accel import detect
+    from imagekit.util.accel import detect
 
     with open(image, "wb") as f:
         f.truncate(128 * MiB)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.appliance import DiskFormat, disk_format
 from imagekit.boot.harness import read_manifest as boot_read_manifest
 from imagekit.bootloader.grubcfg import parse_grub_cfg
 from imagekit.bootloader.menulst import Entry, MenuLstError, parse_menu_lst, split_device
-from imagekit.errors import UsageError
 from imagekit.manifest import read_manifest
+from imagekit.util.appliance import DiskFormat, disk_format
+from imagekit.util.errors import UsageError
 from tests.util import run_imagekit
 from tests.watch import OpenWatch
 

@@ -250,7 +250,7 @@ def test_rule_catalogue():
 
 
 def test_bad_target_and_missing_image(tmp_path):
-    from imagekit.errors import UsageError
+    from imagekit.util.errors import UsageError
 
     with pytest.raises(UsageError, match="--target: 'xen' is not one of pv, hvm, nitro"):
         lint_image(tmp_path / "x.img", target="xen")

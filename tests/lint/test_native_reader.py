@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from image_factory import MiB, mkext, mkvfat
 
-from imagekit.errors import UsageError
 from imagekit.lint.native import open_native
 from imagekit.lint.view import UnreadableFile, open_view
+from imagekit.util.errors import UsageError
 from tests.util import run_imagekit
 
 

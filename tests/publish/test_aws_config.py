@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.awsconfig import Setting, resolve
-from imagekit.errors import UsageError
+from imagekit.publish.awsconfig import Setting, resolve
+from imagekit.util.errors import UsageError
 from tests.publish.conftest import SparseImage
 
 CONFIG = """\

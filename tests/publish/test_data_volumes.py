@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from imagekit.errors import UsageError
 from imagekit.manifest import sha256_file
-from imagekit.progress import Progress
 from imagekit.publish.facts import image_facts
 from imagekit.publish.pipeline import PublishRequest, publish
 from imagekit.publish.register import RegisterOptions
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress
 from tests.publish.conftest import Recorder, SparseImage, write_image
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from imagekit.errors import UsageError
-from imagekit.progress import Progress
 from imagekit.publish import import_snapshot as imp
 from imagekit.publish.wait import Backoff
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress
 from tests.publish.conftest import SparseImage, xml_error
 
 FAST = Backoff(attempts=2, base=0.01, cap=0.02)

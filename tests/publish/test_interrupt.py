@@ -151,11 +151,11 @@ def test_an_interrupted_ebs_direct_upload_names_and_deletes_its_snapshot(slow_cl
 
 
 def test_an_import_wait_that_times_out_keeps_the_object_for_the_rerun(slow_cloud: str, tmp_path: Path) -> None:
-    from imagekit.progress import Progress
     from imagekit.publish.facts import image_facts
     from imagekit.publish.pipeline import Method, PublishRequest, publish
     from imagekit.publish.register import RegisterOptions
     from imagekit.publish.wait import WaitTimeout
+    from imagekit.util.progress import Progress
 
     clients = AwsClients(endpoint_url=slow_cloud)
     s3, iam = clients.client("s3", "us-east-1"), clients.client("iam", "us-east-1")

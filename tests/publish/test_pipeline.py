@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from imagekit.errors import ImagekitError
-from imagekit.progress import Progress
 from imagekit.publish.facts import image_facts
 from imagekit.publish.pipeline import ID_TAG, Method, PublishRequest, publish
 from imagekit.publish.regions import Sharing
 from imagekit.publish.register import RegisterOptions
 from imagekit.publish.wait import Backoff
+from imagekit.util.errors import ImagekitError
+from imagekit.util.progress import Progress
 from tests.publish.conftest import Recorder, SparseImage, block_index_of, json_error
 
 UPLOAD_CALLS = {"StartSnapshot", "PutSnapshotBlock", "CompleteSnapshot", "RegisterImage", "CopyImage"}

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from imagekit.errors import UsageError
-from imagekit.progress import Progress
 from imagekit.publish.facts import BootMode, ImageFacts, Layout, Virtualization, image_facts
 from imagekit.publish.pipeline import PublishRequest, publish
 from imagekit.publish.register import RegisterOptions, check_combination, check_name
+from imagekit.util.errors import UsageError
+from imagekit.util.progress import Progress
 from tests.publish.conftest import Recorder, SparseImage
 
 FACTS = ImageFacts(

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from imagekit.progress import Progress
 from imagekit.publish.facts import image_facts
 from imagekit.publish.pipeline import PublishRequest, publish
 from imagekit.publish.register import RegisterOptions
+from imagekit.util.progress import Progress
 from tests.publish.conftest import Recorder
 from tests.util import run_imagekit
 

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from imagekit.cli import cli
-from imagekit.errors import ImagekitError
 from imagekit.image.blockmap import BlockMap
-from imagekit.progress import Progress
 from imagekit.publish.facts import image_facts
 from imagekit.publish.pipeline import ID_TAG, MADE_BY_TAG, Method, PublishRequest, publish
 from imagekit.publish.register import RegisterOptions
 from imagekit.publish.wait import Backoff
+from imagekit.util.errors import ImagekitError
+from imagekit.util.progress import Progress
 from tests.publish.conftest import BLOCK, Recorder, SparseImage, independent_block_map, stamp_manifest
 
 

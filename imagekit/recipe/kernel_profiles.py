@@ -21,10 +21,10 @@ from typing import Literal
 
 from pydantic import ValidationError, model_validator
 
-from imagekit.errors import RecipeError, UsageError
-from imagekit.recipe import PROFILE_RE, Arch, PackageName, Virtualization, _describe, _Model, one_line
+from imagekit.recipe.model import PROFILE_RE, Arch, PackageName, Virtualization, _describe, _Model, one_line
+from imagekit.util.errors import RecipeError, UsageError
 
-PACKAGED_DIR = Path(__file__).resolve().parent / "_kernels"
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "_kernels"
 
 
 class KernelFiles(_Model):

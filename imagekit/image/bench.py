@@ -20,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from imagekit.accel import detect
-from imagekit.cache import cache_dir
 from imagekit.image.filesystem import mke2fs_env
-from imagekit.kernels import load_profile
-from imagekit.recipe import Bootstrap, load_recipe
-from imagekit.rootfs import bootstrap_key, bootstrap_packages
+from imagekit.recipe.kernel_profiles import load_profile
+from imagekit.recipe.model import Bootstrap, load_recipe
+from imagekit.rootfs.bootstrap import bootstrap_key, bootstrap_packages
+from imagekit.util.accel import detect
+from imagekit.util.cache import cache_dir
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:

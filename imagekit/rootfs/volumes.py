@@ -22,14 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import RecipeError
 from imagekit.image.blockmap import block_map_of
 from imagekit.image.filesystem import EXT, TooSmall, make_filesystem
 from imagekit.image.layout import Placement, align_up
-from imagekit.recipe import DataVolume, Filesystem, Recipe
-from imagekit.rootfs import Tree
-from imagekit.run import output
-from imagekit.tree_paths import TreePathError, make_directory_in_tree, read_in_tree, resolve_in_tree, write_in_tree
+from imagekit.recipe.model import DataVolume, Filesystem, Recipe
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.rootfs.tree_paths import (
+    TreePathError,
+    make_directory_in_tree,
+    read_in_tree,
+    resolve_in_tree,
+    write_in_tree,
+)
+from imagekit.util.errors import RecipeError
+from imagekit.util.run import output
 
 DROPIN = "imagekit-volumes.conf"
 VOLUME_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/data-volumes")
@@ -128,7 +134,7 @@ def _tree_owner(tree: Tree) -> tuple[int, int, int]:
 
 def set_root_owner(image: Path, owner: tuple[int, int, int]) -> None:
     """Give an ext filesystem's root directory the mount point's owner and mode (mke2fs makes it root's)."""
-    from imagekit.run import run
+    from imagekit.util.run import run
 
     uid, gid, mode = owner
     if (uid, gid, mode) == (0, 0, 0o755):
@@ -165,7 +171,7 @@ def make_volume_images(recipe: Recipe, output_image: Path, trees: dict[str, Tree
         if vol.type in EXT and tree.path != empty:
             set_root_owner(partial, _tree_owner(tree))
         if epoch is not None and vol.type in EXT and tree.path != empty:
-            from imagekit.reproducible import clamp_times
+            from imagekit.util.reproducible import clamp_times
 
             clamp_times(partial, 0, tree.path, epoch, workdir)
         made.append(VolumeImage(vol, partial, final, fs_uuid))

@@ -21,13 +21,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.cache import cache_dir, key_of, locked, unwritable
-from imagekit.errors import RecipeError, UsageError
-from imagekit.hostdisk import host_disk
-from imagekit.kernels import KernelProfile
-from imagekit.progress import Progress
-from imagekit.recipe import Arch, Bootstrap, Directory, Recipe, Tarball
-from imagekit.run import Arg, run, run_lines
+from imagekit.recipe.kernel_profiles import KernelProfile
+from imagekit.recipe.model import Arch, Bootstrap, Directory, Recipe, Tarball
+from imagekit.util.cache import cache_dir, key_of, locked, unwritable
+from imagekit.util.errors import RecipeError, UsageError
+from imagekit.util.hostdisk import host_disk
+from imagekit.util.progress import Progress
+from imagekit.util.run import Arg, run, run_lines
 
 BOOTSTRAP_FORMAT = 1  # bump when the way imagekit bootstraps changes what lands in the tarball
 DEBIAN_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386"}

@@ -13,9 +13,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import UsageError
 from imagekit.lint.native import READABLE, NativeView, Node, open_native
 from imagekit.lint.view import UnreadableFile
+from imagekit.util.errors import UsageError
 
 
 class _Hasher:
@@ -91,7 +91,7 @@ class Mounted:
 
 def read_sides_native(images: tuple[Path, Path], manifests: list[dict[str, Any] | None], progress: Any) -> Any:
     """Both sides (diff.Side) read natively; NotNative when an image cannot be read here."""
-    from imagekit.diff import MAX_TEXT, Side, _cmdline, _dpkg_status, _file_changes, from_manifest
+    from imagekit.diff.compare import MAX_TEXT, Side, _cmdline, _dpkg_status, _file_changes, from_manifest
 
     with ExitStack() as stack:
         views = [stack.enter_context(open_native(p)) for p in images]

@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.errors import ImagekitError, UsageError
+from imagekit.util.errors import ImagekitError, UsageError
 
 LIMIT = 16384  # bytes, raw (EC2 RunInstances UserData, before base64)
 GZIP_MAGIC = b"\x1f\x8b"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 REGION_SOURCES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 

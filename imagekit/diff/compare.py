@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
-from imagekit.errors import ImagekitError, UsageError
 from imagekit.manifest import load_manifest, read_manifest
-from imagekit.progress import Progress
+from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.progress import Progress
 
 MAX_TEXT = 32 * 1024 * 1024  # menu.lst, fstab: kilobytes; dpkg's status of a large system: a few MiB
 
@@ -181,12 +181,12 @@ def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
         return from_manifest(load_manifest(a)), from_manifest(load_manifest(b))
     if a.suffix == ".json" or b.suffix == ".json":
         raise UsageError("diff: give two images or two manifests, not one of each")
-    from imagekit.appliance import disk_format, guestfs_handle
+    from imagekit.util.appliance import disk_format, guestfs_handle
 
     formats = [disk_format(p, fmt) for p in (a, b)]
     manifests = [read_manifest(p) for p in (a, b)]
     if reader != "guestfs":
-        from imagekit.diff_native import read_sides_native
+        from imagekit.diff.native import read_sides_native
         from imagekit.lint.native import NotNative
 
         try:

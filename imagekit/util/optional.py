@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 SYSTEM_HINT = ("apt-get install {package}, and make the venv from the system Python with "
                "`/usr/bin/python3 -m venv --system-site-packages` (scripts/setup does both)")

@@ -1,7 +1,7 @@
 """A local EC2 instance metadata service for boot tests: one HTTP exchange on stdin/stdout.
 
 QEMU's user networking runs a command per guest connection to a forwarded address
-(`guestfwd=tcp:169.254.169.254:80-cmd:python -m imagekit.imds CONFIG`), wired to the connection, so
+(`guestfwd=tcp:169.254.169.254:80-cmd:python -m imagekit.boot.imds CONFIG`), wired to the connection, so
 the guest reaches http://169.254.169.254/ as on EC2 and this module answers one request and exits.
 It speaks what bootstrap scripts and cloud-init's Ec2 datasource ask for:
 
@@ -166,7 +166,7 @@ def read_log(path: Path) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m imagekit.imds CONFIG.json  (one HTTP exchange on stdin/stdout)", file=sys.stderr)
+        print("usage: python -m imagekit.boot.imds CONFIG.json  (one HTTP exchange on stdin/stdout)", file=sys.stderr)
         return 2
     serve_one(Config.load(Path(args[0])), sys.stdin.buffer, sys.stdout.buffer)
     return 0

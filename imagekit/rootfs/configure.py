@@ -14,11 +14,10 @@ from pathlib import Path
 
 from imagekit.bootloader.grub2 import render_grub_cfg
 from imagekit.bootloader.menulst import Entry, render_menu_lst
-from imagekit.errors import RecipeError, UsageError
-from imagekit.kernels import KernelProfile, host_files, kernel_version
-from imagekit.recipe import VIRTUAL_DIRS, Layout, Recipe, Virtualization
-from imagekit.rootfs import Tree
-from imagekit.tree_paths import (
+from imagekit.recipe.kernel_profiles import KernelProfile, host_files, kernel_version
+from imagekit.recipe.model import VIRTUAL_DIRS, Layout, Recipe, Virtualization
+from imagekit.rootfs.bootstrap import Tree
+from imagekit.rootfs.tree_paths import (
     TreePathError,
     copy_into_tree,
     image_path,
@@ -29,6 +28,7 @@ from imagekit.tree_paths import (
     resolve_in_tree,
     write_in_tree,
 )
+from imagekit.util.errors import RecipeError, UsageError
 
 KERNEL_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")
 

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from imagekit.errors import RecipeError, UsageError
+from imagekit.util.errors import RecipeError, UsageError
 
 
 class Arch(StrEnum):
@@ -628,14 +628,14 @@ class Recipe(_Model):
     kernel: Kernel
     boot: Boot = Boot()
     files: tuple[FileCopy, ...] = ()
-    volumes: tuple[DataVolume, ...] = ()  # persistent EBS data volumes (imagekit/volumes.py)
+    volumes: tuple[DataVolume, ...] = ()  # persistent EBS data volumes (imagekit/rootfs/volumes.py)
     lvm: Lvm | None = None  # /boot partition + LVM on the rest (imagekit/image/lvm.py)
     reproducible: bool = False  # same inputs, same bytes (needs epoch, rootfs.snapshot or SOURCE_DATE_EPOCH)
     epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)  # what ext2's 32-bit times hold (2038-01-19)
     # Where the recipe came from (set by load_recipe, not by the TOML).
     path: Path = Path("recipe.toml")
     sha256: str = ""
-    kernels_dir: Path | None = None  # --kernels-dir: looked in first for kernel.profile (imagekit/kernels.py)
+    kernels_dir: Path | None = None  # --kernels-dir: looked in first (recipe/kernel_profiles.py)
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -825,7 +825,7 @@ def load_recipe(path: str | Path, *, kernels_dir: Path | None = None) -> Recipe:
     recipe = parse_recipe(data, path)
     check_layout(recipe)
     check_storage(recipe)
-    from imagekit.kernels import load_profile  # kernel profiles are typed with this module's models
+    from imagekit.recipe.kernel_profiles import load_profile  # kernel profiles are typed with this module's models
 
     load_profile(recipe.kernel.profile, recipe_path=path, kernels_dir=kernels_dir)
     return recipe.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest(), "kernels_dir": kernels_dir})

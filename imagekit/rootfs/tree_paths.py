@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 MAX_SYMLINKS = 40  # as Linux's path lookup (ELOOP beyond it)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from imagekit.errors import CommandFailed, HostDiskFull
+from imagekit.util.errors import CommandFailed, HostDiskFull
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # What a command prints when a write of its own fails with ENOSPC / EDQUOT (strerror, C locale: run.py pins it).

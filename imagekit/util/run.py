@@ -18,9 +18,9 @@ from os import PathLike
 from pathlib import Path
 from typing import IO
 
-from imagekit.errors import CommandFailed
+from imagekit.util.errors import CommandFailed
 
-log = logging.getLogger("imagekit.run")
+log = logging.getLogger("imagekit.util.run")
 
 Arg = str | PathLike[str]
 

@@ -17,9 +17,9 @@ import re
 import time
 from pathlib import Path
 
-from imagekit.errors import RecipeError, UsageError
-from imagekit.recipe import Bootstrap, Recipe
-from imagekit.run import run
+from imagekit.recipe.model import Bootstrap, Recipe
+from imagekit.util.errors import RecipeError, UsageError
+from imagekit.util.run import run
 
 SNAPSHOT_RE = re.compile(r"^(\d{8}T\d{6}Z)$")
 EPOCH_RE = re.compile(r"[0-9]{1,10}")

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from imagekit.errors import ImagekitError
+from imagekit.util.errors import ImagekitError
 
 LOCK_WAIT_SECONDS = 3600.0  # a bootstrap over a slow mirror takes minutes; a holder that dies frees the lock at once
 LOCK_POLL_SECONDS = 0.25

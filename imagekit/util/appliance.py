@@ -19,9 +19,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from imagekit.accel import Accel, detect
-from imagekit.errors import CommandFailed, UsageError
-from imagekit.optional import require
+from imagekit.util.accel import Accel, detect
+from imagekit.util.errors import CommandFailed, UsageError
+from imagekit.util.optional import require
 
 QCOW2_MAGIC = b"QFI\xfb"
 QCOW2_EXTERNAL_DATA = 1 << 2  # incompatible feature bit: the guest data lives in another file
@@ -102,7 +102,7 @@ def disk_format(image: Path, requested: str | None, option: str = "--format") ->
 def check_qcow2(image: Path, option: str = "--format") -> None:
     """Refuse a qcow2 that is not self-contained: QEMU would open the files it names on the host.
     The header is read here first (nothing else is opened), then qemu-img confirms it, told the format."""
-    from imagekit.run import output
+    from imagekit.util.run import output
 
     head = _head(image, 104)
     if len(head) < 72 or head[:4] != QCOW2_MAGIC:

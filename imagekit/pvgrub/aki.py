@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from imagekit.errors import UsageError
+from imagekit.util.errors import UsageError
 
 VERSIONS = ("1.03", "1.05")  # oldest first
 LAYOUTS = ("hd0", "hd00")

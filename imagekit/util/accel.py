@@ -22,10 +22,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.cache import cache_dir
-from imagekit.errors import UsageError
+from imagekit.util.cache import cache_dir
+from imagekit.util.errors import UsageError
 
-log = logging.getLogger("imagekit.accel")
+log = logging.getLogger("imagekit.util.accel")
 
 PROBE_SECONDS = 15.0
 ACCELS = ("kvm", "tcg")
