@@ -86,7 +86,7 @@ def test_cli_prints_the_id():
 
 def test_cli_json():
     data = json.loads(invoke("--region", "us-west-2", "--json").output)
-    assert data == {"schema": "imagekit.pvgrub.aki/1", "id": "aki-70cb0e10", "region": "us-west-2", "arch": "x86_64",
+    assert data == {"schema": "imagekit.aki/1", "id": "aki-70cb0e10", "region": "us-west-2", "arch": "x86_64",
                     "layout": "hd0",
                     "version": "1.05", "manifest": "pv-grub-hd0_1.05-x86_64.gz"}
 

@@ -123,10 +123,10 @@ def test_json_has_a_schema_everywhere(tmp_path: Path) -> None:
     ud.write_text("#!/bin/sh\necho hi\n")
     record = tmp_path / "published.json"
     runs = {
-        "imagekit.pvgrub.aki/1": ("aki", "--region", "us-east-1", "--json"),
+        "imagekit.aki/1": ("aki", "--region", "us-east-1", "--json"),
         "imagekit.pvgrub.aki-list/1": ("aki", "--list", "--json"),
         "imagekit.kernel-check/1": ("kernel", "check", config, "--json"),
-        "imagekit.boot.userdata/1": ("userdata", "check", ud, "--json"),
+        "imagekit.userdata/1": ("userdata", "check", ud, "--json"),
         "imagekit.published/1": ("published", "--record", record, "--json"),
     }
     for schema, argv in runs.items():

@@ -38,7 +38,7 @@ def test_diff_names_the_changed_file(small_recipe: Callable[..., Path], tmp_path
     proc = run_imagekit("diff", tmp_path / "a.img", tmp_path / "b.img", "--json")
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
-    assert (doc["schema"], doc["same"]) == ("imagekit.diff.compare/1", False)
+    assert (doc["schema"], doc["same"]) == ("imagekit.diff/1", False)
     assert doc["changes"] == [{"kind": "file", "change": "changed", "name": "/etc/motd", "old": "4 B", "new": "12 B"}]
     text = run_imagekit("diff", tmp_path / "a.img", tmp_path / "b.img").stdout
     assert text == "~ file /etc/motd 4 B -> 12 B\n"

@@ -69,7 +69,7 @@ def test_gzip_path(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     data = out.read_bytes()
-    assert summary == {"schema": "imagekit.boot.userdata/1", "file": str(out), "bytes": len(data),
+    assert summary == {"schema": "imagekit.userdata/1", "file": str(out), "bytes": len(data),
                        "raw_bytes": LIMIT + 1000, "gzip": True, "kind": "gzip (shell script)",
                        "limit": LIMIT, "spare": LIMIT - len(data)}
     assert gzip.decompress(data).startswith(b"#!/bin/sh\necho hello\n")
