@@ -96,7 +96,7 @@ def test_cli_list():
     assert out[0].split() == ["REGION", "ARCH", "LAYOUT", "PVGRUB", "AKI"]
     assert len(out) == 1 + 16
     doc = json.loads(invoke("--list", "--json").output)
-    assert doc["schema"] == "imagekit.pvgrub.aki-list/1"
+    assert doc["schema"] == "imagekit.aki-list/1"
     rows = doc["akis"]
     assert len(rows) == 32 + 20
 

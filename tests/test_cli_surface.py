@@ -124,7 +124,7 @@ def test_json_has_a_schema_everywhere(tmp_path: Path) -> None:
     record = tmp_path / "published.json"
     runs = {
         "imagekit.aki/1": ("aki", "--region", "us-east-1", "--json"),
-        "imagekit.pvgrub.aki-list/1": ("aki", "--list", "--json"),
+        "imagekit.aki-list/1": ("aki", "--list", "--json"),
         "imagekit.kernel-check/1": ("kernel", "check", config, "--json"),
         "imagekit.userdata/1": ("userdata", "check", ud, "--json"),
         "imagekit.published/1": ("published", "--record", record, "--json"),
