@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from imagekit.boot import BootOptions, boot_image
+from imagekit.boot.harness import BootOptions, boot_image
 from imagekit.manifest import manifest_path
 from tests.boot.conftest import on_first_use, requires_kernel, userland
 from tests.boot.hvm_images import WRONG_UUID

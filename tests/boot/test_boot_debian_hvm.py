@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.boot import BootOptions, boot_image
+from imagekit.boot.harness import BootOptions, boot_image
 from tests.boot.conftest import requires_kernel
 from tests.util import sha256
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imagekit.boot import BootOptions, boot_image
+from imagekit.boot.harness import BootOptions, boot_image
 from tests.boot.hvm_images import make_blank, make_empty_esp
 from tests.util import run_imagekit
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.boot import BootOptions, boot_image
 from imagekit.boot.direct import prepare_direct
 from imagekit.boot.guest import find_disk, mount, open_guest, read_menu_lst
+from imagekit.boot.harness import BootOptions, boot_image
 from imagekit.boot.overlay import image_file, overlay
 from imagekit.util.accel import detect
 from tests.boot.conftest import requires_kernel

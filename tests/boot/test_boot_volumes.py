@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from imagekit.boot import BootOptions, boot_image
 from imagekit.boot.attach import AttachOptions
+from imagekit.boot.harness import BootOptions, boot_image
 from tests.boot.conftest import requires_kernel
 from tests.util import RECIPES, run_imagekit, sha256
 

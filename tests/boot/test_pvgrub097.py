@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.boot import BootOptions, boot_image
+from imagekit.boot.harness import BootOptions, boot_image
 from imagekit.boot.pvgrub import Variant
 from imagekit.boot.pvgrub097 import fallbacks, plan
 from imagekit.kernel.bzimage import convert_to_aki
