@@ -36,6 +36,7 @@ from imagekit.lint.pvgrub import check_pvgrub, variant_of_table
 from imagekit.lint.system import (
     check_fstab,
     check_fstab_esp,
+    check_fstab_types,
     check_hvm_boot,
     check_nic_name,
     check_root_arg,
@@ -178,6 +179,12 @@ def lint_fstab(ctx: LintContext) -> list[Finding]:
     return guarded(check_fstab, ctx.view, ctx.root.fs, ctx.target)
 
 
+def lint_fstab_types(ctx: LintContext) -> list[Finding]:
+    if ctx.root.fs is None:
+        return []
+    return guarded(check_fstab_types, ctx.view, ctx.root.fs)
+
+
 def lint_fstab_esp(ctx: LintContext) -> list[Finding]:
     if ctx.root.fs is None:
         return []
@@ -234,6 +241,7 @@ REGISTRY: tuple[Rule, ...] = (
     Rule("root", ("file-unreadable",), ALL, lint_root),
     Rule("kernel", KERNEL_IDS, ALL, lint_kernels),
     Rule("fstab", FSTAB_IDS, ALL, lint_fstab),
+    Rule("fstab-type", ("fstab-type-mismatch", "file-unreadable"), ALL, lint_fstab_types),
     Rule("fstab-esp", ("fstab-esp-missing", "file-unreadable"), HVM, lint_fstab_esp),
     Rule("nic-name", ("nic-name-eth0", "file-unreadable"), HVM, lint_nic_name),
     Rule("pvgrub", PVGRUB_IDS, PV, lint_pvgrub, background=True, needs=("variant",)),
