@@ -4,6 +4,7 @@ corpus (small images, read natively: no appliance) each rule gives only the ids 
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,9 @@ def test_rules_have_unique_names_and_a_target() -> None:
     names = [rule.name for rule in REGISTRY]
     assert len(names) == len(set(names))
     assert all(rule.targets for rule in REGISTRY)
+    facts = [fact for rule in REGISTRY for fact in rule.needs]
+    assert all(isinstance(getattr(LintContext, fact, None), cached_property) for fact in facts)
+    assert all(rule.gate or "disk-unreadable" not in rule.ids for rule in REGISTRY)  # only a gate ends lint
     assert all(rule_id in RULES for rule in REGISTRY for rule_id in rule.ids)
 
 
