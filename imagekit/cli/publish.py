@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from imagekit.cli.common import arch_choice, layout_choice
+from imagekit.publish.uploaders import DEFAULT_METHOD, UPLOADERS, make_uploader
 from imagekit.util.errors import ImagekitError, UsageError
 
 
@@ -48,8 +49,8 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--endpoint-url", help="Send every AWS call here, e.g. `imagekit local-cloud` (env AWS_ENDPOINT_URL).")
 @click.option(
     "--method",
-    type=click.Choice(["ebs-direct", "import-snapshot"]),
-    default="ebs-direct",
+    type=click.Choice(list(UPLOADERS)),
+    default=DEFAULT_METHOD,
     show_default=True,
     help="How the image becomes a snapshot.",
 )
@@ -190,7 +191,7 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
     from imagekit.publish.aws import AwsClients, DryRunClients
     from imagekit.publish.awsconfig import require_region, resolve
     from imagekit.publish.facts import BootMode, image_facts
-    from imagekit.publish.pipeline import Method, PublishRequest
+    from imagekit.publish.pipeline import PublishRequest
     from imagekit.publish.regions import Sharing
     from imagekit.publish.register import RegisterOptions, check_combination, check_name
 
@@ -203,8 +204,7 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
         virtualization=opts["virtualization"],
         boot_mode=opts["boot_mode"],
     )
-    if opts["method"] == "import-snapshot" and not opts["bucket"]:
-        raise UsageError("--method import-snapshot needs --bucket (an S3 bucket in --region)")
+    uploader = make_uploader(opts["method"], opts)  # its settings checked before any AWS call
     config = resolve(opts["region"], opts["profile"], opts["endpoint_url"])  # --dry-run too
     region = require_region(config)
     clients: Any = DryRunClients() if opts["dry_run"] else AwsClients.from_config(config, opts["workers"] + 8)
@@ -228,16 +228,11 @@ def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
         facts=facts,
         register=register,
         region=region,
-        method=Method(opts["method"]),
+        uploader=uploader,
         kernel=opts["kernel_id"] if pv else None,
-        bucket=opts["bucket"],
-        s3_prefix=opts["s3_prefix"],
-        keep_s3_object=opts["keep_s3_object"],
-        role_name=opts["role_name"],
         copy_to=_regions(opts["copy_to"]),
         sharing=Sharing(public=opts["public"], accounts=_accounts(opts["share_with"])),
         tags=_tags(opts["tags"]),
-        workers=opts["workers"],
         timeout=opts["timeout"],
         poll_interval=opts["poll_interval"],
     )

@@ -16,44 +16,19 @@ and the other rules still run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imagekit.kernel.config import Target
-from imagekit.lint.disk import boot_filesystem, check_disk, check_labels, grub_device, mountable
-from imagekit.lint.findings import RULES, Finding, Severity, finding, unreadable
-from imagekit.lint.grubcfg import (
-    CFG_PATHS,
-    check_esp,
-    check_grub_cfg,
-    check_nitro_cmdline,
-    entry_kernels,
-    find_grub_cfg,
-)
-from imagekit.lint.kernel import MAX_INITRD, MAX_KERNEL, KernelFiles, check_cmdline, check_kernel
-from imagekit.lint.menu import BootMenu, check_menu
-from imagekit.lint.pvgrub import check_pvgrub, variant_of_table
-from imagekit.lint.system import (
-    check_fstab,
-    check_fstab_esp,
-    check_hvm_boot,
-    check_nic_name,
-    check_root_arg,
-    root_filesystem,
-)
-from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
-from imagekit.pvgrub.variant import Variant
+from imagekit.lint.findings import RULES, Finding, Severity
+from imagekit.lint.rules import REGISTRY, lint_view
+from imagekit.lint.view import open_view
 from imagekit.util.errors import UsageError
-from imagekit.util.progress import Progress, StageTimer
+from imagekit.util.progress import Progress
 
-__all__ = ["RULES", "Finding", "LintReport", "Severity", "default_target", "has_errors", "lint_image", "lint_report",
-           "lint_view"]
-
-MAX_KERNELS = 3  # kernels judged per image (each one is read out of the appliance)
+__all__ = ["REGISTRY", "RULES", "Finding", "LintReport", "Severity", "default_target", "has_errors", "lint_image",
+           "lint_report", "lint_view"]
 
 
 def has_errors(findings: list[Finding]) -> bool:
@@ -134,202 +109,5 @@ def lint_report(
         stage.phase("reading the image")
         with open_view(image, disk, reader, fell_back) as view:
             stage.phase(f"reading the image ({view.reader})")
-            stage.done = 0
-            token = _LINT_STAGE.set(stage)  # the live row counts the checks run
-            try:
-                findings = lint_view(view, tgt, arch, manifest, aki_version=aki_version, fmt=str(disk))
-                return LintReport(findings, view.reader, notes)
-            finally:
-                _LINT_STAGE.reset(token)
-
-
-_LINT_STAGE: ContextVar[StageTimer | None] = ContextVar("lint_stage", default=None)
-
-
-def _rule(findings: list[Finding], check: Callable[..., Iterable[Finding]], *args: Any) -> None:
-    """Run one rule and keep its findings; a file it could not read becomes a finding and lint goes on."""
-    try:
-        findings += list(check(*args))
-    except UnreadableFile as exc:
-        findings.append(unreadable(exc))
-    if (timer := _LINT_STAGE.get()) is not None:
-        timer.done += 1
-        timer.count(timer.done, None, f"checks done (last: {check.__name__.removeprefix('check_')})")
-
-
-def _pv_boot(view: ImageView, findings: list[Finding]) -> tuple[BootMenu | None, list[KernelFiles]]:
-    problems, boot = check_menu(view)
-    findings += problems
-    if boot is None:
-        return None, []
-    kernels: list[KernelFiles] = []
-    for e in boot.entries:
-        if not e.kernel_exists or e.device is None or e.kernel is None:
-            continue
-        if any((k.device, k.path) == (e.device, e.kernel) for k in kernels):
-            continue
-        fs = view.filesystem(e.device)
-        initrd = e.initrd if e.initrd_exists else None
-        kernels.append(KernelFiles(e.device, e.kernel, initrd, grub_device(fs.partition if fs else None) + e.kernel))
-    return boot, kernels
-
-
-def _hvm_kernels(view: ImageView) -> list[KernelFiles]:
-    kernels = []
-    for fs in mountable(view):
-        for directory in ("/boot", "/"):
-            names = view.ls(fs.device, directory)
-            for name in sorted((n for n in names if n.startswith("vmlinuz-")), reverse=True):
-                version = name.removeprefix("vmlinuz-")
-                base = directory.rstrip("/")
-                initrd = next((f"{base}/{i}" for i in (f"initrd.img-{version}", f"initramfs-{version}.img")
-                               if i in names), None)
-                kernels.append(KernelFiles(fs.device, f"{base}/{name}", initrd, f"{fs.device}:{base}/{name}"))
-    return kernels
-
-
-def _hvm_boot(view: ImageView, findings: list[Finding]) -> tuple[list[tuple[str, str]], list[KernelFiles]]:
-    """grub.cfg's entries (the default first): their kernel command lines and the kernels they load."""
-    menu, problems = find_grub_cfg(view)
-    findings += problems
-    if menu is None:
-        if not problems:
-            grub_in_mbr = b"GRUB" in view.disk_bytes(0, 440)
-            findings.append(finding("grubcfg-missing", "disk", f"no {' or '.join(CFG_PATHS)} on any filesystem"
-                                    + (": GRUB in the MBR stops at its prompt" if grub_in_mbr else ""),
-                                    "generate grub.cfg (imagekit writes one for the HVM layouts)",
-                                    severity=None if grub_in_mbr else Severity.WARNING))
-        return [], _hvm_kernels(view)
-    problems, loaded = check_grub_cfg(view, menu)
-    findings += problems
-    chosen = menu.cfg.pick(menu.cfg.default or "0")
-    loaded.sort(key=lambda item: item.entry is not chosen)
-    cmdlines = [(f"{menu.where} entry {item.entry.title!r}", item.entry.args) for item in loaded if item.entry.linux]
-    return cmdlines, entry_kernels(loaded) or _hvm_kernels(view)
-
-
-def _root_arg(args: str) -> str | None:
-    value = None
-    for word in args.split():
-        if word.startswith("root="):
-            value = word[5:]
-    return value
-
-
-def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,
-              aki_version: str | None = None, fmt: str = "raw") -> list[Finding]:
-    findings: list[Finding] = []
-    if target is Target.PV:
-        _rule(findings, check_disk, view)
-    elif not mountable(view):
-        findings.append(finding("disk-unreadable", view.image.name, "no filesystem found on the image",
-                                "is this a disk image?"))
-    if any(f.rule == "disk-unreadable" for f in findings):
-        return findings
-    _rule(findings, check_labels, view)
-    cmdlines, kernels = _boot(view, target, findings)
-    variant = _pvgrub_variant(view, kernels) if target is Target.PV else None
-    with ThreadPoolExecutor(1) as pool:  # GRUB 0.97 (a subprocess, on the file) runs beside the view's rules
-        pvgrub = pool.submit(check_pvgrub, view.image, variant, aki_version, fmt) if variant else None
-        _view_rules(findings, view, target, arch, cmdlines, kernels)
-        findings += pvgrub.result() if pvgrub else []
-    if target is not Target.PV:
-        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
-    findings += _check_registration(manifest, target)
-    return _unique(findings)
-
-
-def _view_rules(findings: list[Finding], view: ImageView, target: Target, arch: str,
-                cmdlines: list[tuple[str, str]], kernels: list[KernelFiles]) -> None:
-    """The rules on what the image view reads: command lines, kernels and their configs, fstab."""
-    for where, args in cmdlines:
-        _rule(findings, check_cmdline, where, args, target)
-        _rule(findings, check_nitro_cmdline, where, args, target)
-        _rule(findings, check_root_arg, view, where, _root_arg(args), target)
-    try:
-        root_fs = root_filesystem(view, _root_arg(cmdlines[0][1]) if cmdlines else None)
-        fs_types = _fs_types(view, root_fs)
-    except UnreadableFile as exc:
-        findings.append(unreadable(exc))
-        root_fs, fs_types = None, set()
-    for k in kernels[:MAX_KERNELS]:
-        _rule(findings, check_kernel, view, k, target, arch, fs_types)
-    if root_fs is not None:
-        _rule(findings, check_fstab, view, root_fs, target)
-        if target is not Target.PV:
-            _rule(findings, check_fstab_esp, view, root_fs)
-            if cmdlines:
-                _rule(findings, check_nic_name, view, root_fs, *cmdlines[0])
-
-
-def _boot(view: ImageView, target: Target, findings: list[Finding]) -> tuple[list[tuple[str, str]],
-                                                                           list[KernelFiles]]:
-    """The kernel command lines (the one booted first) and the kernels, from menu.lst (PV) or grub.cfg."""
-    cmdlines: list[tuple[str, str]] = []  # (where, kernel arguments)
-    try:
-        if target is not Target.PV:
-            cmdlines, kernels = _hvm_boot(view, findings)
-            findings += check_esp(view)
-            return cmdlines, kernels
-        boot, kernels = _pv_boot(view, findings)
-    except UnreadableFile as exc:
-        findings.append(unreadable(exc))
-        return cmdlines, []
-    if boot is not None:
-        cmdlines = [(f"{boot.location.grub} entry {e.index}", e.entry.kernel_args)
-                    for e in boot.entries if e.entry.kernel]
-        if boot.chosen is not None:  # the entry PV-GRUB boots first
-            chosen = cmdlines.pop([e.index for e in boot.entries if e.entry.kernel].index(boot.chosen.index))
-            cmdlines.insert(0, chosen)
-    return cmdlines, kernels
-
-
-def _pvgrub_variant(view: ImageView, kernels: list[KernelFiles]) -> Variant | None:
-    """The AKI whose PV-GRUB the boot's model runs (GRUB 0.97 on the image file, Xen's loader rules), or None:
-    not on GPT (disk-gpt: no PV-GRUB reads it), nor when a kernel or initrd menu.lst names is over lint's bound
-    (GRUB 0.97 would read all of it; kernel-too-large / initrd-too-large say so). Asked here, in the thread
-    that owns the libguestfs handle."""
-    variant = variant_of_table(view.parttype)
-    if variant is None or any(_over(view, k.device, path, limit) for k in kernels
-                              for path, limit in ((k.path, MAX_KERNEL), (k.initrd, MAX_INITRD))):
-        return None
-    return variant
-
-
-def _over(view: ImageView, device: str, path: str | None, limit: int) -> bool:
-    try:
-        size = view.size(device, path) if path else None
-    except UnreadableFile:
-        return False  # GRUB 0.97 meets the same symlink loop or odd file, and says so
-    return size is not None and size > limit
-
-
-def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:
-    types = {root_fs.type} if root_fs else set()
-    boot = boot_filesystem(view)
-    if boot is not None and boot.type not in ("swap", "unknown"):
-        types.add(boot.type)
-    return {t for t in types if t in ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs")}
-
-
-def _check_registration(manifest: dict[str, Any] | None, target: Target) -> list[Finding]:
-    """No ARI with a PV-GRUB AKI (seed 002): flag a ramdisk recorded for registration."""
-    if target is not Target.PV or not manifest:
-        return []
-    for where in (manifest, manifest.get("publish") or {}, manifest.get("register") or {}):
-        ramdisk = where.get("ramdisk_id") or where.get("ari") if isinstance(where, dict) else None
-        if ramdisk:
-            return [finding("ari-with-pvgrub", f"manifest ramdisk {ramdisk}", "a ramdisk (ARI) is set for "
-                            "registration; PV-GRUB loads the initrd from menu.lst itself",
-                            "register the AMI with the PV-GRUB AKI and no ramdisk")]
-    return []
-
-
-def _unique(findings: list[Finding]) -> list[Finding]:
-    seen: set[Finding] = set()
-    out = []
-    for f in findings:
-        if f not in seen:
-            seen.add(f)
-            out.append(f)
-    return out
+            findings = lint_view(view, tgt, arch, manifest, aki_version=aki_version, fmt=str(disk), stage=stage)
+            return LintReport(findings, view.reader, notes)

@@ -72,6 +72,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "fstab-device-name": (Severity.WARNING, "an fstab entry names a device that EC2 may rename"),
     "fstab-instance-store-nofail": (Severity.ERROR, "the instance store is mounted without nofail"),
     "fstab-xvd-names": (Severity.ERROR, "fstab uses /dev/xvd* or /dev/sd* names, which Nitro renames"),
+    "fstab-type-mismatch": (Severity.ERROR, "an fstab entry's type is not its filesystem's: the mount fails at boot"),
     "fstab-esp-missing": (Severity.WARNING, "an HVM image's EFI system partition is not mounted (/boot/efi)"),
     "nic-name-eth0": (Severity.WARNING, "ifupdown configures eth0, which an HVM kernel calls ens5 (Nitro) unless "
                       "net.ifnames=0"),

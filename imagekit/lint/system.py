@@ -99,6 +99,33 @@ def check_fstab(view: ImageView, root_fs: Filesystem, target: Target) -> Iterato
         yield from _fstab_entry(view, obj, spec, nofail, target)
 
 
+FS_FAMILY = {"ext2": "ext", "ext3": "ext", "ext4": "ext", "msdos": "vfat", "fat": "vfat"}
+
+
+def check_fstab_types(view: ImageView, root_fs: Filesystem) -> Iterator[Finding]:
+    """Each fstab entry's type against the filesystem it names: `mount -t xfs` of an ext4 filesystem fails,
+    and systemd stops the boot in emergency mode for an entry without nofail. ext2/3/4 are one family here
+    (the ext4 driver serves all three; an ext3 entry of an ext4 filesystem is not flagged). On / the kernel
+    has mounted root already (a warning), but fsck and remount read fstab's type."""
+    text = view.read_text(root_fs.device, "/etc/fstab")
+    if text is None:
+        return  # fstab-missing says so
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 3 or fields[2] in ("auto", "none") or "," in fields[2]:
+            continue
+        spec, mountpoint, fstype = fields[:3]
+        fs = resolve(view, spec)
+        if fs is None or fs.type == "unknown" or FS_FAMILY.get(fs.type, fs.type) == FS_FAMILY.get(fstype, fstype):
+            continue
+        options = fields[3].split(",") if len(fields) > 3 else []
+        mild = mountpoint == "/" or "nofail" in options or "noauto" in options
+        yield finding("fstab-type-mismatch", f"/etc/fstab line {lineno} ({spec} {mountpoint})",
+                      f"the entry says {fstype}, but {spec} is {fs.type}: mounting it as {fstype} fails",
+                      f"write {fs.type} (or auto) in the entry's third field",
+                      severity=Severity.WARNING if mild else None)
+
+
 def _fstab_mounts(text: str) -> Iterator[tuple[str, str]]:
     """(spec, mount point) of each fstab entry."""
     for line in text.splitlines():

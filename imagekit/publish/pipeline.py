@@ -16,13 +16,10 @@ the re-run waits for that task; a snapshot that got no image is tagged and reuse
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 from imagekit.publish import ebs_direct
-from imagekit.publish import import_snapshot as imp
 from imagekit.publish.awserrors import describe
 from imagekit.publish.digest import ImageDigest, check_against_manifest, digest_image
 from imagekit.publish.facts import DataVolumeFacts, ImageFacts
@@ -50,19 +47,14 @@ from imagekit.publish.reuse import (
     NAME_TAG,
     SnapshotChoice,
     find_finished_snapshot,
-    find_import_task,
     tag_value,
 )
-from imagekit.publish.wait import Backoff, Interrupted, WaitTimeout, image_available, snapshot_completed
+from imagekit.publish.uploaders import EbsDirect, Uploader, UploadJob
+from imagekit.publish.wait import Backoff, image_available, snapshot_completed
 from imagekit.util.errors import ImagekitError, UsageError
 from imagekit.util.progress import Progress
 
-__all__ = ["ID_TAG", "MADE_BY_TAG", "NAME_TAG", "Method", "PublishRequest", "PublishResult", "publish", "to_record"]
-
-
-class Method(StrEnum):
-    EBS_DIRECT = "ebs-direct"
-    IMPORT_SNAPSHOT = "import-snapshot"
+__all__ = ["ID_TAG", "MADE_BY_TAG", "NAME_TAG", "PublishRequest", "PublishResult", "publish", "to_record"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +62,12 @@ class PublishRequest:
     facts: ImageFacts
     register: RegisterOptions
     region: str
-    method: Method = Method.EBS_DIRECT
+    uploader: Uploader = field(default_factory=EbsDirect)  # how the bytes become a snapshot (UPLOADERS)
     kernel: str | None = "auto"
-    bucket: str | None = None
-    s3_prefix: str = "imagekit-import"
-    keep_s3_object: bool = False
-    role_name: str = "vmimport"
     copy_to: tuple[str, ...] = ()
     copy_kernels: dict[str, str] = field(default_factory=dict)  # PV: each --copy-to region's PV-GRUB AKI
     sharing: Sharing = field(default_factory=Sharing)
     tags: dict[str, str] = field(default_factory=dict)
-    workers: int = 16
     timeout: float = 3600.0
     poll_interval: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
@@ -149,7 +136,7 @@ def publish_existing(ec2: Any, req: PublishRequest, existing: dict[str, Any], re
     apply_sharing(ec2, image["ImageId"], snaps, req.sharing)
     if snaps:
         made_by = made_by_of(ec2, snaps[0])
-        result.snapshot = SnapshotChoice(snaps[0], made_by, reused=True).report(req.method.value)
+        result.snapshot = SnapshotChoice(snaps[0], made_by, reused=True).report(req.uploader.method)
     return RegionImage.described(req.region, image, "existing", snaps)
 
 
@@ -171,7 +158,7 @@ def publish_here(
     ec2 = clients.client("ec2", req.region)
     kernel = resolve_kernel(ec2, req.region, req.facts, req.kernel)
     choice = snapshot_for(clients, req, digest, result, progress)
-    result.snapshot = choice.report(req.method.value)
+    result.snapshot = choice.report(req.uploader.method)
     tags = tags_for(req, digest.image_id)
     data = data_volume_snapshots(clients, req, result, progress)
     snapshots = (choice.snapshot_id, *(snap for _, snap in data))
@@ -197,9 +184,9 @@ def snapshot_for(
     """A completed snapshot of the verified bytes, tagged as imagekit's: reused, or uploaded now."""
     ec2 = clients.client("ec2", req.region)
     choice = find_finished_snapshot(ec2, clients.client("ebs", req.region), digest, req.register.name, progress)
-    if choice is not None and choice.made_by != req.method.value:
+    if choice is not None and choice.made_by != req.uploader.method:
         progress.info(f"snapshot {choice.snapshot_id} was made by {choice.made_by}; it stands in for the "
-                      f"{req.method.value} upload asked for (same bytes)")
+                      f"{req.uploader.method} upload asked for (same bytes)")
     if choice is None:
         choice = upload(clients, req, digest, result, progress)
     snapshot_completed(ec2, choice.snapshot_id, timeout=req.timeout, interval=req.poll_interval)
@@ -226,157 +213,12 @@ def data_volume_snapshots(clients: Any, req: PublishRequest, result: PublishResu
 def upload(
     clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
 ) -> SnapshotChoice:
-    if req.method is Method.EBS_DIRECT:
-        return upload_ebs_direct(clients, req, digest, result, progress)
-    return upload_import(clients, req, digest, result, progress)
-
-
-def upload_ebs_direct(
-    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
-) -> SnapshotChoice:
-    uploader = ebs_direct.EbsDirectUploader(
-        clients.client("ebs", req.region), workers=req.workers, backoff=req.backoff, progress=progress
-    )
-    tags = {**tags_for(req, digest.image_id), MADE_BY_TAG: Method.EBS_DIRECT.value}
-    with progress.stage("upload", f"{req.facts.size} bytes by EBS direct") as stage:
-        try:
-            stats = uploader.upload(
-                req.facts.path, description=f"imagekit {req.register.name}", tags=tags, expected=digest.blocks,
-                expected_size=digest.size,
-            )
-        except ebs_direct.UploadInterrupted as exc:
-            raise Interrupted(
-                exc.message + "; " + discard_snapshot(clients, req.region, exc.snapshot_id),
-                hint="re-run the same command to upload again",
-            ) from exc
-        except ebs_direct.UploadFailed as exc:
-            raise ImagekitError(exc.message + "; " + discard_snapshot(clients, req.region, exc.snapshot_id)) from exc
-        stage.set_note(
-            f"{stats.bytes_sent} bytes in {stats.blocks_sent} blocks, {stats.blocks_skipped} zero blocks skipped, "
-            f"{stats.rate / 2**20:.1f} MiB/s"
-        )
-    result.upload = {"method": req.method.value, **stats.__dict__}
-    return SnapshotChoice(stats.snapshot_id, Method.EBS_DIRECT.value, reused=False)
-
-
-def discard_snapshot(clients: Any, region: str, snapshot_id: str | None) -> str:
-    if snapshot_id is None:
-        return "no snapshot was started"
-    try:
-        clients.client("ec2", region).delete_snapshot(SnapshotId=snapshot_id)
-    except Exception as exc:
-        return (f"could not delete the incomplete snapshot {snapshot_id} ({describe(exc)}): delete it yourself, "
-                "or let the re-run delete it")
-    return f"deleted the incomplete snapshot {snapshot_id}"
-
-
-def upload_import(
-    clients: Any, req: PublishRequest, digest: ImageDigest, result: PublishResult, progress: Progress
-) -> SnapshotChoice:
-    if not req.bucket:
-        raise ImagekitError("--method import-snapshot needs --bucket")
-    image_id = digest.image_id
-    s3 = clients.client("s3", req.region)
-    ec2 = clients.client("ec2", req.region)
-    where = imp.S3Location(req.bucket, imp.object_key(req.s3_prefix, image_id))
-    imp.check_role(clients.client("iam", req.region), req.role_name, progress)
-    imp.check_bucket_region(s3, req.bucket, req.region)
-    task = find_import_task(ec2, image_id, where.bucket, where.key)
-    if task is not None:
-        progress.info(f"import task {task} of this image, left by an interrupted run, is resumed: nothing is uploaded")
-        result.upload = {"method": req.method.value, "s3": where.url, "import_task": task, "resumed": True,
-                         "parts_sent": 0, "bytes_sent": 0}
-    else:
-        sent = upload_to_s3(s3, req, where, image_id, progress)
-        try:
-            task = start_import(ec2, req, image_id, where)
-        except imp.ImportFailed:
-            if not req.keep_s3_object:
-                remove_object(s3, where, progress)
-            raise
-        result.upload = {"method": req.method.value, "s3": where.url, "import_task": task, "resumed": False, **sent}
-    snapshot = wait_for_import(ec2, s3, req, task, where, progress)
-    return SnapshotChoice(snapshot, Method.IMPORT_SNAPSHOT.value, reused=False)
-
-
-def upload_to_s3(s3: Any, req: PublishRequest, where: imp.S3Location, image_id: str,
-                 progress: Progress) -> dict[str, Any]:
-    with progress.stage("upload", f"to {where.url}") as stage:
-        try:
-            obj = imp.upload_object(s3, req.facts.path, where, image_id=image_id, progress=progress,
-                                    backoff=req.backoff)
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted while uploading {req.facts.path} to {where.url}",
-                hint="the parts already sent stay in S3 (an unfinished multipart upload); a re-run sends only "
-                "the rest, or drop them with `aws s3api abort-multipart-upload`",
-            ) from None
-        except imp.ImageChanged:
-            raise
-        except Exception as exc:
-            raise ImagekitError(
-                f"upload to {where.url} failed: {describe(exc)}",
-                hint="the parts already sent stay in S3 (an unfinished multipart upload); a re-run sends only "
-                "the rest, or drop them with `aws s3api abort-multipart-upload`",
-            ) from exc
-        stage.set_note(f"{obj.parts_sent} parts sent, {obj.parts_reused} already there")
-    return {k: v for k, v in obj.__dict__.items() if k != "location"}
-
-
-def start_import(ec2: Any, req: PublishRequest, image_id: str, where: imp.S3Location) -> str:
-    token = hashlib.sha256(f"{req.register.name}/{image_id}/{req.region}/{where.url}".encode()).hexdigest()[:64]
-    description, tags = f"imagekit {req.register.name}", tags_for(req, image_id)
-    try:
-        task = imp.start_import(
-            ec2, where, description=description, role_name=req.role_name, client_token=token, tags=tags
-        )
-        if task_finished_badly(ec2, task):  # the token names a failed task of an earlier run: start afresh
-            token = f"{token[:48]}-{int(dt.datetime.now().timestamp())}"
-            task = imp.start_import(
-                ec2, where, description=description, role_name=req.role_name, client_token=token, tags=tags
-            )
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted while starting the import of {where.url}; the object is kept",
-            hint="re-run the same command: it finds the import task if one started, or starts it",
-        ) from None
-    return task
-
-
-def wait_for_import(
-    ec2: Any, s3: Any, req: PublishRequest, task: str, where: imp.S3Location, progress: Progress
-) -> str:
-    """Wait for the task; the S3 object is removed once the task has ended, never while it runs."""
-    try:
-        with progress.stage("import", f"{task} from {where.url}"):
-            snapshot = imp.wait_import(ec2, task, timeout=req.timeout, interval=req.poll_interval, progress=progress)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted: import task {task} is still running; re-run to resume",
-            hint=f"{where.url} is kept while the task reads it; the re-run waits for {task} instead of "
-            "uploading again, and removes the object when the task ends",
-        ) from None
-    except WaitTimeout:
-        raise  # the task may still finish: the object stays for it (the hint says how to resume)
-    except imp.ImportFailed:
-        if not req.keep_s3_object:
-            remove_object(s3, where, progress)
-        raise
-    if not req.keep_s3_object:
-        remove_object(s3, where, progress)
-    return snapshot
-
-
-def task_finished_badly(ec2: Any, task: str) -> bool:
-    tasks = ec2.describe_import_snapshot_tasks(ImportTaskIds=[task])["ImportSnapshotTasks"]
-    return bool(tasks) and tasks[0].get("SnapshotTaskDetail", {}).get("Status") in {"deleted", "deleting"}
-
-
-def remove_object(s3: Any, where: imp.S3Location, progress: Progress) -> None:
-    try:
-        imp.delete_object(s3, where)
-    except Exception as exc:
-        progress.warn(f"could not remove the temporary object {where.url} ({describe(exc)}): remove it yourself")
+    """The request's uploader (publish/uploaders.py) makes the snapshot; the record keeps its report."""
+    job = UploadJob(req.facts, digest, req.region, req.register.name, tags_for(req, digest.image_id),
+                    timeout=req.timeout, poll_interval=req.poll_interval, backoff=req.backoff)
+    uploaded = req.uploader.upload(clients, job, progress)
+    result.upload = uploaded.report
+    return uploaded.snapshot
 
 
 def copy_everywhere(clients: Any, req: PublishRequest, result: PublishResult, progress: Progress) -> None:
@@ -429,7 +271,7 @@ def to_record(req: PublishRequest, result: PublishResult) -> dict[str, Any]:
         "arch": facts.arch,
         "layout": facts.layout.value,
         "virtualization": facts.virtualization.value,
-        "method": req.method.value,
+        "method": req.uploader.method,
         "public": req.sharing.public,
         "shared_with": list(req.sharing.accounts),
         "tags": req.tags,

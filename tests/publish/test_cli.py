@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -140,3 +141,16 @@ def test_lint_errors_stop_the_publish_before_any_call(make_image: Callable[..., 
     assert proc.stderr.startswith("AWS: region us-east-1 (AWS_DEFAULT_REGION), profile default\nerror: lint found")
     assert "--no-lint publishes anyway" in proc.stderr
     assert proc.stdout == ""  # not one call printed
+
+
+def test_the_method_choices_are_the_uploaders_table() -> None:
+    """--method offers what publish/uploaders.py registers, and each name makes the uploader of that name."""
+    from imagekit.cli.publish import command
+    from imagekit.publish.uploaders import UPLOADERS, ImportSnapshot
+
+    option = next(p for p in command.params if p.name == "method")
+    assert isinstance(option.type, click.Choice)
+    assert list(option.type.choices) == list(UPLOADERS) == ["ebs-direct", "import-snapshot"]
+    opts = {"bucket": "b", "workers": 4, "s3_prefix": "p", "keep_s3_object": True, "role_name": "r"}
+    assert [UPLOADERS[name](opts).method for name in UPLOADERS] == list(UPLOADERS)
+    assert UPLOADERS["import-snapshot"](opts) == ImportSnapshot("b", "p", True, "r")

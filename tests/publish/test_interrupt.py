@@ -152,8 +152,9 @@ def test_an_interrupted_ebs_direct_upload_names_and_deletes_its_snapshot(slow_cl
 
 def test_an_import_wait_that_times_out_keeps_the_object_for_the_rerun(slow_cloud: str, tmp_path: Path) -> None:
     from imagekit.publish.facts import image_facts
-    from imagekit.publish.pipeline import Method, PublishRequest, publish
+    from imagekit.publish.pipeline import PublishRequest, publish
     from imagekit.publish.register import RegisterOptions
+    from imagekit.publish.uploaders import ImportSnapshot
     from imagekit.publish.wait import WaitTimeout
     from imagekit.util.progress import Progress
 
@@ -166,7 +167,7 @@ def test_an_import_wait_that_times_out_keeps_the_object_for_the_rerun(slow_cloud
     image = write_image(tmp_path / "img.raw", 8 * 2**20, {0: os.urandom(BLOCK)}, HVM_MANIFEST)
     stamp_manifest(image)
     req = PublishRequest(facts=image_facts(image.path), register=RegisterOptions(name=f"imagekit-test-{uuid.uuid4()}"),
-                         region="us-east-1", method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None,
+                         region="us-east-1", uploader=ImportSnapshot(bucket=bucket), kernel=None,
                          timeout=1, poll_interval=0.2)
     with pytest.raises(WaitTimeout) as info:
         publish(clients, req, Progress())

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from imagekit.publish.facts import image_facts
-from imagekit.publish.pipeline import ID_TAG, Method, PublishRequest, publish
+from imagekit.publish.pipeline import ID_TAG, PublishRequest, publish
 from imagekit.publish.regions import Sharing
 from imagekit.publish.register import RegisterOptions
+from imagekit.publish.uploaders import ImportSnapshot
 from imagekit.publish.wait import Backoff
 from imagekit.util.errors import ImagekitError
 from imagekit.util.progress import Progress
@@ -146,7 +147,7 @@ def test_import_snapshot_method_removes_its_s3_object(
     iam = clients.client("iam", "us-east-1")
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
-    req = request(image, unique_name, method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None)
+    req = request(image, unique_name, uploader=ImportSnapshot(bucket=bucket), kernel=None)
     result = publish(clients, req, Progress())
     assert result.regions["us-east-1"].how == "registered"
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0

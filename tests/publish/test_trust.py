@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from imagekit.cli import cli
 from imagekit.image.blockmap import BlockMap
 from imagekit.publish.facts import image_facts
-from imagekit.publish.pipeline import ID_TAG, MADE_BY_TAG, Method, PublishRequest, publish
+from imagekit.publish.pipeline import ID_TAG, MADE_BY_TAG, PublishRequest, publish
 from imagekit.publish.register import RegisterOptions
+from imagekit.publish.uploaders import ImportSnapshot
 from imagekit.publish.wait import Backoff
 from imagekit.util.errors import ImagekitError
 from imagekit.util.progress import Progress
@@ -130,7 +131,7 @@ def test_an_image_changed_during_the_s3_upload_is_not_imported(
     s3.meta.events.register("before-call.s3.CreateMultipartUpload", change_image)
     try:
         with pytest.raises(ImagekitError, match="changed after it was verified: the bytes read for the S3 upload"):
-            publish(clients, request(image, unique_name, method=Method.IMPORT_SNAPSHOT, bucket=bucket, kernel=None),
+            publish(clients, request(image, unique_name, uploader=ImportSnapshot(bucket=bucket), kernel=None),
                     Progress())
     finally:
         s3.meta.events.unregister("before-call.s3.CreateMultipartUpload", change_image)
