@@ -34,11 +34,26 @@ MBR_LINUX = 0x83
 MBR_LVM = 0x8E
 MBR_ESP = 0xEF
 MBR_GPT_PROTECTIVE = 0xEE
+MBR_EXTENDED = frozenset({0x05, 0x0F, 0x85})  # a container of logical partitions (an EBR chain)
 LINUX_MBR_TYPES = frozenset({MBR_LINUX, MBR_LVM})
 
 _ESP = uuid.UUID(ESP_TYPE)
 _BIOS_BOOT = uuid.UUID(BIOS_BOOT_TYPE)
 _LINUX_GPT = frozenset(uuid.UUID(t) for t in LINUX_GPT_TYPES)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A primary MBR partition or a used GPT entry, where it lies."""
+
+    number: int  # 1-based, as /dev/sdaN
+    start: int  # bytes
+    size: int  # bytes
+    type: str  # MBR: "0x83"; GPT: the type GUID, lower case
+
+    @property
+    def device(self) -> str:
+        return f"/dev/sda{self.number}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,12 @@ class DiskLabel:
     gpt_header: bool  # "EFI PART" at LBA 1 (whether or not an MBR protects it)
     gpt_types: tuple[uuid.UUID, ...]  # the used GPT entries' types, read behind a protective MBR only
     whole_disk_fs: str | None  # "ext", "xfs" or "btrfs": a superblock at the start (a partitionless disk)
+    partitions: tuple[Partition, ...] = ()  # the GPT's used entries behind a protective MBR, else the MBR's primaries
+
+    @property
+    def extended(self) -> bool:
+        """An extended MBR partition: logical partitions this reader does not follow."""
+        return any(t in MBR_EXTENDED for t in self.mbr_types)
 
     @property
     def mbr(self) -> bool:
@@ -91,10 +112,19 @@ class DiskLabel:
 def parse_head(head: bytes) -> DiskLabel:
     """The disk's first sectors, parsed (short input is padded with zeros)."""
     head = head.ljust(HEAD_BYTES, b"\0")
-    mbr_types = tuple(head[446 + 16 * i + 4] for i in range(4)) if head[510:512] == b"\x55\xaa" else ()
-    gpt_types = _gpt_types(head) if MBR_GPT_PROTECTIVE in mbr_types else ()
+    signed = head[510:512] == b"\x55\xaa"
+    mbr = [struct.unpack_from("<B3xBxxxII", head, 446 + 16 * i) for i in range(4)] if signed else []
+    mbr_types = tuple(kind for _, kind, _, _ in mbr)
+    gpt = _gpt_entries(head) if MBR_GPT_PROTECTIVE in mbr_types else []
+    if gpt or MBR_GPT_PROTECTIVE in mbr_types:
+        partitions = tuple(Partition(n, first * SECTOR, (last - first + 1) * SECTOR, str(kind).lower())
+                           for n, kind, first, last in gpt)
+    else:
+        partitions = tuple(Partition(n, start * SECTOR, count * SECTOR, f"0x{kind:02x}")
+                           for n, (_, kind, start, count) in enumerate(mbr, 1) if kind and count)
     return DiskLabel(mbr_types=mbr_types, grub_in_mbr=b"GRUB" in head[:440], gpt_header=head[512:520] == b"EFI PART",
-                     gpt_types=gpt_types, whole_disk_fs=_whole_disk_fs(head))
+                     gpt_types=tuple(kind for _, kind, _, _ in gpt), whole_disk_fs=_whole_disk_fs(head),
+                     partitions=partitions)
 
 
 def _whole_disk_fs(head: bytes) -> str | None:
@@ -107,20 +137,23 @@ def _whole_disk_fs(head: bytes) -> str | None:
     return None
 
 
-def _gpt_types(head: bytes) -> tuple[uuid.UUID, ...]:
+def _gpt_entries(head: bytes) -> list[tuple[int, uuid.UUID, int, int]]:
+    """(number, type, first LBA, last LBA) of each used entry within the sectors read."""
     header = head[SECTOR : 2 * SECTOR]
     if header[:8] != b"EFI PART":
-        return ()
+        return []
     lba, count, size = struct.unpack_from("<QII", header, 72)
     start = lba * SECTOR
-    types = []
+    found = []
     for i in range(count):
-        entry = head[start + i * size : start + i * size + 16]
-        if len(entry) < 16 or start + i * size + 16 > HEAD_SECTORS * SECTOR:
+        at = start + i * size
+        if at + 128 > HEAD_SECTORS * SECTOR:
             break  # entries beyond the sectors read: 128 fit, which is what every tool writes
-        if entry != bytes(16):
-            types.append(uuid.UUID(bytes_le=entry))
-    return tuple(types)
+        entry = head[at : at + 128]
+        if entry[:16] != bytes(16):
+            first, last = struct.unpack_from("<QQ", entry, 32)
+            found.append((i + 1, uuid.UUID(bytes_le=entry[:16]), first, last))
+    return found
 
 
 def read_head(path: Path) -> DiskLabel:
