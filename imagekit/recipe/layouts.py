@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from imagekit.pvgrub.variant import Variant
-
 FirmwareKind = Literal["bios-boot", "esp"]  # a partition the firmware's bootloader needs, before the filesystems
 MENU_LST = "/boot/grub/menu.lst"  # PV-GRUB's config, as the running system names it
 GRUB_CFG = "/boot/grub/grub.cfg"  # GRUB 2's
@@ -53,6 +51,24 @@ class Firmware(StrEnum):
 
     BIOS = "bios"
     UEFI = "uefi"
+
+
+class Variant(StrEnum):
+    """Which PV-GRUB AKI reads an image: hd0 (partitionless) or hd00 (the first MBR partition).
+    (imagekit/pvgrub/ and the boot loaders use it as pvgrub/variant.py's Variant.)"""
+
+    HD0 = "hd0"  # partitionless image: the filesystem is the whole disk
+    HD00 = "hd00"  # partitioned image (MBR): the first partition holds /boot/grub/menu.lst
+
+    @property
+    def grub_root(self) -> str:
+        """The device as GRUB 2 names it."""
+        return "(hd0)" if self is Variant.HD0 else "(hd0,msdos1)"
+
+    @property
+    def legacy_root(self) -> str:
+        """The device as PV-GRUB (GRUB legacy) names it."""
+        return "(hd0)" if self is Variant.HD0 else "(hd0,0)"
 
 
 class Layout(StrEnum):
