@@ -26,7 +26,7 @@ from imagekit.image.partition import write_mbr
 from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
 from imagekit.manifest import manifest_path, start_image_facts, write_manifest
 from imagekit.recipe.kernel_profiles import KernelProfile, load_profile
-from imagekit.recipe.model import GiB, Layout, MiB, Recipe, Virtualization
+from imagekit.recipe.model import GiB, MiB, Recipe, Virtualization
 from imagekit.rootfs.bootstrap import Tree, prepare_rootfs
 from imagekit.rootfs.configure import (
     FsIds,
@@ -218,13 +218,13 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
             "kernel": kernel_record(recipe, profile, kernel),
             "initrd": {"path": boot_path(recipe, kernel.initrd)} if kernel.initrd else None,
             "cmdline": cmdline,
-            "menu_lst": None if hvm else {"path": "/boot/grub/menu.lst", "text": menu},
+            "menu_lst": None if hvm else {"path": recipe.layout.spec.config, "text": menu},
             "fstab": fstab_text(recipe, ids),
             "source_date_epoch": epoch,
             "packages": packages,
         }
         if hvm:
-            manifest["grub_cfg"] = {"path": "/boot/grub/grub.cfg", "text": menu}
+            manifest["grub_cfg"] = {"path": recipe.layout.spec.config, "text": menu}
             manifest["partitions"] = partition_records(recipe, firmware, placements, ids.esp_id)
         manifest["data_volumes"] = volume_records(recipe, volume_images)
         manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
@@ -275,10 +275,10 @@ def assemble(recipe: Recipe, image: Path, disk_size: int, placements: list[Place
              boot_tree: Tree | None, ids: FsIds, workdir: Path, epoch: int | None) -> list[dict[str, Any]]:
     with open(image, "wb") as f:
         f.truncate(disk_size)
-    if recipe.layout == Layout.HD00:
+    if recipe.layout.spec.partitioned and recipe.layout.spec.pv:  # PV-GRUB's MBR: no firmware partitions
         disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if epoch is not None else None
         write_mbr(image, placements, disk_id=disk_id)
-    elif recipe.layout.virtualization is Virtualization.HVM:
+    elif recipe.layout.spec.partitioned:
         derive = uuid.uuid5(UUID_NAMESPACE, ids.root_uuid) if epoch is not None else None
         write_table(recipe, image, plan_firmware(recipe), placements, derive=derive)
     records = []

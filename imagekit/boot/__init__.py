@@ -16,7 +16,7 @@ The pipeline of `imagekit boot`, one module a step:
   console  what the serial log says: booted, or which failure and where
   xen      xl config and pvgrub2 image for a real Xen dom0
 HVM images (by --firmware, the manifest's layout, or the disk) take a path of their own:
-  disklabel  the first sectors: GRUB in the MBR, GPT, an ESP (which firmware, without a manifest)
+  (image/disklabel.py: the first sectors: GRUB in the MBR, GPT, an ESP: which firmware, without a manifest)
   firmware   SeaBIOS or OVMF (pflash CODE + a per-boot copy of VARS), from --firmware/manifest/disk
   hvm        the overlay: root found on any partition or LV, the probe, console=ttyS0 in grub.cfg
   hvm_boot   one overlay, one boot per firmware (NVMe disk by default), one report with each result

@@ -35,7 +35,6 @@ from typing import Any
 from imagekit.boot import guest
 from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
-from imagekit.boot.disklabel import read_label
 from imagekit.boot.fastprep import forget
 from imagekit.boot.firmware import Firmware, choose
 from imagekit.boot.harness import BootOptions, Prepared, boot_image, prepare_overlay, read_manifest
@@ -45,6 +44,7 @@ from imagekit.boot.overlay import ImageFile, image_file, layer, overlay
 from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport
 from imagekit.bootloader.grubcfg import GrubCfgError, parse_grub_cfg
+from imagekit.image.disklabel import read_label
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import ImagekitError, UsageError
 from imagekit.util.run import run as run_command
@@ -89,7 +89,7 @@ def main() -> int:
         accel = detect(None)
         machine = Machine(accel=accel)
         target = image_file(image)
-        firmwares = choose(args.firmware, read_manifest(target.path), read_label(target, workdir))
+        firmwares = choose(args.firmware, read_manifest(target.path), read_label(target.path, target.format, workdir))
         if firmwares is not None:
             return bench_hvm(image, target, firmwares, args, accel, workdir)
         grub2, grub2_label = grub2_image(image, workdir)

@@ -9,8 +9,8 @@ any stderr line besides its banner is an error (`ExtFsError`, a RuntimeError as 
 Files written are root's (uid 0, gid 0), as libguestfs writes them; an existing file keeps its mode
 and owner. Symlinks are followed as the guest would, within one filesystem.
 
-`partitions` reads the MBR or GPT; `is_ext` the superblock magic; `sparse_copy` copies a raw image's
-data extents only (SEEK_DATA/SEEK_HOLE, copy_file_range: in the kernel, holes stay holes).
+`partitions` reads the MBR or GPT (image/disklabel.py's reader); `is_ext` the superblock magic; `sparse_copy`
+copies a raw image's data extents only (SEEK_DATA/SEEK_HOLE, copy_file_range: in the kernel, holes stay holes).
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit.image.disklabel import MBR_GPT_PROTECTIVE, read_head
+from imagekit.image.disklabel import Partition as Partition  # the fast path names partitions as the label does
 from imagekit.util.errors import CommandFailed
 from imagekit.util.run import run
 
 SECTOR = 512
 EXT_MAGIC = b"\x53\xef"  # s_magic, at byte 56 of the superblock (which starts at byte 1024)
-EXTENDED = {0x05, 0x0F, 0x85}
-GPT_PROTECTIVE = 0xEE
 MAX_LINKS = 40  # as Linux's MAXSYMLINKS
 
 
@@ -37,53 +36,19 @@ class ExtFsError(RuntimeError):
     """A debugfs command failed (a RuntimeError, as libguestfs' errors are, so callers treat both alike)."""
 
 
-@dataclass(frozen=True)
-class Partition:
-    number: int  # 1-based, as /dev/sdaN
-    start: int  # bytes
-    size: int  # bytes
-    type: str  # MBR: "0x83"; GPT: the type GUID, lower case
-
-    @property
-    def device(self) -> str:
-        return f"/dev/sda{self.number}"
-
-
 def partitions(image: Path) -> tuple[str | None, list[Partition]]:
-    """The partition table ("dos", "gpt" or None) and its partitions. An extended partition (logical ones
-    inside) raises ExtFsError: the fast path does not follow EBR chains."""
-    with open(image, "rb") as f:
-        head = f.read(34 * SECTOR).ljust(34 * SECTOR, b"\0")
-    if head[510:512] != b"\x55\xaa":
+    """The partition table ("dos", "gpt" or None) and its partitions (image/disklabel.py reads them). An
+    extended partition (logical ones inside) raises ExtFsError: the fast path does not follow EBR chains."""
+    label = read_head(image)
+    if not label.mbr:
         return None, []
-    entries = [struct.unpack_from("<B3xBxxxII", head, 446 + 16 * i) for i in range(4)]
-    if any(kind == GPT_PROTECTIVE for _, kind, _, _ in entries):
-        return "gpt", _gpt(head)
-    if any(kind in EXTENDED for _, kind, _, _ in entries):
+    if MBR_GPT_PROTECTIVE in label.mbr_types:
+        if not label.gpt_header:
+            raise ExtFsError("a protective MBR without a GPT header")
+        return "gpt", list(label.partitions)
+    if label.extended:
         raise ExtFsError("an extended partition (logical partitions are not read without libguestfs)")
-    found = [Partition(n, start * SECTOR, count * SECTOR, f"0x{kind:02x}")
-             for n, (_, kind, start, count) in enumerate(entries, 1) if kind and count]
-    return ("dos", found) if found else (None, [])
-
-
-def _gpt(head: bytes) -> list[Partition]:
-    import uuid
-
-    header = head[SECTOR:2 * SECTOR]
-    if header[:8] != b"EFI PART":
-        raise ExtFsError("a protective MBR without a GPT header")
-    lba, count, size = struct.unpack_from("<QII", header, 72)
-    found = []
-    for i in range(count):
-        at = lba * SECTOR + i * size
-        entry = head[at:at + 128]
-        if len(entry) < 128:
-            break
-        if entry[:16] == bytes(16):
-            continue
-        first, last = struct.unpack_from("<QQ", entry, 32)
-        found.append(Partition(i + 1, first * SECTOR, (last - first + 1) * SECTOR, str(uuid.UUID(bytes_le=entry[:16]))))
-    return found
+    return ("dos", list(label.partitions)) if label.partitions else (None, [])
 
 
 def is_ext(image: Path, offset: int) -> bool:

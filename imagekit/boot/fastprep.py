@@ -42,14 +42,15 @@ from imagekit.boot.guest import Disk
 from imagekit.boot.overlay import ImageFile, overlay
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.pvgrub import Variant
+from imagekit.image.disklabel import LINUX_GPT_TYPES, LVM_TYPE, MBR_LINUX, MBR_LVM
 from imagekit.util.accel import Accel
 from imagekit.util.cache import cache_dir
 
 CACHE = "boot-prepared"
 MAX_ENTRIES = 3  # prepared copies kept (each holds an image's data: the default image's is ~390 MB)
-LVM_TYPES = {"0x8e", "e6d6d379-f507-44c2-a23c-238f2a3df928"}
-LINUX_TYPES = {"0x83", "0fc63daf-8483-4772-8e79-3d69d8477de4", "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
-               "bc13c2ff-59e6-4262-a352-b275fd6f7172"}
+# partition types as boot/extfs.py names them: MBR "0x83", GPT the type GUID in lower case
+LVM_TYPES = {f"0x{MBR_LVM:02x}", LVM_TYPE.lower()}
+LINUX_TYPES = {f"0x{MBR_LINUX:02x}", *(t.lower() for t in LINUX_GPT_TYPES - {LVM_TYPE})}
 FAST = "debugfs"
 CACHED = "debugfs-cached"
 SLOW = "libguestfs"

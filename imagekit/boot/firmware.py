@@ -13,25 +13,16 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from imagekit.boot.disklabel import DiskLabel
+from imagekit.image.disklabel import DiskLabel
+from imagekit.recipe.layouts import LAYOUT_NAMES, Layout, firmwares_for_boot_mode
+from imagekit.recipe.layouts import Firmware as Firmware  # the layout table's; boot's vocabulary too
 from imagekit.util.errors import UsageError
-
-
-class Firmware(StrEnum):
-    BIOS = "bios"
-    UEFI = "uefi"
-
 
 CHOICES = ("bios", "uefi", "both")
 BOTH = (Firmware.BIOS, Firmware.UEFI)
-LAYOUTS: dict[str, tuple[Firmware, ...]] = {"mbr-bios": (Firmware.BIOS,), "gpt-uefi": (Firmware.UEFI,),
-                                            "gpt-hybrid": BOTH}
-BOOT_MODES: dict[str, tuple[Firmware, ...]] = {"legacy-bios": (Firmware.BIOS,), "uefi": (Firmware.UEFI,),
-                                               "uefi-preferred": BOTH}
 # (CODE, VARS) pairs, as Debian (ovmf), Fedora (edk2-ovmf) and Arch (edk2-ovmf) install them.
 OVMF_PAIRS = (
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
@@ -57,11 +48,11 @@ def from_manifest(manifest: dict[str, Any] | None) -> tuple[Firmware, ...] | Non
     """The firmware the build manifest implies; None when it does not describe an HVM image."""
     if not manifest:
         return None
-    if (layout := manifest.get("layout")) in LAYOUTS:
-        return LAYOUTS[layout]
-    if (mode := manifest.get("boot_mode")) in BOOT_MODES:
-        return BOOT_MODES[mode]
-    return None
+    layout = manifest.get("layout")
+    if layout in LAYOUT_NAMES and (firmwares := Layout(layout).spec.firmwares):
+        return firmwares
+    mode = manifest.get("boot_mode")
+    return firmwares_for_boot_mode(mode) if isinstance(mode, str) else None
 
 
 def from_label(label: DiskLabel) -> tuple[Firmware, ...] | None:

@@ -366,12 +366,12 @@ def refused_report(opts: BootOptions, image: ImageFile, accel: Accel, grub097: G
 
 def boot_if_hvm(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport | None:
     """An HVM image (by --firmware, its manifest or its disk) boots through firmware: imagekit/boot/hvm_boot.py."""
-    from imagekit.boot.disklabel import read_label
     from imagekit.boot.firmware import choose
     from imagekit.boot.hvm_boot import boot_hvm
+    from imagekit.image.disklabel import read_label
 
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp:
-        label = read_label(image, Path(tmp))
+        label = read_label(image.path, image.format, Path(tmp))
         firmwares = choose(opts.firmware, read_manifest(image.path), label)
         if firmwares is None:
             return None

@@ -25,7 +25,6 @@ from typing import Any
 
 from imagekit.boot.attach import Attached, attach_disks, drive_args, instance_fields, nic_args, prepare_instance
 from imagekit.boot.console import Watcher
-from imagekit.boot.disklabel import DiskLabel
 from imagekit.boot.fastprep import Job, hvm_layout, prepare_disk
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
@@ -35,6 +34,7 @@ from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
+from imagekit.image.disklabel import DiskLabel
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress

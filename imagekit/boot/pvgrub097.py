@@ -23,11 +23,11 @@ from typing import Any
 
 from imagekit.boot.console import Reason
 from imagekit.boot.direct import map_devices
-from imagekit.boot.disklabel import read_label
 from imagekit.boot.guest import Disk
 from imagekit.boot.overlay import ImageFile
 from imagekit.boot.probe import SERIAL_ARG
 from imagekit.boot.pvgrub import Variant
+from imagekit.image.disklabel import read_label
 from imagekit.pvgrub.plan import Grub097Plan, Tried, aki_version_for, fallbacks, plan
 from imagekit.util.errors import UsageError
 
@@ -79,7 +79,7 @@ def variant_of(image: ImageFile, variant: Variant | None, workdir: Path) -> Vari
                          "shell opens the file itself)", hint=f"qemu-img convert -O raw {image.path} IMAGE.img")
     if variant is not None:
         return variant
-    label = read_label(image, workdir)
+    label = read_label(image.path, image.format, workdir)
     if label.gpt:
         raise UsageError(f"IMAGE: {image.path} has a GPT partition table: PV-GRUB reads MBR only")
     return Variant.HD0 if label.filesystem_at_zero else Variant.HD00

@@ -73,7 +73,7 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
     check_image_file(image, "IMAGE")  # before any QEMU or appliance is started, or their modules loaded
     from imagekit.boot.attach import AttachOptions, parse_store_size
     from imagekit.boot.harness import BootOptions, boot_image
-    from imagekit.boot.pvgrub import Variant
+    from imagekit.recipe.layouts import Layout
     from imagekit.util.errors import UsageError
 
     if variant is not None and variant not in PV_LAYOUTS:
@@ -83,7 +83,7 @@ def command(image: Path, loader: str | None, hypervisor: str, variant: str | Non
                            instance_store=parse_store_size(instance_store), user_data=user_data,
                            nocloud=nocloud)
     opts = BootOptions(image=image, loader=loader, hypervisor=hypervisor,
-                       variant=Variant(variant) if variant else None, accel=accel, memory_mb=memory_mb,
+                       variant=Layout(variant).spec.aki if variant else None, accel=accel, memory_mb=memory_mb,
                        cpus=cpus, timeout=timeout, silence=silence, serial_log=serial_log, attach=attach,
                        firmware=firmware, disk_interface=disk_interface, aki_version=aki_version)
     report = boot_image(opts, Progress.for_cli(json_output))

@@ -15,11 +15,12 @@ from typing import Any
 
 import click
 
+from imagekit.recipe.layouts import LAYOUT_NAMES, PV_LAYOUT_NAMES
 from imagekit.util.errors import UsageError
 
-# One list each, used by every option of that name (build, lint, aki, boot): a test holds them to the recipe's.
-LAYOUTS = ("hd0", "hd00", "mbr-bios", "gpt-uefi", "gpt-hybrid")
-PV_LAYOUTS = ("hd0", "hd00")
+# One list each, used by every option of that name (build, lint, aki, boot); the layouts are the table's.
+LAYOUTS = LAYOUT_NAMES
+PV_LAYOUTS = PV_LAYOUT_NAMES  # the layouts a PV-GRUB AKI reads
 ARCHES = ("x86_64", "i386")
 
 # Suffixes that name a disk format imagekit does not write; `-o x.qcow2` is refused, never a raw file so named.

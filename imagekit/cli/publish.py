@@ -13,6 +13,7 @@ import click
 
 from imagekit.cli.common import arch_choice, layout_choice
 from imagekit.publish.uploaders import DEFAULT_METHOD, UPLOADERS, make_uploader
+from imagekit.recipe.layouts import BootMode, Virtualization
 from imagekit.util.errors import ImagekitError, UsageError
 
 
@@ -65,14 +66,14 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--arch", type=arch_choice(), help="Architecture when there is no manifest (default x86_64).")
 @click.option("--layout", type=layout_choice(), help="The image's layout when there is no manifest.")
-@click.option("--virtualization", type=click.Choice(["paravirtual", "hvm"]), help="Override the manifest's.")
+@click.option("--virtualization", type=click.Choice([v.value for v in Virtualization]), help="Override the manifest's.")
 @click.option(
     "--kernel-id",
     default="auto",
     show_default=True,
     help="PV only: the PV-GRUB AKI, or auto (look pv-grub-hd0_1.05 up by name, then imagekit's tables).",
 )
-@click.option("--boot-mode", type=click.Choice(["legacy-bios", "uefi", "uefi-preferred"]), help="HVM only.")
+@click.option("--boot-mode", type=click.Choice([m.value for m in BootMode]), help="HVM only.")
 @click.option("--ena/--no-ena", default=None, help="HVM: ENA support (default on).")
 @click.option("--sriov/--no-sriov", default=None, help="HVM: SR-IOV (simple) support (default on).")
 @click.option("--imds-support", type=click.Choice(["v2.0", "optional"]),
@@ -190,7 +191,7 @@ def report_snapshot(snapshot: dict[str, Any] | None) -> None:
 def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
     from imagekit.publish.aws import AwsClients, DryRunClients
     from imagekit.publish.awsconfig import require_region, resolve
-    from imagekit.publish.facts import BootMode, image_facts
+    from imagekit.publish.facts import image_facts
     from imagekit.publish.pipeline import PublishRequest
     from imagekit.publish.regions import Sharing
     from imagekit.publish.register import RegisterOptions, check_combination, check_name

@@ -11,24 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.grub2 import install_bios, make_core
+from imagekit.image.disklabel import BIOS_BOOT_TYPE, ESP_TYPE, LINUX_TYPE, MBR_LINUX
 from imagekit.image.filesystem import make_esp
 from imagekit.image.layout import ALIGN, FirmwarePart, Placement
 from imagekit.image.partition import GPT_NAMES, write_gpt, write_mbr
 from imagekit.image.partition import set_gpt_ids as _set_gpt_ids
-from imagekit.recipe.model import Layout, Recipe
+from imagekit.recipe.layouts import Bootloader, Firmware, PartitionTable
+from imagekit.recipe.model import Recipe
 from imagekit.rootfs.configure import ESP_MOUNTPOINT
 
-# GPT partition type GUIDs (UEFI spec; GRUB's BIOS boot; the Discoverable Partitions spec's generic Linux data)
-BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
-ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 ESP_PATH = "EFI/BOOT/BOOTX64.EFI"  # the removable-media path: found without an NVRAM boot entry
 
 
 def write_table(recipe: Recipe, image: Path, firmware: list[FirmwarePart], placements: list[Placement],
                 *, derive: uuid.UUID | None) -> None:
     """The layout's partition table; with `derive` (reproducible) its GUIDs or disk signature from it."""
-    if not recipe.layout.gpt:
+    if recipe.layout.spec.table is not PartitionTable.GPT:
         write_mbr(image, placements, disk_id=int(derive.hex[:8], 16) if derive else None)
         return
     write_gpt(image, firmware, placements)
@@ -43,7 +41,7 @@ def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart]
     """GRUB 2 for the layout's firmware: BIOS (MBR gap or BIOS boot partition), UEFI (ESP), or both."""
     prefix = "/grub" if recipe.separate_boot else "/boot/grub"
     boot_fs = recipe.boot_fs.type.value
-    if recipe.layout.bios:
+    if Firmware.BIOS in recipe.layout.spec.firmwares:
         core = make_core("i386-pc", workdir / "core.img", boot_uuid=boot_uuid, prefix=prefix, boot_fs=boot_fs,
                          workdir=workdir)
         bios_boot = next((p for p in firmware if p.kind == "bios-boot"), None)
@@ -70,7 +68,8 @@ def esp_filesystem_records(recipe: Recipe, firmware: list[FirmwarePart], esp_id:
 def partition_records(recipe: Recipe, firmware: list[FirmwarePart], placements: list[Placement],
                       esp_id: str | None) -> list[dict[str, Any]]:
     """The manifest's `partitions`: every partition of an HVM disk, firmware ones included."""
-    if recipe.layout in (Layout.HD0, Layout.HD00):
+    spec = recipe.layout.spec
+    if spec.bootloader is not Bootloader.GRUB2:
         return []
     records: list[dict[str, Any]] = []
     for p in firmware:
@@ -82,7 +81,7 @@ def partition_records(recipe: Recipe, firmware: list[FirmwarePart], placements: 
                                     "mountpoint": ESP_MOUNTPOINT, "files": [f"/{ESP_PATH}"]}
         records.append(record)
     for place in placements:
+        kind = LINUX_TYPE if spec.table is PartitionTable.GPT else f"{MBR_LINUX:x}"
         records.append({"number": place.partition, "kind": "filesystem", "name": GPT_NAMES[place.mountpoint],
-                        "type": LINUX_TYPE if recipe.layout.gpt else "83", "mountpoint": place.mountpoint,
-                        "offset": place.offset, "size": place.size})
+                        "type": kind, "mountpoint": place.mountpoint, "offset": place.offset, "size": place.size})
     return records

@@ -8,9 +8,9 @@ gpt-hybrid a 1 MiB BIOS boot partition, then the ESP. The filesystems follow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from imagekit.recipe.model import Filesystem, Layout, MiB, Recipe
+from imagekit.recipe.layouts import FirmwareKind, PartitionTable
+from imagekit.recipe.model import Filesystem, MiB, Recipe
 from imagekit.util.errors import RecipeError
 
 ALIGN = MiB  # partitions start on 1 MiB boundaries (2048 sectors), as fdisk and parted do
@@ -33,7 +33,7 @@ class Placement:
 class FirmwarePart:
     """A partition the firmware's bootloader needs, before the filesystems: BIOS boot or the ESP."""
 
-    kind: Literal["bios-boot", "esp"]
+    kind: FirmwareKind
     partition: int
     offset: int
     size: int
@@ -43,26 +43,35 @@ def align_up(n: int, to: int = ALIGN) -> int:
     return -(-n // to) * to
 
 
+def gpt_tail(recipe: Recipe) -> int:
+    """The bytes the backup GPT takes at the end of the disk (none without a GPT)."""
+    return GPT_TAIL if recipe.layout.spec.table is PartitionTable.GPT else 0
+
+
+def firmware_part_size(recipe: Recipe, kind: FirmwareKind) -> int:
+    if kind == "esp" and recipe.esp is not None:
+        return align_up(recipe.esp.size)
+    return BIOS_BOOT_SIZE
+
+
 def plan_firmware(recipe: Recipe) -> list[FirmwarePart]:
-    """The BIOS boot partition (gpt-hybrid) and the EFI system partition (gpt-uefi, gpt-hybrid)."""
+    """The layout's firmware partitions in its order: BIOS boot (gpt-hybrid), the ESP (gpt-uefi, gpt-hybrid)."""
     parts: list[FirmwarePart] = []
     offset = ALIGN
-    if recipe.layout == Layout.GPT_HYBRID:
-        parts.append(FirmwarePart("bios-boot", 1, offset, BIOS_BOOT_SIZE))
-        offset += BIOS_BOOT_SIZE
-    esp = recipe.esp
-    if esp is not None:
-        parts.append(FirmwarePart("esp", len(parts) + 1, offset, align_up(esp.size)))
+    for kind in recipe.layout.spec.firmware_parts:
+        size = firmware_part_size(recipe, kind)
+        parts.append(FirmwarePart(kind, len(parts) + 1, offset, size))
+        offset += size
     return parts
 
 
 def boot_overhead(recipe: Recipe) -> int:
     """Bytes of the disk besides the root filesystem: the MBR gap, firmware partitions, /boot, the GPT tail."""
-    if recipe.layout == Layout.HD0:
+    if not recipe.layout.spec.partitioned:
         return 0
     boot = recipe.filesystems.boot
     firmware = sum(p.size for p in plan_firmware(recipe))
-    tail = GPT_TAIL if recipe.layout.gpt else 0
+    tail = gpt_tail(recipe)
     return ALIGN + firmware + (align_up(boot.size) if boot is not None and boot.size else 0) + tail
 
 
@@ -73,7 +82,7 @@ def plan_layout(recipe: Recipe, size: int) -> tuple[int, list[Placement]]:
     """
     disk = align_up(size)
     fss = recipe.filesystems
-    if recipe.layout == Layout.HD0:
+    if not recipe.layout.spec.partitioned:
         return disk, [Placement("/", fss.root, None, 0, disk)]
     firmware = plan_firmware(recipe)
     offset = firmware[-1].offset + firmware[-1].size if firmware else ALIGN
@@ -85,7 +94,7 @@ def plan_layout(recipe: Recipe, size: int) -> tuple[int, list[Placement]]:
         number += 1
         placements.append(Placement("/boot", fss.boot, number, offset, boot_size))
         offset += boot_size
-    root_size = disk - offset - (GPT_TAIL if recipe.layout.gpt else 0)
+    root_size = disk - offset - gpt_tail(recipe)
     if root_size < 16 * MiB:
         raise RecipeError(recipe.path, "size", f"{size} bytes leaves no room for the root filesystem")
     placements.append(Placement("/", fss.root, number + 1, offset, root_size))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagekit.image.disklabel import MBR_GPT_PROTECTIVE, read_head
 from imagekit.kernel.config import Target
 from imagekit.lint.findings import RULES, Finding, Severity
 from imagekit.lint.rules import REGISTRY, lint_view
@@ -56,11 +57,10 @@ def default_target(image: Path) -> str:
     if manifest and manifest.get("virtualization") in ("hvm", "paravirtual"):
         return "hvm" if manifest["virtualization"] == "hvm" else "pv"
     try:
-        with open(image, "rb") as f:
-            mbr = f.read(512)
+        label = read_head(image)
     except OSError:
         return "pv"
-    if len(mbr) == 512 and mbr[510:512] == b"\x55\xaa" and (mbr[450] == 0xEE or b"GRUB" in mbr[:440]):
+    if label.mbr and (label.mbr_types[0] == MBR_GPT_PROTECTIVE or label.grub_in_mbr):
         return "hvm"
     return "pv"
 

@@ -20,13 +20,6 @@ def mountable(view: ImageView) -> list[Filesystem]:
     return [f for f in view.filesystems if f.type not in MOUNTABLE_SKIP]
 
 
-def layout_of(view: ImageView) -> str:
-    """hd0 (no partition table), hd00 (MBR) or gpt."""
-    if view.parttype is None:
-        return "hd0"
-    return "hd00" if view.parttype == "msdos" else "gpt"
-
-
 def holds_boot_files(view: ImageView, fs: Filesystem) -> bool:
     """Does this filesystem carry a menu.lst or a kernel, as / (in /boot) or as a /boot partition?
     (A menu.lst that is there but cannot be read counts: check_menu reports it.)"""

@@ -20,6 +20,7 @@ from imagekit.lint.findings import Finding, finding
 from imagekit.pvgrub.plan import Grub097Plan, Tried, aki_version_for, plan, plan_entry
 from imagekit.pvgrub.shell import ShellFailed
 from imagekit.pvgrub.variant import Variant
+from imagekit.recipe.layouts import PartitionTable, aki_for_table
 from imagekit.util.run import run
 
 MAX_ENTRIES = 8  # entries judged alone (one GRUB 0.97 run each)
@@ -30,10 +31,11 @@ FS_ERRORS = frozenset({2, 14, 16, 17, 24, 25})  # the filesystem code cannot rea
 
 
 def variant_of_table(parttype: str | None) -> Variant | None:
-    """The AKI that reads an image with this partition table: hd0 (none), hd00 (MBR); None for GPT."""
-    if parttype is None:
-        return Variant.HD0
-    return Variant.HD00 if parttype == "msdos" else None
+    """The AKI that reads an image with this partition table (libguestfs's name): hd0 (none), hd00 (MBR);
+    None for GPT (the layout table's aki_for_table)."""
+    if parttype is not None and parttype not in PartitionTable.__members__.values():
+        return None
+    return aki_for_table(PartitionTable(parttype) if parttype is not None else None)
 
 
 _DONE: dict[tuple[object, ...], list[Finding]] = {}  # this process's verdicts, by the file's identity

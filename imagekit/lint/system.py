@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from imagekit.image.disklabel import ESP_TYPE
 from imagekit.kernel.config import Target
 from imagekit.lint.findings import Finding, Severity, finding
 from imagekit.lint.view import Filesystem, ImageView
@@ -17,7 +18,7 @@ from imagekit.lint.view import Filesystem, ImageView
 EC2_DEVICE = re.compile(r"^/dev/(?:sd|xvd|hd)([a-z])(\d*)$")
 INSTANCE_STORE = re.compile(r"^/dev/(?:sd|xvd)[b-e]\d*$")
 PSEUDO = {"proc", "sysfs", "tmpfs", "devpts", "none", "devtmpfs", "cgroup", "cgroup2", "debugfs", "securityfs"}
-ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ESP_GUID = ESP_TYPE  # as libguestfs and lint/native.py print it
 
 
 def resolve(view: ImageView, spec: str) -> Filesystem | None:

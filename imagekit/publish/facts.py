@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.image.blockmap import BadRecord, BlockMap, from_record
+from imagekit.image.disklabel import read_head
 from imagekit.recipe.model import BootMode, Layout, Virtualization
 from imagekit.util.errors import UsageError
 
@@ -76,13 +77,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def sniff_layout(image: Path) -> Layout | None:
     """hd0 for a bare ext/xfs/btrfs filesystem, hd00/gpt for a partition table, None if unsure."""
-    with open(image, "rb") as fh:
-        head = fh.read(68 * 1024)
-    if head[512:520] == b"EFI PART":
+    label = read_head(image)
+    if label.gpt_header:
         return Layout.GPT_UEFI
-    if head[1080:1082] == b"\x53\xef" or head[:4] == b"XFSB" or head[0x10040:0x10048] == b"_BHRfS_M":
+    if label.whole_disk_fs is not None:
         return Layout.HD0
-    if head[510:512] == b"\x55\xaa":
+    if label.mbr:
         return Layout.HD00
     return None
 
@@ -188,12 +188,9 @@ def facts_by_inspection(image: Path, overrides: dict[str, Any]) -> ImageFacts:
     layout = _enum(Layout, layout, "--layout")
     virt = overrides.get("virtualization")
     if virt is None:
-        if layout.partitioned and layout is not Layout.HD00:
-            virt = Virtualization.HVM
-        elif layout is Layout.HD0:
-            virt = Virtualization.PARAVIRTUAL
-        else:
+        if layout.spec.pv and layout.spec.partitioned:  # hd00's MBR looks like mbr-bios's
             raise UsageError(f"{image}: an MBR disk can be PV (hd00) or HVM; pass --virtualization")
+        virt = layout.spec.virtualization
     boot = overrides.get("boot_mode")
     return ImageFacts(
         path=image,

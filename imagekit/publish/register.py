@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from imagekit.publish.facts import ARCHES, BootMode, DataVolumeFacts, ImageFacts, Layout, Virtualization
+from imagekit.publish.facts import ARCHES, BootMode, DataVolumeFacts, ImageFacts, Virtualization
+from imagekit.recipe.layouts import PartitionTable, aki_for_table
 from imagekit.util.errors import UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
@@ -77,7 +78,7 @@ def check_pv(facts: ImageFacts, opts: RegisterOptions) -> None:
         raise UsageError("--ramdisk-id: a PV-GRUB AKI takes no ramdisk (ARI); the initrd is named in menu.lst")
     if facts.arch == "arm64":
         raise UsageError("arm64 images cannot be paravirtual: register them as HVM")
-    if facts.layout.gpt:
+    if aki_for_table(facts.layout.spec.table) is None:  # no PV-GRUB reads this disk label
         raise UsageError(f"layout {facts.layout}: PV-GRUB reads MBR partition tables only, not GPT")
     if opts.kernel_id is not None and not opts.kernel_id.startswith("aki-"):
         raise UsageError(f"--kernel-id {opts.kernel_id!r}: a PV-GRUB kernel id starts with aki-")
@@ -88,13 +89,13 @@ def check_hvm(facts: ImageFacts, opts: RegisterOptions) -> None:
         raise UsageError("--kernel-id is for paravirtual images; HVM images boot their own bootloader")
     if opts.ramdisk_id:
         raise UsageError("--ramdisk-id is for paravirtual images")
-    if facts.layout in {Layout.HD0, Layout.HD00}:
+    if facts.layout.spec.pv:
         raise UsageError(f"layout {facts.layout} is a PV-GRUB layout; an HVM image needs mbr-bios or gpt-*")
     mode = boot_mode(facts, opts)
     if opts.tpm and mode is not BootMode.UEFI:
         raise UsageError(f"--tpm needs --boot-mode uefi (this image boots {mode})")
-    if mode is not BootMode.LEGACY_BIOS and facts.layout is Layout.MBR_BIOS:
-        raise UsageError(f"--boot-mode {mode}: an mbr-bios image has no EFI system partition")
+    if mode is not BootMode.LEGACY_BIOS and not facts.layout.spec.esp:
+        raise UsageError(f"--boot-mode {mode}: an {facts.layout} image has no EFI system partition")
     if facts.arch == "arm64" and mode is BootMode.LEGACY_BIOS:
         raise UsageError("arm64 images boot with UEFI only")
 
@@ -104,13 +105,16 @@ def boot_mode(facts: ImageFacts, opts: RegisterOptions) -> BootMode:
         return opts.boot_mode
     if facts.boot_mode is not None:
         return facts.boot_mode
-    return BootMode.UEFI if facts.layout is Layout.GPT_UEFI else BootMode.LEGACY_BIOS
+    # no boot mode recorded (no manifest): the layout's when it is UEFI only, else legacy BIOS (which
+    # gpt-hybrid also boots)
+    layout_mode = facts.layout.spec.boot_mode
+    return BootMode.UEFI if layout_mode is BootMode.UEFI else BootMode.LEGACY_BIOS
 
 
 def root_device(facts: ImageFacts) -> str:
     if not is_pv(facts):
         return "/dev/xvda"
-    return "/dev/sda" if facts.layout.partitioned else "/dev/sda1"
+    return "/dev/sda" if facts.layout.spec.partitioned else "/dev/sda1"
 
 
 def register_params(facts: ImageFacts, opts: RegisterOptions, snapshot_id: str, volume_gib: int,
@@ -178,8 +182,8 @@ def resolve_kernel(ec2: Any, region: str, facts: ImageFacts, requested: str | No
     from imagekit.pvgrub.aki import AkiNotFound, find_aki
 
     try:
-        layout = "hd00" if facts.layout.partitioned else "hd0"
-        return str(find_aki(region, facts.arch, layout).id)
+        table = PartitionTable.MBR if facts.layout.spec.partitioned else None  # the AKI for a disk like this
+        return str(find_aki(region, facts.arch, str(aki_for_table(table))).id)
     except AkiNotFound as exc:
         raise UsageError(
             f"no PV-GRUB AKI known for {region} {facts.arch} {facts.layout}: {exc}",

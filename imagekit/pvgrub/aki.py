@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from imagekit.recipe.layouts import PV_LAYOUT_NAMES
 from imagekit.util.errors import UsageError
 
 VERSIONS = ("1.03", "1.05")  # oldest first
-LAYOUTS = ("hd0", "hd00")
+LAYOUTS = PV_LAYOUT_NAMES  # the layouts a PV-GRUB AKI reads (the layout table's)
 ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "i686": "i386", "x86": "i386"}  # also the CLI's --arch
 
 

@@ -28,61 +28,17 @@ from pydantic import (
     model_validator,
 )
 
+# the layout table's vocabulary, re-exported: recipes name a Layout
+from imagekit.recipe.layouts import LAYOUTS, Bootloader
+from imagekit.recipe.layouts import BootMode as BootMode
+from imagekit.recipe.layouts import Layout as Layout
+from imagekit.recipe.layouts import Virtualization as Virtualization
 from imagekit.util.errors import RecipeError, UsageError
 
 
 class Arch(StrEnum):
     X86_64 = "x86_64"
     I386 = "i386"
-
-
-class Virtualization(StrEnum):
-    PARAVIRTUAL = "paravirtual"
-    HVM = "hvm"
-
-
-class BootMode(StrEnum):
-    """EC2's RegisterImage BootMode."""
-
-    LEGACY_BIOS = "legacy-bios"
-    UEFI = "uefi"
-    UEFI_PREFERRED = "uefi-preferred"
-
-
-class Layout(StrEnum):
-    HD0 = "hd0"  # partitionless: the filesystem is the whole disk, PV-GRUB root (hd0)
-    HD00 = "hd00"  # MBR, first partition is the boot partition, PV-GRUB root (hd0,0)
-    MBR_BIOS = "mbr-bios"  # HVM: MBR, GRUB 2 i386-pc in the MBR gap
-    GPT_UEFI = "gpt-uefi"  # HVM: GPT, EFI system partition with GRUB 2 x86_64-efi as EFI/BOOT/BOOTX64.EFI
-    GPT_HYBRID = "gpt-hybrid"  # HVM: GPT, BIOS boot partition and ESP: boots both ways
-
-    @property
-    def virtualization(self) -> Virtualization:
-        return Virtualization.PARAVIRTUAL if self in (Layout.HD0, Layout.HD00) else Virtualization.HVM
-
-    @property
-    def boot_mode(self) -> BootMode | None:
-        """None for PV (PV-GRUB, no firmware)."""
-        return {Layout.MBR_BIOS: BootMode.LEGACY_BIOS, Layout.GPT_UEFI: BootMode.UEFI,
-                Layout.GPT_HYBRID: BootMode.UEFI_PREFERRED}.get(self)
-
-    @property
-    def partitioned(self) -> bool:
-        return self is not Layout.HD0
-
-    @property
-    def gpt(self) -> bool:
-        return self in (Layout.GPT_UEFI, Layout.GPT_HYBRID)
-
-    @property
-    def bios(self) -> bool:
-        """GRUB 2 for BIOS: boot.img in the MBR, core.img in the MBR gap or the BIOS boot partition."""
-        return self in (Layout.MBR_BIOS, Layout.GPT_HYBRID)
-
-    @property
-    def uefi(self) -> bool:
-        """An EFI system partition with EFI/BOOT/BOOTX64.EFI."""
-        return self in (Layout.GPT_UEFI, Layout.GPT_HYBRID)
 
 
 class FsType(StrEnum):
@@ -668,7 +624,7 @@ class Recipe(_Model):
     @property
     def esp(self) -> Esp | None:
         """The EFI system partition of a UEFI layout (the recipe's, or the default); None otherwise."""
-        return (self.filesystems.esp or Esp()) if self.layout.uefi else None
+        return (self.filesystems.esp or Esp()) if self.layout.spec.esp else None
 
     def with_layout(self, layout: Layout) -> Recipe:
         """The same recipe with another layout (`imagekit build --layout`), checked like the recipe key."""
@@ -741,15 +697,17 @@ def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
 
 def check_layout(recipe: Recipe) -> None:
     """Rules that span keys: where a separate /boot may go, which filesystems PV-GRUB reads, the ESP."""
-    if recipe.separate_boot and recipe.layout == Layout.HD0:
+    spec = recipe.layout.spec
+    if recipe.separate_boot and not spec.partitioned:
         raise RecipeError(recipe.path, "filesystems.boot",
                           "a separate /boot needs a partition table: use layout = \"hd00\" (PV) or an HVM layout")
-    if recipe.filesystems.esp is not None and not recipe.layout.uefi:
+    if recipe.filesystems.esp is not None and not spec.esp:
+        having = " and ".join(s.layout.value for s in LAYOUTS.values() if s.esp)
         raise RecipeError(recipe.path, "filesystems.esp", f"layout {recipe.layout.value} has no EFI system "
-                          "partition (gpt-uefi and gpt-hybrid have one)")
+                          f"partition ({having} have one)")
     boot = recipe.boot_fs
     key = "filesystems.boot.type" if recipe.separate_boot else "filesystems.root.type"
-    if recipe.layout.virtualization is Virtualization.PARAVIRTUAL and boot.type not in PVGRUB_BOOT_FS:
+    if spec.bootloader is Bootloader.PVGRUB and boot.type not in PVGRUB_BOOT_FS:
         names = ", ".join(t.value for t in PVGRUB_BOOT_FS)
         raise RecipeError(recipe.path, key, f"PV-GRUB cannot read /boot from {boot.type.value} (it reads {names})")
     if recipe.separate_boot and recipe.filesystems.boot and recipe.filesystems.boot.size is None:
@@ -764,8 +722,9 @@ def check_storage(recipe: Recipe) -> None:
     mounts = {"/": "filesystems.root", "/boot": "filesystems.boot"}
     lvm = recipe.lvm
     if lvm is not None:
-        if not recipe.separate_boot or recipe.layout != Layout.HD00:
-            raise RecipeError(recipe.path, "lvm", "LVM needs layout = \"hd00\" and a separate /boot partition "
+        if not recipe.separate_boot or not recipe.layout.spec.lvm:
+            allowed = " or ".join(f"layout = \"{s.layout}\"" for s in LAYOUTS.values() if s.lvm)
+            raise RecipeError(recipe.path, "lvm", f"LVM needs {allowed} and a separate /boot partition "
                               "([filesystems.boot]): PV-GRUB cannot read logical volumes (seed 002)")
         for n, lv in enumerate(lvm.volumes):
             key = f"lvm.volumes.{n}"

@@ -15,7 +15,8 @@ from pathlib import Path
 from imagekit.bootloader.grub2 import render_grub_cfg
 from imagekit.bootloader.menulst import Entry, render_menu_lst
 from imagekit.recipe.kernel_profiles import KernelProfile, host_files, kernel_version
-from imagekit.recipe.model import VIRTUAL_DIRS, Layout, Recipe, Virtualization
+from imagekit.recipe.layouts import Bootloader
+from imagekit.recipe.model import VIRTUAL_DIRS, Recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.tree_paths import (
     TreePathError,
@@ -105,7 +106,7 @@ def install_pv_kernel(tree: Tree, recipe: Recipe, profile: KernelProfile, kernel
         raise UsageError(f"kernel profile {profile.name}: /boot/{kernel.kernel} is not a file")
     found = file_format(data)
     kernel = replace(kernel, format=str(found) if found else "unknown")
-    if recipe.layout.virtualization is Virtualization.HVM:
+    if recipe.layout.spec.bootloader is not Bootloader.PVGRUB:
         return kernel
     if not needs_conversion(data, profile.pv_format, f"/boot/{kernel.kernel}"):
         return kernel
@@ -174,7 +175,9 @@ def boot_entries(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids
 
 def menu_lst_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> str:
     """menu.lst for the recipe's boot entries, paths relative to the boot filesystem."""
-    root_device = "(hd0)" if recipe.layout == Layout.HD0 else "(hd0,0)"
+    aki = recipe.layout.spec.aki
+    assert aki is not None, "menu.lst is PV-GRUB's: a PV layout"
+    root_device = aki.legacy_root
     return render_menu_lst(boot_entries(recipe, profile, kernel, ids), root_device=root_device,
                            default=recipe.boot.default, fallback=recipe.boot.fallback, timeout=recipe.boot.timeout)
 
@@ -190,9 +193,10 @@ def grub_cfg_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, id
 
 def boot_config(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> tuple[str, str]:
     """(path in the tree, text): PV-GRUB's menu.lst, or GRUB 2's grub.cfg for an HVM layout."""
-    if recipe.layout.virtualization is Virtualization.HVM:
-        return "/boot/grub/grub.cfg", grub_cfg_text(recipe, profile, kernel, ids)
-    return "/boot/grub/menu.lst", menu_lst_text(recipe, profile, kernel, ids)
+    spec = recipe.layout.spec
+    if spec.bootloader is Bootloader.GRUB2:
+        return spec.config, grub_cfg_text(recipe, profile, kernel, ids)
+    return spec.config, menu_lst_text(recipe, profile, kernel, ids)
 
 
 def check_entry_files(recipe: Recipe, tree: Tree) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from imagekit.boot.console import Reason, Watcher
-from imagekit.boot.disklabel import parse_head
 from imagekit.boot.firmware import BOTH, Firmware, choose, firmware_argv
 from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.probe import LINUX_COMMANDS, add_serial_console
 from imagekit.boot.qemu import Machine
+from imagekit.image.disklabel import parse_head
 from imagekit.util.accel import Accel
 from imagekit.util.errors import UsageError
 from tests.boot.hvm_images import make_blank, make_empty_esp
