@@ -13,7 +13,6 @@ appliance (sha256sum streams them), and the text files compared are read only up
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from typing import Any
 
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
 from imagekit.manifest import load_manifest, read_manifest
-from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.appliance import Drive, disk_format, session
+from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
 
 MAX_TEXT = 32 * 1024 * 1024  # menu.lst, fstab: kilobytes; dpkg's status of a large system: a few MiB
@@ -181,8 +181,6 @@ def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
         return from_manifest(load_manifest(a)), from_manifest(load_manifest(b))
     if a.suffix == ".json" or b.suffix == ".json":
         raise UsageError("diff: give two images or two manifests, not one of each")
-    from imagekit.util.appliance import disk_format, guestfs_handle
-
     formats = [disk_format(p, fmt) for p in (a, b)]
     manifests = [read_manifest(p) for p in (a, b)]
     if reader != "guestfs":
@@ -198,12 +196,9 @@ def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
                 raise UsageError(f"diff: --reader native cannot read the images: {exc.reason}",
                                  hint="use --reader guestfs (or auto)") from None
             progress.warn(f"diff: {exc.reason}: reading the images through libguestfs instead")
-    g = guestfs_handle()
-    try:
-        for p, kind in zip((a, b), formats, strict=True):
-            g.add_drive_opts(os.fspath(p), readonly=True, format=str(kind))
-        with progress.stage("diff", "launch libguestfs"):
-            g.launch()
+    drives = [Drive(p, kind) for p, kind in zip((a, b), formats, strict=True)]
+    with session(drives, error=f"diff: libguestfs failed on {a} and {b}",
+                 launching=progress.stage("diff", "launch libguestfs")) as g:
         read: list[Side] = []
         with tempfile.TemporaryDirectory(prefix="imagekit-diff-") as tmp:
             for disk, at, path, manifest in (("/dev/sda", "/a", a, manifests[0]), ("/dev/sdb", "/b", b, manifests[1])):
@@ -215,11 +210,6 @@ def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
         read[0].sizes = _sizes(g, "/a", [c.name for c in changed if c.change != "added"])
         read[1].sizes = _sizes(g, "/b", [c.name for c in changed if c.change != "removed"])
         return read[0], read[1]
-    except RuntimeError as exc:
-        raise ImagekitError(f"diff: libguestfs: {exc}") from None
-    finally:
-        g.shutdown()
-        g.close()
 
 
 def _not_native(reason: str) -> tuple[Side, Side]:

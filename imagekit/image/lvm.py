@@ -10,7 +10,6 @@ there (`mke2fs -d -E offset=`), as for any partition. No file data crosses the a
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from imagekit.image.partition import write_mbr
 from imagekit.recipe.model import Filesystem, FsType, LogicalVolume, Recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.configure import FsIds
-from imagekit.util.errors import ImagekitError, RecipeError
+from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import RecipeError
 
 LV_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/logical-volumes")
 MBR_LINUX_LVM = 0x8E
@@ -82,12 +82,9 @@ def set_mbr_type(image: Path, partition: int, type_id: int) -> None:
 
 def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan]) -> None:
     """One libguestfs launch: PV on partition N, the VG, the LVs in order, mkswap on the swap ones."""
-    from imagekit.util.appliance import guestfs_handle
-
-    g = guestfs_handle()
-    try:
-        g.add_drive_opts(os.fspath(image), format="raw", readonly=False)
-        g.launch()
+    with session([Drive(image, DiskFormat.RAW, readonly=False)],
+                 error=f"{image}: creating LVM volume group {vg} with libguestfs failed",
+                 hint="do the logical volumes fit? (sizes are rounded up to 4 MiB extents)") as g:
         device = f"{g.list_devices()[0]}{partition}"
         g.pvcreate(device)
         g.vgcreate(vg, [device])
@@ -100,12 +97,6 @@ def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan
             if plan.swap_label is not None:
                 g.mkswap(f"/dev/{vg}/{plan.name}", label=plan.swap_label, uuid=plan.swap_uuid)
         g.sync()
-        g.shutdown()
-    except RuntimeError as exc:
-        raise ImagekitError(f"{image}: creating LVM volume group {vg} with libguestfs failed: {exc}",
-                            hint="do the logical volumes fit? (sizes are rounded up to 4 MiB extents)") from None
-    finally:
-        g.close()
 
 
 def plan_volumes(recipe: Recipe, ids: FsIds, epoch: int | None) -> list[LvPlan]:

@@ -23,12 +23,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from imagekit.util.errors import ImagekitError, UsageError
-
-if TYPE_CHECKING:
-    from imagekit.util.appliance import DiskFormat
+from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import UsageError
 
 # menu.lst, grub.cfg, fstab, a kernel's config-VERSION (~250 KiB), dpkg's status: text files of kilobytes
 # to a few MiB. libguestfs' read_file stops near 4 MiB (its message size) anyway.
@@ -301,21 +299,6 @@ def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None, read
 @contextmanager
 def open_guestfs_view(path: Path, fmt: DiskFormat | None = None) -> Iterator[ImageView]:
     """Launch libguestfs on `path`, read-only, as `fmt`, and close it (shutdown, then close) on the way out."""
-    from imagekit.util.appliance import DiskFormat, guestfs_handle
-
-    g = guestfs_handle()
-    try:
-        g.add_drive_opts(os.fspath(path), readonly=True, format=str(fmt or DiskFormat.RAW))
-        try:
-            g.launch()
-        except RuntimeError as exc:
-            raise ImagekitError(f"{path}: libguestfs could not open the image: {exc}") from None
-        view = GuestfsView(g, path)
-        yield view
-    except RuntimeError as exc:
-        raise ImagekitError(f"{path}: libguestfs failed while reading the image: {exc}") from None
-    finally:
-        try:
-            g.shutdown()
-        finally:
-            g.close()
+    with session([Drive(path, fmt or DiskFormat.RAW)], launch_error=f"{path}: libguestfs could not open the image",
+                 error=f"{path}: libguestfs failed while reading the image") as g:
+        yield GuestfsView(g, path)
