@@ -53,7 +53,7 @@ def _fstype(g: Any, device: str) -> str | None:
         return None
 
 
-def _looks_like_root(g: Any, device: str) -> bool:
+def looks_like_root(g: Any, device: str) -> bool:
     try:
         g.mount_ro(device, "/")
     except RuntimeError:
@@ -88,7 +88,7 @@ def find_disk(g: Any, image_name: str, variant: Variant | None = None) -> Disk:
         raise UsageError(f"IMAGE: {image_name} has no filesystem PV-GRUB can read "
                          f"({', '.join(FILESYSTEMS)})")
     ordered = [boot, *[d for d in fs if d != boot]]
-    root = next((d for d in ordered if _fstype(g, d) in FILESYSTEMS and _looks_like_root(g, d)), None)
+    root = next((d for d in ordered if _fstype(g, d) in FILESYSTEMS and looks_like_root(g, d)), None)
     return Disk(variant, boot, root, separate_boot=root is not None and root != boot)
 
 

@@ -29,12 +29,15 @@ from imagekit.boot.disklabel import DiskLabel
 from imagekit.boot.fastprep import Job, hvm_layout, prepare_disk
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
-from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, read_manifest, save_log
 from imagekit.boot.hvm import edit_hvm, prepare_hvm
+from imagekit.boot.options import BootOptions
 from imagekit.boot.overlay import ImageFile, layer, overlay
+from imagekit.boot.prepared import Prepared
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
+from imagekit.boot.results import build_report, default_log_path, save_log
+from imagekit.manifest import read_manifest
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress

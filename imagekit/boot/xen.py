@@ -18,17 +18,20 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from imagekit.boot import guest
+from imagekit.boot.console import Watcher
+from imagekit.boot.options import BootOptions
+from imagekit.boot.overlay import ImageFile, overlay
+from imagekit.boot.pv import plan_pvgrub097, prepare_overlay, refused_report
 from imagekit.boot.pvgrub import MENU_LST, MODULES, Variant, cached_grub
+from imagekit.boot.qemu import run_qemu
+from imagekit.boot.report import BootReport
+from imagekit.boot.results import build_report, save_log
+from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import CommandFailed, ImagekitError, UsageError
+from imagekit.util.progress import Progress
 from imagekit.util.run import run
-
-if TYPE_CHECKING:
-    from imagekit.boot.harness import BootOptions
-    from imagekit.boot.overlay import ImageFile
-    from imagekit.boot.report import BootReport
-    from imagekit.util.progress import Progress
 
 GRUB_XEN_DIR = Path("/usr/lib/grub/x86_64-xen")
 XEN_MODULES = (*(m for m in MODULES if m not in ("biosdisk", "linux16", "serial", "terminfo")), "search")
@@ -105,9 +108,6 @@ def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tup
     """PV-GRUB's model before any domain: GRUB 0.97 runs the menu, Xen's domain builder's rules judge the kernel
     (imagekit/pvgrub/plan.py, as --loader pvgrub097 and lint). A report when no entry would boot, before `xl` is
     looked up. A raw image only (GRUB 0.97's shell reads the file itself): a qcow2 goes to pvgrub2 unchecked."""
-    from imagekit.boot.harness import plan_pvgrub097, refused_report
-    from imagekit.util.accel import Accel
-
     if image.format != "raw":
         return opts, None
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-xen-check-") as tmp:
@@ -120,13 +120,6 @@ def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tup
 
 def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport:
     """Boot under a real dom0 with pvgrub2; the console is read through `xl console`. Not run in CI."""
-    from imagekit.boot import guest
-    from imagekit.boot.console import Watcher
-    from imagekit.boot.harness import build_report, prepare_overlay, save_log
-    from imagekit.boot.overlay import overlay
-    from imagekit.boot.qemu import run_qemu
-    from imagekit.util.accel import Accel, detect
-
     if shutil.which("xl") is None:  # no Xen tools at all: said at once, whatever the image holds
         check_dom0()
     opts, refused = check_kernel(opts, image, progress)  # before `xl create` (and `xl info`) is run
