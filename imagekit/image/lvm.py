@@ -118,7 +118,7 @@ def assemble_lvm(recipe: Recipe, image: Path, disk_size: int, placements: list[P
 
     Returns the manifest's filesystem records and the placements of every filesystem made (for fsck).
     """
-    from imagekit.build import UUID_NAMESPACE  # the build's namespace for reproducible hash seeds
+    from imagekit.util.reproducible import UUID_NAMESPACE  # the build's namespace for reproducible hash seeds
 
     assert recipe.lvm is not None and boot_tree is not None and ids.boot_uuid is not None
     boot, pv = placements
