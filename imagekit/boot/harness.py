@@ -37,7 +37,7 @@ from imagekit.boot.pvgrub097 import LOADER as PVGRUB097
 from imagekit.boot.pvgrub097 import Grub097Plan, summary
 from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport
-from imagekit.boot.results import build_report, default_log_path, save_log
+from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.boot.xen import boot_xen
 from imagekit.util.accel import detect
 from imagekit.util.errors import UsageError
@@ -166,7 +166,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
                 outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
             saved = save_log(log, opts.serial_log or default_log_path(image.path))
             extra = instance_fields(attached, watcher)
-    report = build_report(opts, image, loader, accel, prepared, watcher, outcome, saved, seconds_prepare)
+    report = build_report(opts, image, loader, accel, prepared, BootRun(watcher, outcome, saved, seconds_prepare))
     if grub097 is not None:
         extra.update(grub097_fields(report, grub097, seconds_grub))
     return replace(report, **extra)

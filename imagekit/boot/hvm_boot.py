@@ -36,7 +36,7 @@ from imagekit.boot.prepared import Prepared
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
-from imagekit.boot.results import build_report, default_log_path, save_log
+from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.manifest import read_manifest
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
@@ -151,8 +151,8 @@ def boot_once(run: Run, firmware: Firmware, attached: Attached, progress: Progre
             watcher = Watcher(firmware_boot=True, on_phase=booting.phase)
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
         saved = save_log(log, log_path(opts, run.image, firmware, run.several))
-    report = build_report(opts, run.image, LOADER, run.accel, run.prepared, watcher, outcome, saved,
-                          run.seconds_prepare)
+    report = build_report(opts, run.image, LOADER, run.accel, run.prepared,
+                          BootRun(watcher, outcome, saved, run.seconds_prepare))
     t_bootloader = watcher.t_bootloader
     return replace(report, firmware=str(firmware), disk_interface=run.interface,
                    seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.boot import guest
@@ -70,8 +71,20 @@ def save_log(source: Path, target: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class BootRun:
+    """What one boot left: the console read (`watcher`), how QEMU (or `xl console`) ended, the saved serial log,
+    and how long the preparation took."""
+
+    watcher: Watcher
+    outcome: Outcome
+    log: Path
+    seconds_prepare: float
+
+
 def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel, prepared: Prepared,
-                 watcher: Watcher, outcome: Outcome, log: Path, seconds_prepare: float) -> BootReport:
+                 run: BootRun) -> BootReport:
+    watcher, outcome = run.watcher, run.outcome
     verdict = watcher.verdict(timed_out=outcome.timed_out, silent_for=outcome.silent_for)
     notes = list(prepared.notes)
     detail = verdict.detail
@@ -94,11 +107,11 @@ def build_report(opts: BootOptions, image: ImageFile, loader: str, accel: Accel,
         kernel_version=verdict.kernel_version,
         seconds_to_first_kernel_line=_round(verdict.t_first_kernel_line),
         seconds_to_sentinel=_round(verdict.t_sentinel), seconds_qemu=round(outcome.seconds, 2),
-        seconds_prepare=round(seconds_prepare, 2), prepared_with=prepared.prepared_with,
+        seconds_prepare=round(run.seconds_prepare, 2), prepared_with=prepared.prepared_with,
         failed_units=list(verdict.failed_units),
         grub_errors=list(verdict.grub_errors),
         system_state=verdict.system_state, login_prompt=verdict.login_prompt, probe=str(prepared.kind),
-        serial_log=str(log), added=list(prepared.added),
+        serial_log=str(run.log), added=list(prepared.added),
         mappings=list(prepared.direct.mappings) if prepared.direct else
         list(prepared.grub097.mappings) if prepared.grub097 else [], notes=notes,
     )

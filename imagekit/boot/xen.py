@@ -25,9 +25,9 @@ from imagekit.boot.options import BootOptions
 from imagekit.boot.overlay import ImageFile, overlay
 from imagekit.boot.pv import plan_pvgrub097, prepare_overlay, refused_report
 from imagekit.boot.pvgrub import MENU_LST, MODULES, Variant, cached_grub
-from imagekit.boot.qemu import run_qemu
+from imagekit.boot.qemu import Machine, run_qemu
 from imagekit.boot.report import BootReport
-from imagekit.boot.results import build_report, save_log
+from imagekit.boot.results import BootRun, build_report, save_log
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import CommandFailed, ImagekitError, UsageError
 from imagekit.util.progress import Progress
@@ -64,17 +64,16 @@ def build_pvgrub2(variant: Variant) -> Path:
     return cached_grub(f"pvgrub2-x86_64-xen-{variant}", "x86_64-xen", xen_grub_cfg(variant), XEN_MODULES)
 
 
-def xl_config(name: str, *, kernel: Path, disk: Path, disk_format: str, variant: Variant, memory_mb: int,
-              cpus: int) -> str:
-    """An xl domain config for a PV guest booted by pvgrub2."""
+def xl_config(name: str, *, kernel: Path, disk: Path, disk_format: str, variant: Variant, machine: Machine) -> str:
+    """An xl domain config for a PV guest booted by pvgrub2, with the machine's memory and CPUs."""
     vdev = "xvda1" if variant is Variant.HD0 else "xvda"
     backend = ", backendtype=qdisk" if disk_format != "raw" else ""
     return "\n".join([
         f'name = "{name}"',
         'type = "pv"',
         f'kernel = "{kernel}"',
-        f"memory = {memory_mb}",
-        f"vcpus = {cpus}",
+        f"memory = {machine.memory_mb}",
+        f"vcpus = {machine.cpus}",
         f'disk = [ "format={disk_format}, vdev={vdev}, access=rw{backend}, target={disk}" ]',
         'vif = [ "" ]',
         'on_poweroff = "destroy"',
@@ -139,11 +138,11 @@ def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootRep
             config = workdir / "domain.cfg"
             config.write_text(xl_config(name, kernel=build_pvgrub2(prepared.disk.variant), disk=ov,
                                         disk_format="qcow2", variant=prepared.disk.variant,
-                                        memory_mb=opts.memory_mb, cpus=opts.cpus))
+                                        machine=Machine(opts.memory_mb, opts.cpus)))
             log, watcher = workdir / "console.log", Watcher()
             with progress.stage("boot", "pvgrub2 under Xen"), xen_domain(config, name):
                 outcome = run_qemu(["xl", "console", name], log, watcher, timeout=opts.timeout,
                                    silence=opts.silence, console_on_stdout=True)
             saved = save_log(log, opts.serial_log or image.path.with_name(image.path.name + ".serial.log"))
-    return build_report(opts, image, "pvgrub", Accel("xen", "Xen dom0 (xl info works)"), prepared, watcher,
-                        outcome, saved, stage.seconds)
+    return build_report(opts, image, "pvgrub", Accel("xen", "Xen dom0 (xl info works)"), prepared,
+                        BootRun(watcher, outcome, saved, stage.seconds))

@@ -43,7 +43,7 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def run(
+def run(  # noqa: PLR0913 - subprocess.run's own keywords, all keyword-only: one call site reads as the call
     argv: Sequence[Arg],
     *,
     check: bool = True,
