@@ -39,22 +39,6 @@ class LvPlan:
     swap_uuid: str | None = None
 
 
-def lvm_fstab_lines(recipe: Recipe) -> list[str]:
-    """fstab lines for the logical volumes other than / (fstab_text writes /), by LABEL."""
-    if recipe.lvm is None:
-        return []
-    lines = []
-    for lv in recipe.lvm.volumes:
-        if lv.mountpoint == "/":
-            continue
-        if lv.type == "swap":
-            lines.append(f"LABEL={lv.label}\tnone\tswap\tsw\t0\t0")
-        else:
-            fsck = 0 if lv.type in ("xfs", "btrfs") else 2
-            lines.append(f"LABEL={lv.label}\t{lv.mountpoint}\t{lv.type}\tdefaults\t0\t{fsck}")
-    return lines
-
-
 def lv_uuid(recipe: Recipe, lv: LogicalVolume, ids: FsIds, epoch: int | None) -> str:
     if lv.mountpoint == "/":
         return ids.root_uuid
