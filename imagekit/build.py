@@ -55,9 +55,8 @@ from imagekit.rootfs.volumes import (
 from imagekit.util.errors import ImagekitError, RecipeError, UsageError
 from imagekit.util.hostdisk import host_disk
 from imagekit.util.progress import Progress
-from imagekit.util.reproducible import clamp_times, resolve_epoch
+from imagekit.util.reproducible import UUID_NAMESPACE, clamp_times, resolve_epoch
 
-UUID_NAMESPACE = uuid.UUID("5b0c3e52-8f0e-4a5e-9d7c-1a2b3c4d5e6f")
 DISK_HINT = "free space there or build elsewhere (-o; the work dir sits beside the image); the recipe's size is fine"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from imagekit.bootloader.menulst import Entry, render_menu_lst
 from imagekit.recipe.kernel_profiles import load_profile
-from imagekit.recipe.model import load_recipe
+from imagekit.recipe.load import load_recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.configure import install_kernel, make_esp_mountpoint, split_boot, write_fstab, write_identity
 from imagekit.rootfs.volumes import configure_volumes, split_mounts

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagekit.recipe.kernel_profiles import PACKAGED_DIR, find_profile, load_profile, search_path
-from imagekit.recipe.model import load_recipe
+from imagekit.recipe.load import load_recipe
 from imagekit.util.errors import RecipeError
 from tests.util import REPO, run_imagekit
 

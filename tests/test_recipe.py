@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.recipe.model import Layout, load_recipe, parse_size
+from imagekit.recipe.load import load_recipe
+from imagekit.recipe.model import Layout, parse_size
 from imagekit.util.errors import RecipeError
 from tests.util import RECIPES, run_imagekit
 

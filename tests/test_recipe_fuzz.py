@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from imagekit.bootloader.grubcfg import parse_grub_cfg
 from imagekit.bootloader.menulst import parse_menu_lst
 from imagekit.recipe.kernel_profiles import load_profile
-from imagekit.recipe.model import Recipe, Virtualization, load_recipe
+from imagekit.recipe.load import load_recipe
+from imagekit.recipe.model import Recipe, Virtualization
 from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config, boot_entries, fstab_text
 from imagekit.util.errors import RecipeError
 from tests.util import run_imagekit

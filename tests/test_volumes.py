@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.recipe.model import load_recipe
+from imagekit.recipe.load import load_recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.volumes import make_volume_images, service_dropins, split_mounts, volume_fstab_line
 from imagekit.util.errors import RecipeError

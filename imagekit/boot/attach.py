@@ -34,7 +34,7 @@ from imagekit.util.errors import UsageError
 from imagekit.util.run import run
 
 if TYPE_CHECKING:
-    from imagekit.boot.harness import Prepared
+    from imagekit.boot.prepared import Prepared
 
 GIB = 1 << 30
 DEFAULT_INSTANCE_STORE = 4 * GIB  # m3.medium's 4 GB SSD (the instance type imds.py reports)

@@ -39,7 +39,9 @@ from typing import Any
 from imagekit.boot import guest
 from imagekit.boot.extfs import ExtFs, ExtFsError, ExtTree, Partition, is_ext, is_lvm, partitions, sparse_copy
 from imagekit.boot.guest import Disk
+from imagekit.boot.hvm import GRUB_CFG
 from imagekit.boot.overlay import ImageFile, overlay
+from imagekit.boot.prepared import Prepared
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.pvgrub import Variant
 from imagekit.image.disklabel import LINUX_GPT_TYPES, LVM_TYPE, MBR_LINUX, MBR_LVM
@@ -101,7 +103,7 @@ def _devices(image: ImageFile) -> tuple[str | None, list[Partition]]:
 
 
 def looks_like_root(tree: ExtTree) -> bool:
-    """As guest._looks_like_root: /etc and a /sbin/init (file or symlink)."""
+    """As guest.looks_like_root: /etc and a /sbin/init (file or symlink)."""
     return tree.is_dir("/etc") and (tree.exists("/sbin/init") or tree.is_symlink("/sbin/init"))
 
 
@@ -130,8 +132,6 @@ def pv_layout(image: ImageFile, variant: Variant | None) -> Layout:
 
 def hvm_layout(image: ImageFile) -> Layout:
     """Root (the ext filesystem with /sbin/init) and the one holding grub.cfg (hvm.find_boot's rules)."""
-    from imagekit.boot.hvm import GRUB_CFG
-
     _, parts = _devices(image)
     devices = [(p.device, p.start) for p in parts] or [("/dev/sda", 0)]
     ext = sorted(d for d in devices if is_ext(image.path, d[1]))
@@ -152,14 +152,17 @@ def identity(path: Path) -> dict[str, int]:
             "ctime_ns": st.st_ctime_ns}
 
 
+# the modules under boot/ whose code decides the edits cached with a copy (pv.py: edit_pv; harness.py: pv_job)
+EDIT_SOURCES = ("extfs.py", "harness.py", "pv.py", "hvm.py", "metadata.py", "mounts.py", "probe.py")
+
+
 @functools.cache
 def source_digest() -> str:
-    """The source of the modules whose code decides the edits: a changed probe never reuses an old copy."""
-    from imagekit.boot import extfs, harness, hvm, metadata, mounts, probe
-
+    """The source of the modules whose code decides the edits: a changed probe never reuses an old copy.
+    Read as files (their text is what counts; this module does not call the harness that calls it)."""
     h = hashlib.sha256()
-    for module in (extfs, harness, hvm, metadata, mounts, probe):
-        h.update(Path(module.__file__ or "").read_bytes())
+    for name in EDIT_SOURCES:
+        h.update((Path(__file__).parent / name).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
 
@@ -178,8 +181,6 @@ def to_json(prepared: Any) -> dict[str, Any]:
 
 
 def from_json(data: dict[str, Any]) -> Any:
-    from imagekit.boot.harness import Prepared
-
     d = data["disk"]
     disk = Disk(Variant(d["variant"]) if d["variant"] else None, d["boot_device"], d["root_device"],
                 d["separate_boot"])

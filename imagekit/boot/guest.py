@@ -8,16 +8,16 @@ when it is not the boot one, it is a separate-/boot layout and the boot filesyst
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imagekit.boot.pvgrub import MENU_LST, Variant
 from imagekit.util.accel import Accel
-from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import UsageError
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs")
 
@@ -40,22 +40,10 @@ class Disk:
 
 @contextmanager
 def open_guest(overlay: Path, accel: Accel, image_name: str) -> Iterator[Any]:
-    """A launched libguestfs handle on the overlay; shut down and closed when the block ends."""
-    import guestfs
-
-    for key, value in accel.libguestfs_env().items():
-        os.environ[key] = value
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.add_drive_opts(str(overlay), format="qcow2", readonly=False)
-        g.launch()
+    """A launched libguestfs handle on the overlay (read-write); shut down and closed when the block ends."""
+    with session([Drive(overlay, DiskFormat.QCOW2, readonly=False)], accel=accel,
+                 error=f"libguestfs failed on {image_name}") as g:
         yield g
-    except RuntimeError as exc:
-        raise ImagekitError(f"libguestfs failed on {image_name}: {exc}") from None
-    finally:
-        with suppress(RuntimeError):
-            g.shutdown()
-        g.close()
 
 
 def _fstype(g: Any, device: str) -> str | None:
@@ -65,7 +53,7 @@ def _fstype(g: Any, device: str) -> str | None:
         return None
 
 
-def _looks_like_root(g: Any, device: str) -> bool:
+def looks_like_root(g: Any, device: str) -> bool:
     try:
         g.mount_ro(device, "/")
     except RuntimeError:
@@ -100,7 +88,7 @@ def find_disk(g: Any, image_name: str, variant: Variant | None = None) -> Disk:
         raise UsageError(f"IMAGE: {image_name} has no filesystem PV-GRUB can read "
                          f"({', '.join(FILESYSTEMS)})")
     ordered = [boot, *[d for d in fs if d != boot]]
-    root = next((d for d in ordered if _fstype(g, d) in FILESYSTEMS and _looks_like_root(g, d)), None)
+    root = next((d for d in ordered if _fstype(g, d) in FILESYSTEMS and looks_like_root(g, d)), None)
     return Disk(variant, boot, root, separate_boot=root is not None and root != boot)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from imagekit.boot import guest, probe
 from imagekit.boot.guest import FILESYSTEMS, Disk
-from imagekit.boot.harness import Prepared
+from imagekit.boot.prepared import Prepared
 from imagekit.boot.probe import LINUX_COMMANDS
 
 GRUB_CFG = "/boot/grub/grub.cfg"
@@ -26,7 +26,7 @@ def linux_filesystems(g: Any) -> list[str]:
 
 
 def find_root(g: Any, devices: list[str]) -> str | None:
-    return next((d for d in devices if guest._looks_like_root(g, d)), None)
+    return next((d for d in devices if guest.looks_like_root(g, d)), None)
 
 
 def find_boot(g: Any, devices: list[str], root: str) -> str:

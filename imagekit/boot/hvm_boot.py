@@ -28,13 +28,16 @@ from imagekit.boot.console import Watcher
 from imagekit.boot.fastprep import Job, hvm_layout, prepare_disk
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
-from imagekit.boot.harness import BootOptions, Prepared, build_report, default_log_path, read_manifest, save_log
 from imagekit.boot.hvm import edit_hvm, prepare_hvm
+from imagekit.boot.options import BootOptions
 from imagekit.boot.overlay import ImageFile, layer, overlay
+from imagekit.boot.prepared import Prepared
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
+from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.image.disklabel import DiskLabel
+from imagekit.manifest import read_manifest
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
@@ -148,8 +151,8 @@ def boot_once(run: Run, firmware: Firmware, attached: Attached, progress: Progre
             watcher = Watcher(firmware_boot=True, on_phase=booting.phase)
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
         saved = save_log(log, log_path(opts, run.image, firmware, run.several))
-    report = build_report(opts, run.image, LOADER, run.accel, run.prepared, watcher, outcome, saved,
-                          run.seconds_prepare)
+    report = build_report(opts, run.image, LOADER, run.accel, run.prepared,
+                          BootRun(watcher, outcome, saved, run.seconds_prepare))
     t_bootloader = watcher.t_bootloader
     return replace(report, firmware=str(firmware), disk_interface=run.interface,
                    seconds_to_bootloader=None if t_bootloader is None else round(t_bootloader, 2),

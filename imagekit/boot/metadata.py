@@ -24,7 +24,7 @@ from imagekit.boot.probe import LINUX_COMMANDS, add_kernel_arg
 from imagekit.boot.pvgrub import MENU_LST
 
 if TYPE_CHECKING:
-    from imagekit.boot.harness import Prepared
+    from imagekit.boot.prepared import Prepared
 
 IMDS_ADDRESS = "169.254.169.254"
 SLIRP_NET = "169.254.0.0/16"  # guestfwd reaches only addresses inside slirp's own network

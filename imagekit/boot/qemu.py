@@ -2,18 +2,13 @@
 
 `run_qemu` owns the process from start to end: it streams the serial log (a file QEMU writes) into a
 `Watcher`, stops QEMU as soon as the boot reaches an end state, on timeout, after a long silence, on
-Ctrl-C or on any exception, and never returns while QEMU is alive. QEMU runs in its own session and
-gets SIGKILL if imagekit itself dies (PR_SET_PDEATHSIG), so no QEMU outlives the command.
+Ctrl-C or on any exception, and never returns while QEMU is alive. QEMU is `run.spawn`ed: its own
+session, SIGKILL if imagekit itself dies (PR_SET_PDEATHSIG), so no QEMU outlives the command.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import logging
-import os
-import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -22,15 +17,13 @@ from pathlib import Path
 
 from imagekit.boot.console import Watcher
 from imagekit.util.accel import Accel
-from imagekit.util.errors import CommandFailed, ImagekitError
-
-log = logging.getLogger("imagekit.boot")
+from imagekit.util.errors import ImagekitError
+from imagekit.util.run import spawn, stop
 
 QEMU = "qemu-system-x86_64"
 POLL = 0.1  # seconds between reads of the serial log
 PARTIAL_AFTER = 1.0  # a line without newline (a shell prompt) counts once it has been still this long
 LINGER = 1.5  # after a failure, keep reading this long so the report has the lines that follow
-STOP_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -64,40 +57,14 @@ def qemu_argv(machine: Machine, *, disk: Path, serial_log: Path, kernel: Path,
     return argv
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(STOP_WAIT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @contextlib.contextmanager
 def qemu_process(argv: Sequence[str], stderr_path: Path,
                  stdout_path: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """QEMU (or `xl console`), started in its own session; stopped (TERM, then KILL) when the block ends,
-    however it ends. Its stdout goes to `stdout_path` when given (a console read from stdout)."""
-    log.info("+ %s", shlex.join(argv))
-    with open(stderr_path, "wb") as err, open(stdout_path or stderr_path, "ab") as out:
-        try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-        except FileNotFoundError:
-            raise CommandFailed(list(argv), 127) from None
-    try:
+    """QEMU (or `xl console`), spawned by run.spawn: its own session, stopped (TERM, then KILL) and reaped
+    when the block ends, however it ends. Its stdout goes to `stdout_path` when given (a console read from stdout)."""
+    with open(stderr_path, "wb") as err, open(stdout_path or stderr_path, "ab") as out, \
+            spawn(argv, stdout=out, stderr=err) as proc:
         yield proc
-    finally:
-        _stop(proc)
 
 
 class _LogReader:
@@ -166,7 +133,7 @@ def run_qemu(argv: Sequence[str], serial_log: Path, watcher: Watcher, *, timeout
                 timed_out, silent_for = True, now - last_output
                 break
             time.sleep(POLL)
-        _stop(proc)
+        stop(proc)
         end = time.monotonic()
         for line in reader.rest():
             watcher.feed(end - start, line)

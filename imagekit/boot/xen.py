@@ -18,17 +18,20 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from imagekit.boot import guest
+from imagekit.boot.console import Watcher
+from imagekit.boot.options import BootOptions
+from imagekit.boot.overlay import ImageFile, overlay
+from imagekit.boot.pv import plan_pvgrub097, prepare_overlay, refused_report
 from imagekit.boot.pvgrub import MENU_LST, MODULES, Variant, cached_grub
+from imagekit.boot.qemu import Machine, run_qemu
+from imagekit.boot.report import BootReport
+from imagekit.boot.results import BootRun, build_report, save_log
+from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import CommandFailed, ImagekitError, UsageError
+from imagekit.util.progress import Progress
 from imagekit.util.run import run
-
-if TYPE_CHECKING:
-    from imagekit.boot.harness import BootOptions
-    from imagekit.boot.overlay import ImageFile
-    from imagekit.boot.report import BootReport
-    from imagekit.util.progress import Progress
 
 GRUB_XEN_DIR = Path("/usr/lib/grub/x86_64-xen")
 XEN_MODULES = (*(m for m in MODULES if m not in ("biosdisk", "linux16", "serial", "terminfo")), "search")
@@ -61,17 +64,16 @@ def build_pvgrub2(variant: Variant) -> Path:
     return cached_grub(f"pvgrub2-x86_64-xen-{variant}", "x86_64-xen", xen_grub_cfg(variant), XEN_MODULES)
 
 
-def xl_config(name: str, *, kernel: Path, disk: Path, disk_format: str, variant: Variant, memory_mb: int,
-              cpus: int) -> str:
-    """An xl domain config for a PV guest booted by pvgrub2."""
+def xl_config(name: str, *, kernel: Path, disk: Path, disk_format: str, variant: Variant, machine: Machine) -> str:
+    """An xl domain config for a PV guest booted by pvgrub2, with the machine's memory and CPUs."""
     vdev = "xvda1" if variant is Variant.HD0 else "xvda"
     backend = ", backendtype=qdisk" if disk_format != "raw" else ""
     return "\n".join([
         f'name = "{name}"',
         'type = "pv"',
         f'kernel = "{kernel}"',
-        f"memory = {memory_mb}",
-        f"vcpus = {cpus}",
+        f"memory = {machine.memory_mb}",
+        f"vcpus = {machine.cpus}",
         f'disk = [ "format={disk_format}, vdev={vdev}, access=rw{backend}, target={disk}" ]',
         'vif = [ "" ]',
         'on_poweroff = "destroy"',
@@ -105,9 +107,6 @@ def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tup
     """PV-GRUB's model before any domain: GRUB 0.97 runs the menu, Xen's domain builder's rules judge the kernel
     (imagekit/pvgrub/plan.py, as --loader pvgrub097 and lint). A report when no entry would boot, before `xl` is
     looked up. A raw image only (GRUB 0.97's shell reads the file itself): a qcow2 goes to pvgrub2 unchecked."""
-    from imagekit.boot.harness import plan_pvgrub097, refused_report
-    from imagekit.util.accel import Accel
-
     if image.format != "raw":
         return opts, None
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-xen-check-") as tmp:
@@ -120,13 +119,6 @@ def check_kernel(opts: BootOptions, image: ImageFile, progress: Progress) -> tup
 
 def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport:
     """Boot under a real dom0 with pvgrub2; the console is read through `xl console`. Not run in CI."""
-    from imagekit.boot import guest
-    from imagekit.boot.console import Watcher
-    from imagekit.boot.harness import build_report, prepare_overlay, save_log
-    from imagekit.boot.overlay import overlay
-    from imagekit.boot.qemu import run_qemu
-    from imagekit.util.accel import Accel, detect
-
     if shutil.which("xl") is None:  # no Xen tools at all: said at once, whatever the image holds
         check_dom0()
     opts, refused = check_kernel(opts, image, progress)  # before `xl create` (and `xl info`) is run
@@ -146,11 +138,11 @@ def boot_xen(opts: BootOptions, image: ImageFile, progress: Progress) -> BootRep
             config = workdir / "domain.cfg"
             config.write_text(xl_config(name, kernel=build_pvgrub2(prepared.disk.variant), disk=ov,
                                         disk_format="qcow2", variant=prepared.disk.variant,
-                                        memory_mb=opts.memory_mb, cpus=opts.cpus))
+                                        machine=Machine(opts.memory_mb, opts.cpus)))
             log, watcher = workdir / "console.log", Watcher()
             with progress.stage("boot", "pvgrub2 under Xen"), xen_domain(config, name):
                 outcome = run_qemu(["xl", "console", name], log, watcher, timeout=opts.timeout,
                                    silence=opts.silence, console_on_stdout=True)
             saved = save_log(log, opts.serial_log or image.path.with_name(image.path.name + ".serial.log"))
-    return build_report(opts, image, "pvgrub", Accel("xen", "Xen dom0 (xl info works)"), prepared, watcher,
-                        outcome, saved, stage.seconds)
+    return build_report(opts, image, "pvgrub", Accel("xen", "Xen dom0 (xl info works)"), prepared,
+                        BootRun(watcher, outcome, saved, stage.seconds))

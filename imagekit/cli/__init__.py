@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
 
 import click
 
+from imagekit.cli.common import App, add_common_options, configure_logging, json_defaults
 from imagekit.util.errors import ImagekitError
 
 # command name -> module under imagekit.cli that defines `command`
@@ -28,12 +28,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@dataclass
-class App:
-    verbose: int = 0
-    debug: bool = False
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -42,8 +36,6 @@ class LazyGroup(click.Group):
         module = COMMANDS.get(name)
         if module is None:
             return None
-        from imagekit.cli.common import add_common_options
-
         cmd = importlib.import_module(f"imagekit.cli.{module}").command
         assert isinstance(cmd, click.Command)
         return add_common_options(cmd)
@@ -65,8 +57,6 @@ def cli(ctx: click.Context, verbose: int, debug: bool, json_output: bool) -> Non
       imagekit build recipes/debian-12-pvgrub-hd00.toml -o out/debian-12-pvgrub-hd00.img
       imagekit lint out/debian-12-pvgrub-hd00.img
     """
-    from imagekit.cli.common import configure_logging, json_defaults
-
     ctx.obj = App(verbose=verbose, debug=debug)
     configure_logging(verbose, debug)
     if json_output:

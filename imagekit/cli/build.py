@@ -39,7 +39,8 @@ def command(recipe: Path, output: Path | None, force: bool, layout: str | None, 
     from imagekit.build import build_image
     from imagekit.cli.common import check_output
     from imagekit.manifest import SCHEMA as MANIFEST_SCHEMA
-    from imagekit.recipe.model import Layout, load_recipe
+    from imagekit.recipe.load import load_recipe
+    from imagekit.recipe.model import Layout
     from imagekit.util.errors import RecipeError, UsageError
     from imagekit.util.progress import Progress
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,15 @@ def configure_logging(verbose: int, debug: bool) -> None:
     logging.getLogger().setLevel(level)
 
 
-def _app(ctx: click.Context) -> Any:
-    from imagekit.cli import App
+@dataclass
+class App:
+    """The group's settings, passed to every command (click's ctx.obj)."""
 
+    verbose: int = 0
+    debug: bool = False
+
+
+def _app(ctx: click.Context) -> App:
     app = ctx.find_object(App)
     if app is None:  # a command invoked on its own (tests): its own settings
         app = ctx.ensure_object(App)

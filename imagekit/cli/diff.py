@@ -35,7 +35,7 @@ def command(a: Path, b: Path, fmt: str | None, reader: str, json_output: bool) -
         for name, path in (("A", a), ("B", b)):
             check_image_file(path, name, fmt)
     from imagekit.cli.common import echo_json
-    from imagekit.diff.compare import diff
+    from imagekit.diff import diff
     from imagekit.util.progress import Progress
 
     changes = diff(a, b, Progress.for_cli(json_output), fmt, reader)

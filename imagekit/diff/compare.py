@@ -1,6 +1,6 @@
 """What differs between two images (or two build manifests): packages, files, boot configuration.
 
-Images are read in this process (diff_native.py, reader "native") or opened read-only in one libguestfs
+Images are read in this process (diff/native.py, reader "native") or opened read-only in one libguestfs
 appliance (reader "guestfs", both disks attached; "auto", the default: native, else libguestfs): every file's sha256
 and every path, then the boot configuration (menu.lst, fstab, kernel command line) as the image holds
 it. Packages come from the build manifests when both have them, else from each image's dpkg database.
@@ -13,7 +13,6 @@ appliance (sha256sum streams them), and the text files compared are read only up
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
-from imagekit.manifest import load_manifest, read_manifest
-from imagekit.util.errors import ImagekitError, UsageError
+from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
 
 MAX_TEXT = 32 * 1024 * 1024  # menu.lst, fstab: kilobytes; dpkg's status of a large system: a few MiB
@@ -57,7 +56,7 @@ class Change:
         return f"{mark} {self.kind} {self.name}{detail}"
 
 
-def _dpkg_status(text: str) -> dict[str, str]:
+def dpkg_status(text: str) -> dict[str, str]:
     out = {}
     for para in text.split("\n\n"):
         fields = dict(re.findall(r"^(Package|Version|Status): (.+)$", para, re.M))
@@ -79,7 +78,7 @@ def from_manifest(data: dict[str, Any]) -> Side:
     return side
 
 
-def _cmdline(menu: str) -> str | None:
+def cmdline(menu: str) -> str | None:
     try:
         parsed = parse_menu_lst(menu)
     except MenuLstError:
@@ -139,11 +138,11 @@ def image_path(name: str) -> str:
 def _read_image(g: Any, at: str, manifest: dict[str, Any] | None, scratch: Path) -> Side:
     side = from_manifest(manifest) if manifest else Side()
     if not side.packages and (status := _text(g, f"{at}/var/lib/dpkg/status", scratch)) is not None:
-        side.packages = _dpkg_status(status)
+        side.packages = dpkg_status(status)
     for rel in ("boot/grub/menu.lst", "boot/boot/grub/menu.lst"):
         if (menu := _text(g, f"{at}/{rel}", scratch)) is not None:
             side.boot["menu.lst"] = menu
-            side.boot["cmdline"] = _cmdline(menu) or ""
+            side.boot["cmdline"] = cmdline(menu) or ""
             break
     if (fstab := _text(g, f"{at}/etc/fstab", scratch)) is not None:
         side.boot["fstab"] = fstab
@@ -170,40 +169,13 @@ def _sizes(g: Any, at: str, paths: list[str]) -> dict[str, int]:
     return out
 
 
-def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
-               reader: str = "auto") -> tuple[Side, Side]:
-    """Both sides; `fmt` (raw or qcow2, None: raw) is how both images are opened (appliance.disk_format);
-    `reader` auto, native or guestfs (lint/view.py)."""
-    for p in (a, b):
-        if not p.is_file():
-            raise UsageError(f"{p}: no such image or manifest")
-    if a.suffix == ".json" and b.suffix == ".json":
-        return from_manifest(load_manifest(a)), from_manifest(load_manifest(b))
-    if a.suffix == ".json" or b.suffix == ".json":
-        raise UsageError("diff: give two images or two manifests, not one of each")
-    from imagekit.util.appliance import disk_format, guestfs_handle
-
-    formats = [disk_format(p, fmt) for p in (a, b)]
-    manifests = [read_manifest(p) for p in (a, b)]
-    if reader != "guestfs":
-        from imagekit.diff.native import read_sides_native
-        from imagekit.lint.native import NotNative
-
-        try:
-            sides: tuple[Side, Side] = read_sides_native((a, b), manifests, progress) if fmt in (None, "raw") \
-                else _not_native(f"a {fmt} image")
-            return sides
-        except NotNative as exc:
-            if reader == "native":
-                raise UsageError(f"diff: --reader native cannot read the images: {exc.reason}",
-                                 hint="use --reader guestfs (or auto)") from None
-            progress.warn(f"diff: {exc.reason}: reading the images through libguestfs instead")
-    g = guestfs_handle()
-    try:
-        for p, kind in zip((a, b), formats, strict=True):
-            g.add_drive_opts(os.fspath(p), readonly=True, format=str(kind))
-        with progress.stage("diff", "launch libguestfs"):
-            g.launch()
+def read_sides_guestfs(images: tuple[Path, Path], formats: list[DiskFormat], manifests: list[dict[str, Any] | None],
+                       progress: Progress) -> tuple[Side, Side]:
+    """Both sides read in one libguestfs appliance (both disks attached, read-only, as `formats`)."""
+    a, b = images
+    drives = [Drive(p, kind) for p, kind in zip((a, b), formats, strict=True)]
+    with session(drives, error=f"diff: libguestfs failed on {a} and {b}",
+                 launching=progress.stage("diff", "launch libguestfs")) as g:
         read: list[Side] = []
         with tempfile.TemporaryDirectory(prefix="imagekit-diff-") as tmp:
             for disk, at, path, manifest in (("/dev/sda", "/a", a, manifests[0]), ("/dev/sdb", "/b", b, manifests[1])):
@@ -211,24 +183,13 @@ def read_sides(a: Path, b: Path, progress: Progress, fmt: str | None = None,
                     g.mkmountpoint(at)
                     _mount_image(g, disk, at, path)
                     read.append(_read_image(g, at, manifest, Path(tmp)))
-        changed = _file_changes(read[0], read[1])
+        changed = file_changes(read[0], read[1])
         read[0].sizes = _sizes(g, "/a", [c.name for c in changed if c.change != "added"])
         read[1].sizes = _sizes(g, "/b", [c.name for c in changed if c.change != "removed"])
         return read[0], read[1]
-    except RuntimeError as exc:
-        raise ImagekitError(f"diff: libguestfs: {exc}") from None
-    finally:
-        g.shutdown()
-        g.close()
 
 
-def _not_native(reason: str) -> tuple[Side, Side]:
-    from imagekit.lint.native import NotNative
-
-    raise NotNative(reason)
-
-
-def _file_changes(a: Side, b: Side) -> list[Change]:
+def file_changes(a: Side, b: Side) -> list[Change]:
     if a.paths is None or b.paths is None or a.sums is None or b.sums is None:
         return []
     out = [Change("file", "added", p) for p in sorted(b.paths - a.paths)]
@@ -244,7 +205,7 @@ def compare(a: Side, b: Side) -> list[Change]:
         if old != new:
             kind = "added" if old is None else "removed" if new is None else "changed"
             changes.append(Change("package", kind, name, old, new))
-    for c in _file_changes(a, b):
+    for c in file_changes(a, b):
         old = str(a.sizes[c.name]) + " B" if c.name in a.sizes else None
         new = str(b.sizes[c.name]) + " B" if c.name in b.sizes else None
         changes.append(Change("file", c.change, c.name, old, new))
@@ -252,8 +213,3 @@ def compare(a: Side, b: Side) -> list[Change]:
         if a.boot.get(key) != b.boot.get(key):
             changes.append(Change("boot", "changed", key, a.boot.get(key), b.boot.get(key)))
     return changes
-
-
-def diff(a: Path, b: Path, progress: Progress, fmt: str | None = None, reader: str = "auto") -> list[Change]:
-    side_a, side_b = read_sides(a, b, progress, fmt, reader)
-    return compare(side_a, side_b)

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from imagekit.diff.compare import MAX_TEXT, Side, cmdline, dpkg_status, file_changes, from_manifest
 from imagekit.lint.native import READABLE, NativeView, Node, open_native
 from imagekit.lint.view import UnreadableFile
 from imagekit.util.errors import UsageError
@@ -91,8 +92,6 @@ class Mounted:
 
 def read_sides_native(images: tuple[Path, Path], manifests: list[dict[str, Any] | None], progress: Any) -> Any:
     """Both sides (diff.Side) read natively; NotNative when an image cannot be read here."""
-    from imagekit.diff.compare import MAX_TEXT, Side, _cmdline, _dpkg_status, _file_changes, from_manifest
-
     with ExitStack() as stack:
         views = [stack.enter_context(open_native(p)) for p in images]
         sides = []
@@ -104,11 +103,11 @@ def read_sides_native(images: tuple[Path, Path], manifests: list[dict[str, Any] 
                 side = from_manifest(manifest) if manifest else Side()
                 try:
                     if not side.packages and (status := m.text("/var/lib/dpkg/status", MAX_TEXT)) is not None:
-                        side.packages = _dpkg_status(status)
+                        side.packages = dpkg_status(status)
                     for rel in ("/boot/grub/menu.lst", "/boot/boot/grub/menu.lst"):
                         if (menu := m.text(rel, MAX_TEXT)) is not None:
                             side.boot["menu.lst"] = menu
-                            side.boot["cmdline"] = _cmdline(menu) or ""
+                            side.boot["cmdline"] = cmdline(menu) or ""
                             break
                     if (fstab := m.text("/etc/fstab", MAX_TEXT)) is not None:
                         side.boot["fstab"] = fstab
@@ -119,7 +118,7 @@ def read_sides_native(images: tuple[Path, Path], manifests: list[dict[str, Any] 
                 except UnreadableFile as exc:
                     raise UsageError(f"{path}: cannot read {exc.path} on {exc.device}: {exc.reason}") from None
                 sides.append(side)
-        changed = _file_changes(sides[0], sides[1])
+        changed = file_changes(sides[0], sides[1])
         for side, keep in ((sides[0], "added"), (sides[1], "removed")):
             wanted = {c.name for c in changed if c.change != keep}
             side.sizes = {p: s for p, s in side.sizes.items() if p in wanted}

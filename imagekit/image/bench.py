@@ -22,7 +22,8 @@ from pathlib import Path
 
 from imagekit.image.filesystem import mke2fs_env
 from imagekit.recipe.kernel_profiles import load_profile
-from imagekit.recipe.model import Bootstrap, load_recipe
+from imagekit.recipe.load import load_recipe
+from imagekit.recipe.model import Bootstrap
 from imagekit.rootfs.bootstrap import bootstrap_key, bootstrap_packages
 from imagekit.util.accel import detect
 from imagekit.util.cache import cache_dir

@@ -10,7 +10,6 @@ there (`mke2fs -d -E offset=`), as for any partition. No file data crosses the a
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from imagekit.image.partition import write_mbr
 from imagekit.recipe.model import Filesystem, FsType, LogicalVolume, Recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.configure import FsIds
-from imagekit.util.errors import ImagekitError, RecipeError
+from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import RecipeError
 
 LV_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/logical-volumes")
 MBR_LINUX_LVM = 0x8E
@@ -37,22 +37,6 @@ class LvPlan:
     mib: int | None
     swap_label: str | None = None
     swap_uuid: str | None = None
-
-
-def lvm_fstab_lines(recipe: Recipe) -> list[str]:
-    """fstab lines for the logical volumes other than / (fstab_text writes /), by LABEL."""
-    if recipe.lvm is None:
-        return []
-    lines = []
-    for lv in recipe.lvm.volumes:
-        if lv.mountpoint == "/":
-            continue
-        if lv.type == "swap":
-            lines.append(f"LABEL={lv.label}\tnone\tswap\tsw\t0\t0")
-        else:
-            fsck = 0 if lv.type in ("xfs", "btrfs") else 2
-            lines.append(f"LABEL={lv.label}\t{lv.mountpoint}\t{lv.type}\tdefaults\t0\t{fsck}")
-    return lines
 
 
 def lv_uuid(recipe: Recipe, lv: LogicalVolume, ids: FsIds, epoch: int | None) -> str:
@@ -82,12 +66,9 @@ def set_mbr_type(image: Path, partition: int, type_id: int) -> None:
 
 def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan]) -> None:
     """One libguestfs launch: PV on partition N, the VG, the LVs in order, mkswap on the swap ones."""
-    from imagekit.util.appliance import guestfs_handle
-
-    g = guestfs_handle()
-    try:
-        g.add_drive_opts(os.fspath(image), format="raw", readonly=False)
-        g.launch()
+    with session([Drive(image, DiskFormat.RAW, readonly=False)],
+                 error=f"{image}: creating LVM volume group {vg} with libguestfs failed",
+                 hint="do the logical volumes fit? (sizes are rounded up to 4 MiB extents)") as g:
         device = f"{g.list_devices()[0]}{partition}"
         g.pvcreate(device)
         g.vgcreate(vg, [device])
@@ -100,12 +81,6 @@ def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan
             if plan.swap_label is not None:
                 g.mkswap(f"/dev/{vg}/{plan.name}", label=plan.swap_label, uuid=plan.swap_uuid)
         g.sync()
-        g.shutdown()
-    except RuntimeError as exc:
-        raise ImagekitError(f"{image}: creating LVM volume group {vg} with libguestfs failed: {exc}",
-                            hint="do the logical volumes fit? (sizes are rounded up to 4 MiB extents)") from None
-    finally:
-        g.close()
 
 
 def plan_volumes(recipe: Recipe, ids: FsIds, epoch: int | None) -> list[LvPlan]:
@@ -127,7 +102,7 @@ def assemble_lvm(recipe: Recipe, image: Path, disk_size: int, placements: list[P
 
     Returns the manifest's filesystem records and the placements of every filesystem made (for fsck).
     """
-    from imagekit.build import UUID_NAMESPACE  # the build's namespace for reproducible hash seeds
+    from imagekit.util.reproducible import UUID_NAMESPACE  # the build's namespace for reproducible hash seeds
 
     assert recipe.lvm is not None and boot_tree is not None and ids.boot_uuid is not None
     boot, pv = placements

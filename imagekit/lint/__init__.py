@@ -72,7 +72,7 @@ class LintReport:
     notes: list[str] = field(default_factory=list)  # why auto fell back to libguestfs, if it did
 
 
-def lint_image(
+def lint_image(  # noqa: PLR0913 - `imagekit lint`'s options as optional keywords (the API tests call)
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
     arch: str | None = None, fmt: str | None = None, reader: str = "auto", aki_version: str | None = None,
 ) -> list[Finding]:
@@ -83,7 +83,7 @@ def lint_image(
     return lint_report(path, target, progress, arch, fmt, reader, aki_version).findings
 
 
-def lint_report(
+def lint_report(  # noqa: PLR0913 - lint_image's options, the same keywords
     path: str | os.PathLike[str], target: str | None = None, progress: Progress | None = None,
     arch: str | None = None, fmt: str | None = None, reader: str = "auto", aki_version: str | None = None,
 ) -> LintReport:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from imagekit.lint.view import MAX_TEXT, Filesystem, Partition, UnreadableFile, fetch_whole
+from imagekit.lint.view_types import MAX_TEXT, Filesystem, Partition, UnreadableFile, fetch_whole
 from imagekit.util.errors import CommandFailed
 from imagekit.util.run import run
 

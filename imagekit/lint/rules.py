@@ -254,7 +254,7 @@ def rules_for(target: Target) -> tuple[Rule, ...]:
     return tuple(r for r in REGISTRY if target in r.targets)
 
 
-def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,
+def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,  # noqa: PLR0913 (the image, its facts, and keyword options)
               aki_version: str | None = None, fmt: str = "raw", stage: StageTimer | None = None) -> list[Finding]:
     """Every rule of `target` on `view`, in the registry's order; `stage`'s row counts the checks done
     of the total."""

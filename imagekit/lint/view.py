@@ -1,4 +1,6 @@
-"""A read-only view of any disk image: the `ImageView` protocol and its libguestfs implementation.
+"""A read-only view of any disk image: the readers (`open_view`) and the libguestfs one (`GuestfsView`).
+
+The `ImageView` protocol both readers answer, and its vocabulary, are in lint/view_types.py.
 
 `open_view` picks the reader: `native` (imagekit/lint/native.py: the image read in this process, no
 appliance), `guestfs` (one libguestfs appliance launch per lint), or `auto` (native, and libguestfs for
@@ -20,77 +22,22 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal
 
-from imagekit.util.errors import ImagekitError, UsageError
-
-if TYPE_CHECKING:
-    from imagekit.util.appliance import DiskFormat
-
-# menu.lst, grub.cfg, fstab, a kernel's config-VERSION (~250 KiB), dpkg's status: text files of kilobytes
-# to a few MiB. libguestfs' read_file stops near 4 MiB (its message size) anyway.
-MAX_TEXT = 2 * 1024 * 1024
+from imagekit.lint.native import NotNative, open_native
+from imagekit.lint.view_types import MAX_TEXT as MAX_TEXT  # the rule modules' names for the view's vocabulary
+from imagekit.lint.view_types import Filesystem as Filesystem
+from imagekit.lint.view_types import ImageView as ImageView
+from imagekit.lint.view_types import Partition as Partition
+from imagekit.lint.view_types import UnreadableFile as UnreadableFile
+from imagekit.lint.view_types import fetch_whole
+from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import UsageError
 
 Reader = Literal["auto", "native", "guestfs"]
 READERS: tuple[str, ...] = ("auto", "native", "guestfs")
-
-
-class UnreadableFile(Exception):
-    """A file a rule asked for cannot be read: the path is not absolute, a symlink loop, too large..."""
-
-    def __init__(self, device: str, path: str, reason: str) -> None:
-        super().__init__(f"{device}:{path}: {reason}")
-        self.device, self.path, self.reason = device, path, reason
-
-
-@dataclass(frozen=True)
-class Partition:
-    number: int  # 1-based
-    device: str  # /dev/sda1
-    start: int  # bytes
-    size: int
-    mbr_id: int | None  # MBR partition type byte (None on GPT)
-    gpt_type: str | None  # GPT partition type GUID (None on MBR)
-    guid: str | None = None  # GPT unique partition GUID, lower case (None on MBR)
-
-
-@dataclass(frozen=True)
-class Filesystem:
-    device: str  # /dev/sda, /dev/sda1 or /dev/vg/lv
-    type: str  # ext4, xfs, vfat, swap, unknown, ...
-    label: str
-    uuid: str
-    partition: int | None  # number of the partition it sits on (None: whole disk or LVM)
-    lvm: bool
-
-
-class ImageView(Protocol):
-    """What the lint rules (and diff) ask of an image; devices are named as libguestfs names them
-    (/dev/sda, /dev/sda1), whichever reader answers."""
-
-    image: Path
-    reader: str  # "native" or "guestfs": which reader answers
-    disk: str
-    parttype: str | None  # "msdos", "gpt", or None (no partition table)
-    partitions: tuple[Partition, ...]
-    filesystems: tuple[Filesystem, ...]
-    lvm_pvs: tuple[str, ...]
-
-    def filesystem(self, device: str) -> Filesystem | None: ...
-    def filesystem_on_partition(self, number: int | None) -> Filesystem | None: ...
-    def disk_bytes(self, offset: int, count: int) -> bytes: ...
-    def ext_features(self, device: str) -> set[str]: ...
-    def exists(self, device: str, path: str) -> bool: ...
-    def is_dir(self, device: str, path: str) -> bool: ...
-    def size(self, device: str, path: str) -> int | None: ...
-    def read(self, device: str, path: str, limit: int = MAX_TEXT) -> bytes | None: ...
-    def read_text(self, device: str, path: str, limit: int = MAX_TEXT) -> str | None: ...
-    def ls(self, device: str, path: str) -> list[str]: ...
-    def fetched(self, device: str, path: str, limit: int) -> AbstractContextManager[Path | None]: ...
-    def fetch(self, device: str, path: str, limit: int) -> bytes | None: ...
 
 
 class GuestfsView:
@@ -257,23 +204,11 @@ class GuestfsView:
         return fetch_whole(self, device, path, limit)
 
 
-def fetch_whole(view: ImageView, device: str, path: str, limit: int) -> bytes | None:
-    """`view.fetched`, read into memory (for a kernel, which is parsed whole: at most `limit` bytes); both
-    readers' `fetch`."""
-    with view.fetched(device, path, limit) as local:
-        if local is None:
-            return None
-        with open(local, "rb") as f:
-            return f.read(limit)
-
-
 @contextmanager
 def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None, reader: str = "auto",
               warn: Callable[[str], None] | None = None) -> Iterator[ImageView]:
     """A view of `image` (read-only, as `fmt`: raw unless given, `appliance.disk_format` decides and
     checks it) through `reader`: native, guestfs, or auto (native, else libguestfs, and `warn` says why)."""
-    from imagekit.lint.native import NotNative, open_native
-
     path = Path(image)
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
@@ -301,21 +236,6 @@ def open_view(image: str | os.PathLike[str], fmt: DiskFormat | None = None, read
 @contextmanager
 def open_guestfs_view(path: Path, fmt: DiskFormat | None = None) -> Iterator[ImageView]:
     """Launch libguestfs on `path`, read-only, as `fmt`, and close it (shutdown, then close) on the way out."""
-    from imagekit.util.appliance import DiskFormat, guestfs_handle
-
-    g = guestfs_handle()
-    try:
-        g.add_drive_opts(os.fspath(path), readonly=True, format=str(fmt or DiskFormat.RAW))
-        try:
-            g.launch()
-        except RuntimeError as exc:
-            raise ImagekitError(f"{path}: libguestfs could not open the image: {exc}") from None
-        view = GuestfsView(g, path)
-        yield view
-    except RuntimeError as exc:
-        raise ImagekitError(f"{path}: libguestfs failed while reading the image: {exc}") from None
-    finally:
-        try:
-            g.shutdown()
-        finally:
-            g.close()
+    with session([Drive(path, fmt or DiskFormat.RAW)], launch_error=f"{path}: libguestfs could not open the image",
+                 error=f"{path}: libguestfs failed while reading the image") as g:
+        yield GuestfsView(g, path)

@@ -92,6 +92,21 @@ class _Tally:
     changed: dict[int, str] = field(default_factory=dict)  # block index -> how it differs from `expected`
 
 
+@dataclass(frozen=True)
+class _Sending:
+    """One upload in flight: the image (fd, size), the snapshot it fills, its bar, the verified block map
+    every block must match (None: none), and what happened so far (the digests sent, errors, the tally)."""
+
+    fd: int
+    size: int
+    snapshot_id: str
+    bar: Bar
+    expected: dict[int, bytes] | None
+    digests: dict[int, bytes]
+    errors: dict[int, str]
+    tally: _Tally
+
+
 class EbsDirectUploader:
     """Uploads one image per `upload()` call through the `ebs` client it is given."""
 
@@ -139,7 +154,7 @@ class EbsDirectUploader:
                 fd = os.open(path, os.O_RDONLY)
                 stack.callback(os.close, fd)
                 bar = stack.enter_context(self.progress.bar(f"upload {snapshot_id}", total=size))
-                self.send_blocks(fd, size, snapshot_id, bar, digests, errors, tally, expected)
+                self.send_blocks(_Sending(fd, size, snapshot_id, bar, expected, digests, errors, tally))
         except KeyboardInterrupt:
             raise UploadInterrupted(f"interrupted while uploading {path} into snapshot {snapshot_id}",
                                     snapshot_id) from None
@@ -175,52 +190,30 @@ class EbsDirectUploader:
             raise ImagekitError(f"failed to start an EBS snapshot of {volume_gib} GiB: {describe(exc)}") from exc
         return str(response["SnapshotId"])
 
-    def send_blocks(
-        self,
-        fd: int,
-        size: int,
-        snapshot_id: str,
-        bar: Bar,
-        digests: dict[int, bytes],
-        errors: dict[int, str],
-        tally: _Tally,
-        expected: dict[int, bytes] | None = None,
-    ) -> None:
+    def send_blocks(self, job: _Sending) -> None:
         slots = threading.BoundedSemaphore(self.workers * 2)
         covered = 0
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ebs-put")
         try:
-            for index in data_block_indexes(fd, size):
-                if len(errors) >= MAX_ERRORS or tally.changed:
+            for index in data_block_indexes(job.fd, job.size):
+                if len(job.errors) >= MAX_ERRORS or job.tally.changed:
                     break
                 hole = index * BLOCK_SIZE - covered
                 if hole > 0:
-                    bar.advance(hole)
-                covered = min(size, (index + 1) * BLOCK_SIZE)
+                    job.bar.advance(hole)
+                covered = min(job.size, (index + 1) * BLOCK_SIZE)
                 slots.acquire()
-                future: Future[None] = pool.submit(
-                    self.send_block, fd, size, snapshot_id, index, bar, digests, errors, tally, expected
-                )
+                future: Future[None] = pool.submit(self.send_block, job, index)
                 future.add_done_callback(lambda _f: slots.release())
         except BaseException:  # Ctrl-C: drop the queued blocks, let the running ones end
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-        if covered < size and not errors:
-            bar.advance(size - covered)
+        if covered < job.size and not job.errors:
+            job.bar.advance(job.size - covered)
 
-    def send_block(
-        self,
-        fd: int,
-        size: int,
-        snapshot_id: str,
-        index: int,
-        bar: Bar,
-        digests: dict[int, bytes],
-        errors: dict[int, str],
-        tally: _Tally,
-        expected: dict[int, bytes] | None = None,
-    ) -> None:
+    def send_block(self, job: _Sending, index: int) -> None:
+        fd, size, snapshot_id, expected, tally = job.fd, job.size, job.snapshot_id, job.expected, job.tally
         try:
             data = read_block(fd, index, size)
             digest = None if data == ZERO_BLOCK else hashlib.sha256(data).digest()
@@ -244,14 +237,14 @@ class EbsDirectUploader:
                 backoff=self.backoff,
             )
             with self._lock:
-                digests[index] = digest
+                job.digests[index] = digest
                 tally.sent += 1
                 tally.bytes_sent += BLOCK_SIZE
         except Exception as exc:
             with self._lock:
-                errors[index] = describe(exc)
+                job.errors[index] = describe(exc)
         finally:
-            bar.advance(min(BLOCK_SIZE, size - index * BLOCK_SIZE))
+            job.bar.advance(min(BLOCK_SIZE, size - index * BLOCK_SIZE))
 
     def complete_snapshot(self, snapshot_id: str, changed: int, checksum: str) -> None:
         params: dict[str, Any] = {"SnapshotId": snapshot_id, "ChangedBlocksCount": changed}

@@ -144,7 +144,7 @@ def check_read(path: Path, read_id: str, image_id: str) -> None:
         )
 
 
-def upload_object(
+def upload_object(  # noqa: PLR0913 - part_size, progress, backoff: keyword-only tunables with defaults
     s3: Any,
     path: Path,
     where: S3Location,

@@ -21,13 +21,13 @@ from typing import Literal
 
 from pydantic import ValidationError, model_validator
 
-from imagekit.recipe.model import PROFILE_RE, Arch, PackageName, Virtualization, _describe, _Model, one_line
+from imagekit.recipe.model import PROFILE_RE, Arch, Model, PackageName, Virtualization, describe, one_line
 from imagekit.util.errors import RecipeError, UsageError
 
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "_kernels"
 
 
-class KernelFiles(_Model):
+class KernelFiles(Model):
     kernel: str  # host path or glob, e.g. /boot/vmlinuz-*-cloud-amd64
     initrd: str | None = None  # host path or glob; "{version}" is replaced by the kernel's version
 
@@ -35,7 +35,7 @@ class KernelFiles(_Model):
 HVM_CMDLINE = "ro console=tty0 console=ttyS0,115200 nvme_core.io_timeout=4294967295 net.ifnames=0"
 
 
-class KernelProfile(_Model):
+class KernelProfile(Model):
     name: str
     description: str = ""
     arch: Arch = Arch.X86_64
@@ -110,7 +110,7 @@ def load_profile(name: str, *, recipe_path: Path, kernels_dir: Path | None = Non
     try:
         return KernelProfile.model_validate(data)
     except ValidationError as exc:
-        key, message = _describe(exc.errors()[0])
+        key, message = describe(exc.errors()[0])
         raise RecipeError(path, one_line(key), one_line(message)) from None
 
 

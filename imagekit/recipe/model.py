@@ -6,10 +6,8 @@ Stages never see raw dicts. Every error names the file and the key:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
-import tomllib
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -33,7 +31,7 @@ from imagekit.recipe.layouts import LAYOUTS, Bootloader
 from imagekit.recipe.layouts import BootMode as BootMode
 from imagekit.recipe.layouts import Layout as Layout
 from imagekit.recipe.layouts import Virtualization as Virtualization
-from imagekit.util.errors import RecipeError, UsageError
+from imagekit.util.errors import RecipeError
 
 
 class Arch(StrEnum):
@@ -245,11 +243,13 @@ def _host_path(value: object) -> object:
 HostPath = Annotated[Path, BeforeValidator(_host_path)]
 
 
-class _Model(BaseModel):
+class Model(BaseModel):
+    """The base of every recipe and kernel profile model: unknown keys refused, frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
-class Bootstrap(_Model):
+class Bootstrap(Model):
     source: Literal["bootstrap"]
     tool: Literal["mmdebstrap", "debootstrap"] = "mmdebstrap"
     suite: str = "bookworm"
@@ -321,12 +321,12 @@ class Bootstrap(_Model):
         return self.mirror
 
 
-class Tarball(_Model):
+class Tarball(Model):
     source: Literal["tarball"]
     path: HostPath
 
 
-class Directory(_Model):
+class Directory(Model):
     source: Literal["directory"]
     path: HostPath
 
@@ -334,7 +334,7 @@ class Directory(_Model):
 RootfsSource = Annotated[Bootstrap | Tarball | Directory, Field(discriminator="source")]
 
 
-class Filesystem(_Model):
+class Filesystem(Model):
     type: FsType = FsType.EXT4
     label: str
     size: Size | None = None  # /boot only; root takes the rest of the disk
@@ -359,7 +359,7 @@ class Filesystem(_Model):
 ESP_MIN = 33 * MiB
 
 
-class Esp(_Model):
+class Esp(Model):
     """The EFI system partition (gpt-uefi, gpt-hybrid): FAT32, holds EFI/BOOT/BOOTX64.EFI."""
 
     size: Size = 128 * MiB
@@ -374,13 +374,13 @@ class Esp(_Model):
         return self
 
 
-class Filesystems(_Model):
+class Filesystems(Model):
     root: Filesystem = Filesystem(label="root")
     boot: Filesystem | None = None  # a separate /boot partition (hd00 and the HVM layouts)
     esp: Esp | None = None  # the EFI system partition's size and label (gpt-uefi, gpt-hybrid); default Esp()
 
 
-class Kernel(_Model):
+class Kernel(Model):
     profile: str
     cmdline: str = ""  # appended to the profile's command line
     root: Literal["label", "uuid"] | str = "label"  # how root= names the root fs; or a device, e.g. /dev/xvda1
@@ -410,7 +410,7 @@ class Kernel(_Model):
         return value
 
 
-class BootEntry(_Model):
+class BootEntry(Model):
     title: str
     kernel: str | None = None  # file name in /boot; default: the profile's kernel
     initrd: str | None = None  # file name in /boot; default: the profile's initrd
@@ -436,7 +436,7 @@ class BootEntry(_Model):
         return value
 
 
-class Boot(_Model):
+class Boot(Model):
     default: int = 0
     fallback: int | None = None
     timeout: int = Field(default=1, ge=0, le=3600)  # seconds
@@ -456,7 +456,7 @@ class Boot(_Model):
         return self
 
 
-class FileCopy(_Model):
+class FileCopy(Model):
     src: Path  # relative to the recipe's directory
     dest: str  # absolute path in the image
     mode: str | None = None  # octal, e.g. "0644"
@@ -486,7 +486,7 @@ def _check_mountpoint(path: str) -> None:
         raise ValueError(f"mountpoint {path!r} must be an absolute path like /var/lib/postgresql")
 
 
-class DataVolume(_Model):
+class DataVolume(Model):
     """A persistent EBS volume (seed 000): mounted by LABEL, `nofail`, before the services that use it."""
 
     name: str  # names the emitted image <image>.<name>.img
@@ -516,7 +516,7 @@ class DataVolume(_Model):
         return self
 
 
-class LogicalVolume(_Model):
+class LogicalVolume(Model):
     """An LVM logical volume: a filesystem with a mount point, swap, or (mountpoint "/") the root filesystem."""
 
     name: str
@@ -550,7 +550,7 @@ class LogicalVolume(_Model):
         return self
 
 
-class Lvm(_Model):
+class Lvm(Model):
     """Seed 001/002: /boot on the first partition, an LVM physical volume on the rest."""
 
     vg: str = "vg0"
@@ -570,7 +570,7 @@ class Lvm(_Model):
         return self
 
 
-class Recipe(_Model):
+class Recipe(Model):
     name: str
     description: str = ""
     arch: Arch = Arch.X86_64
@@ -645,7 +645,7 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+def describe(err: Mapping[str, Any]) -> tuple[str, str]:
     """(key, message) for one pydantic error, in imagekit's words."""
     loc = [_key_part(p) for p in err["loc"] if not str(p).startswith(("function-after", "function-before"))]
     # drop discriminator tags pydantic inserts, e.g. ('rootfs', 'bootstrap', 'suite')
@@ -684,7 +684,7 @@ def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
     try:
         recipe = Recipe.model_validate({**data, "path": path})
     except ValidationError as exc:
-        key, message = _describe(exc.errors()[0])
+        key, message = describe(exc.errors()[0])
         if exc.errors()[0]["type"] == "value_error":
             key, message = _locate_model_error(key, message)
         raise RecipeError(path, one_line(key), one_line(message)) from None
@@ -759,32 +759,3 @@ def check_storage(recipe: Recipe) -> None:
     names = [v.name for v in recipe.volumes]
     if len(set(names)) != len(names):
         raise RecipeError(recipe.path, "volumes", f"two data volumes share a name ({', '.join(names)})")
-
-
-def load_recipe(path: str | Path, *, kernels_dir: Path | None = None) -> Recipe:
-    """Read and validate a recipe file; its kernel profile is looked for in `kernels_dir` first."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such recipe file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(path, None, one_line(f"not valid TOML: {exc}")) from None
-    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
-        raise RecipeError(path, None, "not valid TOML: nested too deeply") from None
-    except ValueError:  # tomllib: an integer past Python's 4300-digit limit for int("...")
-        raise RecipeError(path, None, "not valid TOML: a number too long to read") from None
-    for reserved in ("path", "sha256", "kernels_dir"):
-        if reserved in data:
-            raise RecipeError(path, reserved, "unknown key")
-    recipe = parse_recipe(data, path)
-    check_layout(recipe)
-    check_storage(recipe)
-    from imagekit.recipe.kernel_profiles import load_profile  # kernel profiles are typed with this module's models
-
-    load_profile(recipe.kernel.profile, recipe_path=path, kernels_dir=kernels_dir)
-    return recipe.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest(), "kernels_dir": kernels_dir})

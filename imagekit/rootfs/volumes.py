@@ -65,10 +65,24 @@ def service_dropins(recipe: Recipe) -> dict[str, str]:
     }
 
 
+def lvm_fstab_lines(recipe: Recipe) -> list[str]:
+    """fstab lines for the logical volumes other than / (fstab_text writes /), by LABEL."""
+    if recipe.lvm is None:
+        return []
+    lines = []
+    for lv in recipe.lvm.volumes:
+        if lv.mountpoint == "/":
+            continue
+        if lv.type == "swap":
+            lines.append(f"LABEL={lv.label}\tnone\tswap\tsw\t0\t0")
+        else:
+            fsck = 0 if lv.type in ("xfs", "btrfs") else 2
+            lines.append(f"LABEL={lv.label}\t{lv.mountpoint}\t{lv.type}\tdefaults\t0\t{fsck}")
+    return lines
+
+
 def configure_volumes(recipe: Recipe, tree: Tree) -> None:
     """Append the logical and data volumes to the tree's fstab; write the services' drop-ins."""
-    from imagekit.image.lvm import lvm_fstab_lines
-
     lines = [*lvm_fstab_lines(recipe), *(volume_fstab_line(v) for v in recipe.volumes)]
     if not lines:
         return

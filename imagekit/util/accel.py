@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.util.cache import cache_dir
-from imagekit.util.errors import UsageError
+from imagekit.util.errors import CommandTimedOut, UsageError
+from imagekit.util.run import run
 
 log = logging.getLogger("imagekit.util.accel")
 
@@ -68,9 +69,8 @@ def _probe(qemu: str) -> Accel:
         else:  # no kernel to try: at least see that firmware runs
             argv += ["-chardev", f"file,id=dbg,path={log}", "-device", "isa-debugcon,iobase=0x402,chardev=dbg"]
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, timeout=PROBE_SECONDS if kernel else 3)
-        except subprocess.TimeoutExpired:
+            proc = run(argv, check=False, input=b"", stdout=subprocess.DEVNULL, timeout=PROBE_SECONDS if kernel else 3)
+        except CommandTimedOut:
             if not kernel and "SeaBIOS" in log.read_text(errors="replace"):
                 return Accel("kvm", "firmware ran under KVM (no kernel to probe with)")
             return Accel("tcg", f"QEMU with KVM hung for {PROBE_SECONDS:.0f}s booting a probe kernel")

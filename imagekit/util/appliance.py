@@ -13,15 +13,20 @@ self-contained (no backing file, no external data file, not encrypted).
 from __future__ import annotations
 
 import json
+import os
 import stat
 import struct
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from imagekit.util.accel import Accel, detect
-from imagekit.util.errors import CommandFailed, UsageError
+from imagekit.util.errors import CommandFailed, ImagekitError, UsageError
 from imagekit.util.optional import require
+from imagekit.util.run import output
 
 QCOW2_MAGIC = b"QFI\xfb"
 QCOW2_EXTERNAL_DATA = 1 << 2  # incompatible feature bit: the guest data lives in another file
@@ -32,8 +37,18 @@ class DiskFormat(StrEnum):
     QCOW2 = "qcow2"
 
 
+@dataclass(frozen=True)
+class Drive:
+    """A disk given to the appliance: its file, the format imagekit decided (never sniffed), read-only or not."""
+
+    path: Path
+    format: DiskFormat = DiskFormat.RAW
+    readonly: bool = True
+
+
 def guestfs_handle(accel: Accel | None = None) -> Any:
-    """A new, not yet launched libguestfs handle (python_return_dict=True)."""
+    """A new, not yet launched libguestfs handle (python_return_dict=True), on the accelerator imagekit chose:
+    the one place that choice reaches libguestfs (no environment variables are set)."""
     guestfs = require("guestfs", needed_by="reading an image with libguestfs")
 
     g = guestfs.GuestFS(python_return_dict=True)
@@ -41,6 +56,43 @@ def guestfs_handle(accel: Accel | None = None) -> Any:
         g.set_backend("direct")
         g.set_backend_settings(["force_tcg"])
     return g
+
+
+@contextmanager
+def session(drives: Sequence[Drive], *, error: str | None = None, launch_error: str | None = None,
+            hint: str | None = None, accel: Accel | None = None,
+            launching: AbstractContextManager[object] | None = None) -> Iterator[Any]:
+    """A launched libguestfs handle on `drives`, the one owner of every appliance imagekit starts.
+
+    libguestfs' RuntimeError (adding a drive, launching, or any call in the block) becomes an ImagekitError:
+    `error` (default: "IMAGE: libguestfs failed", naming the drives) + ": " + libguestfs' message;
+    `launch_error` is the prefix for a failed add or launch (default: `error`), `hint` the error's hint.
+    `launching` wraps the launch (a progress stage). However the block ends the appliance is shut down
+    then closed (nova's guestfs wrapper): a failing shutdown is the error when the block succeeded (it
+    is where a writable drive's last writes are flushed), and second to the block's own error otherwise."""
+    names = ", ".join(os.fspath(d.path) for d in drives)
+    error = error or f"{names}: libguestfs failed"
+    g = guestfs_handle(accel)
+    shut_down = False
+    try:
+        try:
+            for drive in drives:
+                g.add_drive_opts(os.fspath(drive.path), format=str(drive.format), readonly=drive.readonly)
+            with launching or nullcontext():
+                g.launch()
+        except RuntimeError as exc:
+            raise ImagekitError(f"{launch_error or error}: {exc}", hint=hint) from None
+        try:
+            yield g
+            shut_down = True
+            g.shutdown()
+        except RuntimeError as exc:
+            raise ImagekitError(f"{error}: {exc}", hint=hint) from None
+    finally:
+        if not shut_down:
+            with suppress(RuntimeError):  # the block's own error is the one reported
+                g.shutdown()
+        g.close()
 
 
 def _head(image: Path, size: int) -> bytes:
@@ -102,8 +154,6 @@ def disk_format(image: Path, requested: str | None, option: str = "--format") ->
 def check_qcow2(image: Path, option: str = "--format") -> None:
     """Refuse a qcow2 that is not self-contained: QEMU would open the files it names on the host.
     The header is read here first (nothing else is opened), then qemu-img confirms it, told the format."""
-    from imagekit.util.run import output
-
     head = _head(image, 104)
     if len(head) < 72 or head[:4] != QCOW2_MAGIC:
         raise UsageError(f"{option} qcow2: {image} is not a qcow2 image (no qcow2 header)")

@@ -59,6 +59,17 @@ class CommandFailed(ImagekitError):
         super().__init__(message, hint=hint)
 
 
+class CommandTimedOut(CommandFailed):
+    """An external command still running at its timeout: killed (with all it started) and reaped."""
+
+    def __init__(self, argv: Sequence[str | PathLike[str]], seconds: float, output: str = "") -> None:
+        super().__init__(argv, -9, output)  # -9: as subprocess reports a SIGKILLed child
+        self.seconds = seconds
+        self.message = f"{shlex.join(self.argv)} did not finish within {seconds:g} s and was killed"
+        self.args = (self.message,)
+        self.hint = None
+
+
 class HostDiskFull(ImagekitError):
     """The host's filesystem ran out of space (ENOSPC) or quota (EDQUOT): not the recipe's size. Exit 1.
 

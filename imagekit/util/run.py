@@ -2,13 +2,20 @@
 
 argv is a list (never a shell string), the command is logged as `+ argv` (shown with -v),
 the locale is pinned, and a failure is reported once, naming the command and its status.
+A command run with a `timeout` is killed at it, with every process it started (its own session,
+killed as a group), and `CommandTimedOut` names it. A long-lived child (QEMU, `xl console`) is
+`spawn`ed: owned by a context manager that stops it (TERM, then KILL, to its whole group) and reaps
+it however the block ends, and killed by the kernel if imagekit itself dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,11 +25,14 @@ from os import PathLike
 from pathlib import Path
 from typing import IO
 
-from imagekit.util.errors import CommandFailed
+from imagekit.util.errors import CommandFailed, CommandTimedOut
 
 log = logging.getLogger("imagekit.util.run")
 
 Arg = str | PathLike[str]
+Stream = int | IO[bytes] | None  # what Popen takes for stdin, stdout, stderr: subprocess.PIPE/DEVNULL, a file, inherit
+
+STOP_WAIT = 5.0  # seconds a stopped child gets between SIGTERM and SIGKILL
 
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -33,7 +43,7 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def run(
+def run(  # noqa: PLR0913 - subprocess.run's own keywords, all keyword-only: one call site reads as the call
     argv: Sequence[Arg],
     *,
     check: bool = True,
@@ -42,26 +52,92 @@ def run(
     cwd: Path | None = None,
     input: bytes | None = None,
     stdout: int | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run argv; raise CommandFailed (with the command's stderr) when it fails and check is set."""
+    """Run argv; raise CommandFailed (with the command's stderr) when it fails and check is set.
+    With `timeout` (seconds) the command runs in its own session and, still running then, is killed
+    with everything it started: CommandTimedOut, whatever `check` says."""
     args = [os.fspath(a) for a in argv]
     log.info("+ %s", shlex.join(args))
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             args,
             env=_env(env),
             cwd=cwd,
-            input=input,
+            stdin=subprocess.PIPE if input is not None else None,
             stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
             stderr=subprocess.PIPE if capture else None,
-            check=False,
+            start_new_session=timeout is not None,
         )
     except FileNotFoundError:
         raise CommandFailed(args, 127) from None
+    with proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            assert timeout is not None
+            kill_group(proc)
+            raise CommandTimedOut(args, timeout, _drain(proc)) from None
+        except BaseException:  # interrupted: the command goes too (as subprocess.run does)
+            proc.kill()
+            raise
     if check and proc.returncode != 0:
-        err = (proc.stderr or b"").decode(errors="replace")
-        raise CommandFailed(args, proc.returncode, err)
-    return proc
+        raise CommandFailed(args, proc.returncode, (err or b"").decode(errors="replace"))
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (it leads its own session) and reap the child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> str:
+    """What a killed command left in its stderr pipe (its group is dead, so the pipes close)."""
+    try:
+        _, err = proc.communicate(timeout=STOP_WAIT)
+    except subprocess.TimeoutExpired:  # a grandchild that left the group still holds the pipe
+        return ""
+    return (err or b"").decode(errors="replace")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a spawned child: SIGTERM to its group, SIGKILL after STOP_WAIT seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(STOP_WAIT)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+
+
+@contextmanager
+def spawn(argv: Sequence[Arg], *, stdout: Stream = subprocess.DEVNULL, stderr: Stream = subprocess.DEVNULL,
+          env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a long-lived child (stdin closed) in its own session; it gets SIGKILL if imagekit dies, and when
+    the block ends, however it ends, it is stopped (`stop`) and reaped. Pipes it was given are closed."""
+    args = [os.fspath(a) for a in argv]
+    log.info("+ %s", shlex.join(args))
+    try:
+        proc = subprocess.Popen(args, env=_env(env), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+    except FileNotFoundError:
+        raise CommandFailed(args, 127) from None
+    try:
+        yield proc
+    finally:
+        stop(proc)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def run_lines(argv: Sequence[Arg], on_line: Callable[[str], None]) -> None:

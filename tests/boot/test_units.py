@@ -65,11 +65,11 @@ def test_qemu_command_line(tmp_path: Path) -> None:
 
 def test_xl_config_attaches_hd0_as_a_partition(tmp_path: Path) -> None:
     cfg = xen.xl_config("t", kernel=tmp_path / "grub.bin", disk=tmp_path / "o.qcow2", disk_format="qcow2",
-                        variant=Variant.HD0, memory_mb=512, cpus=1)
+                        variant=Variant.HD0, machine=Machine(512, 1))
     assert 'type = "pv"\n' in cfg and f'kernel = "{tmp_path}/grub.bin"\n' in cfg
     assert f'disk = [ "format=qcow2, vdev=xvda1, access=rw, backendtype=qdisk, target={tmp_path}/o.qcow2" ]' in cfg
     hd00 = xen.xl_config("t", kernel=Path("/k"), disk=Path("/d.img"), disk_format="raw", variant=Variant.HD00,
-                         memory_mb=512, cpus=1)
+                         machine=Machine(512, 1))
     assert 'disk = [ "format=raw, vdev=xvda, access=rw, target=/d.img" ]' in hd00
 
 

@@ -20,7 +20,7 @@ from imagekit.build import configure_tree
 from imagekit.kernel.bzimage import load_vmlinux
 from imagekit.kernel.xenload import xen_load
 from imagekit.recipe.kernel_profiles import load_profile
-from imagekit.recipe.model import load_recipe
+from imagekit.recipe.load import load_recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.configure import KernelInfo
 from imagekit.util.errors import RecipeError

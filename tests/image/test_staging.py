@@ -165,7 +165,7 @@ def _seed_cache(recipe: Path, cache: Path) -> Path:
     """Put a bootstrap tarball where imagekit looks for the recipe's (a file owned by uid 1000 and a
     character device, which only fakeroot can give an unprivileged build); returns the tarball."""
     from imagekit.recipe.kernel_profiles import load_profile
-    from imagekit.recipe.model import load_recipe
+    from imagekit.recipe.load import load_recipe
     from imagekit.rootfs.bootstrap import bootstrap_entry
 
     os.environ["IMAGEKIT_CACHE_DIR"] = str(cache)
