@@ -32,7 +32,8 @@ from imagekit.recipe.layouts import (
     PartitionTable,
     firmwares_for_boot_mode,
 )
-from imagekit.recipe.model import GiB, Recipe, load_recipe
+from imagekit.recipe.load import load_recipe
+from imagekit.recipe.model import GiB, Recipe
 from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
