@@ -1,0 +1,73 @@
+"""arm64 (Graviton) recipes: the arch table, the kernel profile, and the layouts refused at recipe load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagekit.recipe.arch import ARCHES, Arch, spec_of
+from imagekit.recipe.kernel_profiles import load_profile
+from imagekit.recipe.model import Layout, load_recipe
+from imagekit.util.errors import RecipeError
+from tests.util import RECIPES, run_imagekit
+
+ARM64 = RECIPES / "debian-12-arm64-uefi.toml"
+
+
+def recipe_text(layout: str, extra: str = "") -> str:
+    return (f'name = "t"\narch = "arm64"\nsize = "2G"\nlayout = "{layout}"\n[rootfs]\nsource = "bootstrap"\n'
+            f'[kernel]\nprofile = "debian-cloud-arm64"\n{extra}')
+
+
+def test_arm64_recipe_loads_with_its_profile() -> None:
+    recipe = load_recipe(ARM64)
+    assert (recipe.arch, recipe.layout) == (Arch.ARM64, Layout.GPT_UEFI)
+    profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
+    assert profile.arch is Arch.ARM64
+    assert "linux-image-cloud-arm64" in profile.packages and "grub-efi-arm64-bin" in profile.packages
+    assert profile.xen_pv is False
+
+
+@pytest.mark.parametrize("layout", ["hd0", "hd00", "mbr-bios", "gpt-hybrid"])
+def test_arm64_refuses_pv_and_bios_layouts_naming_the_key(tmp_path: Path, layout: str) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(recipe_text(layout))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert err.value.key == "layout"
+    kind = "a PV-GRUB (Xen PV) layout" if layout.startswith("hd") else "a BIOS layout"
+    assert str(err.value) == f"{path}: layout: {layout} is {kind}: arm64 (Graviton) boots UEFI only; use gpt-uefi"
+
+
+def test_arm64_gpt_uefi_with_a_separate_boot_loads(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(recipe_text("gpt-uefi", '[filesystems.boot]\ntype = "ext4"\nlabel = "boot"\nsize = "256M"\n'))
+    assert load_recipe(path).separate_boot
+
+
+def test_build_layout_option_is_refused_for_arm64(tmp_path: Path) -> None:
+    """`imagekit build --layout hd00` on an arm64 recipe: exit 2, one line naming the recipe key."""
+    result = run_imagekit("build", ARM64, "--layout", "hd00", "-o", tmp_path / "x.img", check=False)
+    assert result.returncode == 2, result.stderr
+    assert "layout: hd00 is a PV-GRUB (Xen PV) layout: arm64 (Graviton) boots UEFI only" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.img").exists()
+
+
+def test_i386_stays_refused_with_its_reason(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(recipe_text("hd0").replace('arch = "arm64"', 'arch = "i386"'))
+    with pytest.raises(RecipeError, match="arch: i386 is recognised but not supported yet"):
+        load_recipe(path)
+
+
+def test_arch_table_rows() -> None:
+    arm = spec_of("arm64")
+    assert (arm.debian, arm.ec2, arm.grub_platform, arm.esp_path) == ("arm64", "arm64", "arm64-efi",
+                                                                      "EFI/BOOT/BOOTAA64.EFI")
+    x86 = spec_of(None)
+    assert (x86.debian, x86.grub_platform, x86.esp_path, x86.qemu) == ("amd64", "x86_64-efi",
+                                                                        "EFI/BOOT/BOOTX64.EFI", "qemu-system-x86_64")
+    assert {a.value for a in ARCHES} == {"x86_64", "i386", "arm64"}
+    assert all(row.layouts <= {v.value for v in Layout} for row in ARCHES.values())
