@@ -9,7 +9,8 @@ import pytest
 from imagekit.recipe.arch import ARCHES, Arch, spec_of
 from imagekit.recipe.kernel_profiles import load_profile
 from imagekit.recipe.model import Layout, load_recipe
-from imagekit.util.errors import RecipeError
+from imagekit.rootfs.bootstrap import check_foreign_host
+from imagekit.util.errors import RecipeError, UsageError
 from tests.util import RECIPES, run_imagekit
 
 ARM64 = RECIPES / "debian-12-arm64-uefi.toml"
@@ -71,3 +72,55 @@ def test_arch_table_rows() -> None:
                                                                         "EFI/BOOT/BOOTX64.EFI", "qemu-system-x86_64")
     assert {a.value for a in ARCHES} == {"x86_64", "i386", "arm64"}
     assert all(row.layouts <= {v.value for v in Layout} for row in ARCHES.values())
+
+
+# --- the foreign bootstrap's host pieces (rootfs/bootstrap.py:check_foreign_host) ---------------------------
+
+def binfmt_tree(tmp_path: Path, entry: str | None) -> Path:
+    """A binfmt_misc directory as the kernel shows it: `status`, and the qemu-aarch64 entry when given."""
+    d = tmp_path / "binfmt_misc"
+    d.mkdir()
+    (d / "status").write_text("enabled\n")
+    if entry is not None:
+        (d / "qemu-aarch64").write_text(entry)
+    return d
+
+
+HANDLER = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\n"
+           "magic 7f454c460201010000000000000000000200b700\n")
+
+
+def test_missing_binfmt_handler_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        check_foreign_host(spec_of("arm64"), binfmt_tree(tmp_path, None))
+    assert "no qemu-aarch64 handler registered" in str(err.value)
+    assert "qemu-user-static" in (err.value.hint or "")
+    assert err.value.exit_code == 2
+
+
+def test_unmounted_binfmt_misc_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="binfmt_misc is not mounted at"):
+        check_foreign_host(spec_of("arm64"), tmp_path)
+
+
+def test_disabled_handler_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="qemu-aarch64 is disabled") as err:
+        check_foreign_host(spec_of("arm64"), binfmt_tree(tmp_path, HANDLER.replace("enabled", "disabled")))
+    assert "update-binfmts --enable qemu-aarch64" in (err.value.hint or "")
+
+
+def test_handler_without_its_interpreter_is_explained(tmp_path: Path) -> None:
+    entry = HANDLER.replace("flags: PF", "flags: P").replace("/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
+                                                              str(tmp_path / "gone"))
+    with pytest.raises(UsageError, match="interpreter .*gone is missing"):
+        check_foreign_host(spec_of("arm64"), binfmt_tree(tmp_path, entry))
+
+
+def test_registered_handler_and_native_arch_pass(tmp_path: Path) -> None:
+    check_foreign_host(spec_of("arm64"), binfmt_tree(tmp_path, HANDLER))
+    check_foreign_host(spec_of("x86_64"), tmp_path)  # native: nothing is looked at
+
+
+def test_this_hosts_binfmt_runs_arm64() -> None:
+    """CI's host (scripts/setup) has what the arm64 bootstrap needs: the real /proc/sys/fs/binfmt_misc."""
+    check_foreign_host(spec_of("arm64"))
