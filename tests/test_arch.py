@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from imagekit.boot.firmware import Firmware, firmware_argv
+from imagekit.boot.hvm_boot import hvm_argv
+from imagekit.boot.qemu import Machine
 from imagekit.recipe.arch import ARCHES, Arch, spec_of
 from imagekit.recipe.kernel_profiles import load_profile
 from imagekit.recipe.model import Layout, load_recipe
 from imagekit.rootfs.bootstrap import check_foreign_host
 from imagekit.util.errors import RecipeError, UsageError
+from tests.boot.hvm_images import make_empty_esp
 from tests.util import RECIPES, run_imagekit
 
 ARM64 = RECIPES / "debian-12-arm64-uefi.toml"
@@ -112,7 +117,7 @@ def test_disabled_handler_is_explained(tmp_path: Path) -> None:
 def test_handler_without_its_interpreter_is_explained(tmp_path: Path) -> None:
     entry = HANDLER.replace("flags: PF", "flags: P").replace("/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
                                                               str(tmp_path / "gone"))
-    with pytest.raises(UsageError, match="interpreter .*gone is missing"):
+    with pytest.raises(UsageError, match=r"interpreter .*gone is missing"):
         check_foreign_host(spec_of("arm64"), binfmt_tree(tmp_path, entry))
 
 
@@ -124,3 +129,44 @@ def test_registered_handler_and_native_arch_pass(tmp_path: Path) -> None:
 def test_this_hosts_binfmt_runs_arm64() -> None:
     """CI's host (scripts/setup) has what the arm64 bootstrap needs: the real /proc/sys/fs/binfmt_misc."""
     check_foreign_host(spec_of("arm64"))
+
+
+# --- boot: an arm64 image under qemu-system-aarch64 -M virt with AAVMF -------------------------------------
+
+def test_arm64_image_without_bootaa64_fails_with_the_firmware_reason(tmp_path: Path) -> None:
+    """A GPT disk whose ESP has no EFI/BOOT/BOOTAA64.EFI, the manifest saying arm64: AAVMF finds nothing to
+    boot on the NVMe disk and says so; the report names that, not a timeout. No bootstrap needed."""
+    image = make_empty_esp(tmp_path / "arm64.img")
+    (tmp_path / "arm64.img.manifest.json").write_text(
+        '{"arch": "arm64", "virtualization": "hvm", "layout": "gpt-uefi", "boot_mode": "uefi"}')
+    proc = run_imagekit("boot", image, "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["booted"], report["reason"], report["firmware"]) == (False, "firmware-no-bootable-device", "uefi")
+    assert report["detail"].startswith('AAVMF: failed to load Boot0001 "UEFI QEMU NVMe Ctrl imagekit-root 1"')
+    assert (report["disk_interface"], report["accel"]) == ("nvme", "tcg")
+    assert report["probe"] == "none"
+
+
+def test_arm64_image_refuses_bios_firmware(tmp_path: Path) -> None:
+    image = make_empty_esp(tmp_path / "arm64.img")
+    (tmp_path / "arm64.img.manifest.json").write_text(
+        '{"arch": "arm64", "virtualization": "hvm", "layout": "gpt-uefi"}')
+    proc = run_imagekit("boot", image, "--firmware", "bios")
+    assert proc.returncode == 2, proc.stderr
+    assert "--firmware bios: an arm64 image boots UEFI only" in proc.stderr
+
+
+def test_arm64_qemu_command_line(tmp_path: Path) -> None:
+    """The exact machine an arm64 boot gets: qemu-system-aarch64, virt, TCG with -cpu max, AAVMF as two
+    pflash drives (the VARS a fresh copy), the disk on NVMe as on Nitro."""
+    spec = spec_of("arm64")
+    firmware = firmware_argv(Firmware.UEFI, tmp_path, spec)
+    argv = hvm_argv(Machine(1024, 2), firmware=firmware, interface="nvme", disk=tmp_path / "d.qcow2",
+                    serial_log=tmp_path / "s.log", spec=spec)
+    assert argv[:8] == ["qemu-system-aarch64", "-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on",
+                        "-machine", "virt", "-m"]
+    assert firmware == ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd",
+                        "-drive", f"if=pflash,format=raw,unit=1,file={tmp_path / 'OVMF_VARS.uefi.fd'}"]
+    assert (tmp_path / "OVMF_VARS.uefi.fd").read_bytes() == Path("/usr/share/AAVMF/AAVMF_VARS.fd").read_bytes()
+    assert "nvme,drive=root,serial=imagekit-root,bootindex=1" in argv

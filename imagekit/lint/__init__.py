@@ -47,6 +47,7 @@ from imagekit.lint.system import (
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
 from imagekit.pvgrub.variant import Variant
+from imagekit.recipe.arch import spec_named
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress, StageTimer
 
@@ -219,6 +220,8 @@ def _root_arg(args: str) -> str | None:
 def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,
               aki_version: str | None = None, fmt: str = "raw") -> list[Finding]:
     findings: list[Finding] = []
+    if target is Target.HVM and spec_named(arch).nitro_only:
+        target = Target.NITRO  # Graviton (arm64) is Nitro only: no Xen HVM rules
     if target is Target.PV:
         _rule(findings, check_disk, view)
     elif not mountable(view):
@@ -234,7 +237,7 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         _view_rules(findings, view, target, arch, cmdlines, kernels)
         findings += pvgrub.result() if pvgrub else []
     if target is not Target.PV:
-        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
+        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"), arch)
     findings += _check_registration(manifest, target)
     return _unique(findings)
 

@@ -44,11 +44,16 @@ class ArchSpec:
     cpu: str | None  # -cpu (None: QEMU's default for the machine)
     firmware: tuple[tuple[str, str], ...]  # UEFI firmware (CODE, VARS) pairs, first found wins
     firmware_package: str  # the Debian package that installs `firmware`
+    uefi_name: str  # what boot reports call that firmware (OVMF, AAVMF)
     qemu_console: str  # the serial console under `machine`
     ec2_console: str  # the serial console on EC2 (get-console-output)
     layouts: frozenset[str]  # the layouts (recipe.model.Layout values) this architecture can boot
     refused: str = ""  # why the architecture is not supported yet ("" when it is)
     qemu_user: str = ""  # binfmt_misc entry of qemu-user for a foreign bootstrap (qemu-aarch64)
+    # grub.cfg drives the serial port itself (`serial`, `terminal_output serial console`); False: GRUB keeps
+    # the firmware's console, which is the serial port under AAVMF and on Graviton (arm64-efi has no com0)
+    grub_serial: bool = True
+    nitro_only: bool = False  # no Xen instance types (Graviton): lint's HVM target is nitro
 
     @property
     def esp_path(self) -> str:
@@ -91,17 +96,21 @@ ARCHES: dict[Arch, ArchSpec] = {
     Arch.X86_64: ArchSpec(
         arch=Arch.X86_64, debian="amd64", ec2="x86_64", profile="debian-cloud-amd64", elf_machine="x86_64",
         grub_platform="x86_64-efi", efi_file="BOOTX64.EFI", qemu="qemu-system-x86_64", machine="pc,graphics=off",
-        cpu=None, firmware=OVMF_PAIRS, firmware_package="ovmf", qemu_console="ttyS0", ec2_console="ttyS0",
-        layouts=X86_LAYOUTS),
+        cpu=None, firmware=OVMF_PAIRS, firmware_package="ovmf", uefi_name="OVMF", qemu_console="ttyS0",
+        ec2_console="ttyS0", layouts=X86_LAYOUTS),
     Arch.ARM64: ArchSpec(
         arch=Arch.ARM64, debian="arm64", ec2="arm64", profile="debian-cloud-arm64", elf_machine="aarch64",
         grub_platform="arm64-efi", efi_file="BOOTAA64.EFI", qemu="qemu-system-aarch64", machine="virt",
-        cpu="max", firmware=AAVMF_PAIRS, firmware_package="qemu-efi-aarch64", qemu_console="ttyAMA0",
-        ec2_console="ttyS0", layouts=ARM64_LAYOUTS, qemu_user="qemu-aarch64"),
+        # pauth-impdef: the CPU's pointer authentication with QEMU's cheap hash, not QARMA (much slower
+        # under TCG); the guest sees the same features
+        cpu="max,pauth-impdef=on", firmware=AAVMF_PAIRS, firmware_package="qemu-efi-aarch64", uefi_name="AAVMF",
+        qemu_console="ttyAMA0",
+        ec2_console="ttyS0", layouts=ARM64_LAYOUTS, qemu_user="qemu-aarch64", grub_serial=False,
+        nitro_only=True),
     Arch.I386: ArchSpec(
         arch=Arch.I386, debian="i386", ec2="i386", profile="", elf_machine="i386", grub_platform=None,
         efi_file=None, qemu="qemu-system-i386", machine="pc,graphics=off", cpu=None, firmware=(),
-        firmware_package="", qemu_console="ttyS0", ec2_console="ttyS0", layouts=X86_LAYOUTS,
+        firmware_package="", uefi_name="", qemu_console="ttyS0", ec2_console="ttyS0", layouts=X86_LAYOUTS,
         refused="i386 is recognised but not supported yet (x86_64 and arm64 only)"),
 }
 
@@ -109,6 +118,12 @@ ARCHES: dict[Arch, ArchSpec] = {
 def spec_of(arch: str | Arch | None) -> ArchSpec:
     """The table's row for `arch` (a manifest's or the CLI's name; None: x86_64)."""
     return ARCHES[Arch(arch or Arch.X86_64)]
+
+
+def spec_named(name: str | None) -> ArchSpec:
+    """The row for a name read from an image's manifest (x86_64's for None or a name not in the table)."""
+    known = {a.value: spec for a, spec in ARCHES.items()}
+    return known.get(name or "", ARCHES[Arch.X86_64])
 
 
 def layout_refusal(arch: Arch, layout: str) -> str | None:
