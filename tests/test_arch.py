@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from imagekit.boot.firmware import Firmware, firmware_argv
 from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.qemu import Machine
-from imagekit.recipe.arch import ARCHES, Arch, spec_of
+from imagekit.kernel.bzimage import load_vmlinux
+from imagekit.recipe.arch import ARCHES, Arch, spec_named, spec_of
 from imagekit.recipe.kernel_profiles import load_profile
 from imagekit.recipe.model import Layout, load_recipe
 from imagekit.rootfs.bootstrap import check_foreign_host
@@ -170,3 +172,23 @@ def test_arm64_qemu_command_line(tmp_path: Path) -> None:
                         "-drive", f"if=pflash,format=raw,unit=1,file={tmp_path / 'OVMF_VARS.uefi.fd'}"]
     assert (tmp_path / "OVMF_VARS.uefi.fd").read_bytes() == Path("/usr/share/AAVMF/AAVMF_VARS.fd").read_bytes()
     assert "nvme,drive=root,serial=imagekit-root,bootindex=1" in argv
+
+
+# --- lint's kernel reader: Debian's arm64 vmlinuz is an Image (PE "MZ", "ARM\x64" at 0x38) -----------------
+
+def arm64_image_bytes() -> bytes:
+    header = bytearray(b"MZ" + bytes(62))
+    header[0x38:0x3C] = b"ARM\x64"
+    return bytes(header) + b"\x00" * 4096
+
+
+def test_arm64_image_is_read_as_an_aarch64_kernel() -> None:
+    plain = load_vmlinux(arm64_image_bytes(), "vmlinuz-6.1.0-cloud-arm64")
+    assert (plain.elf.arch, plain.elf.bits, plain.source_format) == ("aarch64", 64, "arm64-image")
+    packed = load_vmlinux(gzip.compress(arm64_image_bytes()), "vmlinuz-6.1.0-cloud-arm64")
+    assert (packed.elf.arch, packed.source_format, packed.data) == ("aarch64", "gzip-arm64-image",
+                                                                   arm64_image_bytes())
+
+
+def test_arch_names_map_to_the_kernel_machines_lint_compares() -> None:
+    assert spec_named("arm64").elf_machine == "aarch64" and spec_named(None).elf_machine == "x86_64"
