@@ -11,12 +11,13 @@ import pytest
 from imagekit.boot.firmware import Firmware, firmware_argv
 from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.qemu import Machine
+from imagekit.bootloader.grub2 import make_core, render_grub_cfg
 from imagekit.kernel.bzimage import load_vmlinux
 from imagekit.recipe.arch import ARCHES, Arch, spec_named, spec_of
 from imagekit.recipe.kernel_profiles import load_profile
 from imagekit.recipe.model import Layout, load_recipe
 from imagekit.rootfs.bootstrap import check_foreign_host
-from imagekit.util.errors import RecipeError, UsageError
+from imagekit.util.errors import ImagekitError, RecipeError, UsageError
 from tests.boot.hvm_images import make_empty_esp
 from tests.util import RECIPES, run_imagekit
 
@@ -192,3 +193,23 @@ def test_arm64_image_is_read_as_an_aarch64_kernel() -> None:
 
 def test_arch_names_map_to_the_kernel_machines_lint_compares() -> None:
     assert spec_named("arm64").elf_machine == "aarch64" and spec_named(None).elf_machine == "x86_64"
+
+
+# --- GRUB arm64-efi -----------------------------------------------------------------------------------------
+
+def test_arm64_grub_cfg_keeps_the_firmware_console() -> None:
+    """GRUB arm64-efi has no com0 (`serial --unit=0` would fail): grub.cfg keeps the UEFI console, which is
+    the serial port under AAVMF and on Graviton; x86's keeps GRUB's own serial terminal."""
+    arm = render_grub_cfg([], boot_uuid="u", boot_mode="uefi", serial=spec_of("arm64").grub_serial)
+    assert "terminal_output console\n" in arm and "serial --unit" not in arm
+    x86 = render_grub_cfg([], boot_uuid="u", boot_mode="uefi", serial=spec_of("x86_64").grub_serial)
+    assert "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n" in x86
+
+
+def test_arm64_efi_without_the_module_tree_names_the_package(tmp_path: Path) -> None:
+    spec = spec_of("arm64")
+    assert spec.grub_lib(tmp_path) == tmp_path / "usr/lib/grub"  # the bootstrapped tree's, never the host's
+    with pytest.raises(ImagekitError, match=r"no GRUB arm64-efi modules in .*usr/lib/grub/arm64-efi") as err:
+        make_core("arm64-efi", tmp_path / "BOOTAA64.EFI", boot_uuid="u", prefix="/boot/grub", boot_fs="ext4",
+                  workdir=tmp_path, grub_lib=spec.grub_lib(tmp_path))
+    assert "grub-efi-arm64-bin" in (err.value.hint or "")
