@@ -193,7 +193,7 @@ def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool 
         if hvm:
             with progress.stage("bootloader", f"GRUB 2 for {recipe.layout.boot_mode}"):
                 install_bootloader(recipe, partial, firmware, boot_uuid=ids.boot_fs_uuid, esp_id=ids.esp_id,
-                                   workdir=workdir, epoch=epoch)
+                                   workdir=workdir, epoch=epoch, tree=tree.path)
             filesystems = [*esp_filesystem_records(recipe, firmware, ids.esp_id), *filesystems]  # partition order
         with progress.stage("check", "e2fsck -fn"):
             for place in placements:

@@ -78,7 +78,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--firmware", choices=("bios", "uefi", "both"),
                         help="HVM images: the firmware to time (default: the image's, as imagekit boot picks)")
+    parser.add_argument("--beside", type=Path, nargs="+", metavar="IMAGE",
+                        help="instead: `imagekit boot` of IMAGE and these images side by side (e.g. an x86_64 and "
+                             "an arm64 build of one recipe), to GRUB, first kernel line, sentinel and QEMU's run")
     args = parser.parse_args()
+    if args.beside:
+        if args.image is None:
+            parser.error("--beside needs IMAGE")
+        return bench_beside([args.image, *args.beside], args.runs)
     with tempfile.TemporaryDirectory(prefix="imagekit-bench-boot-") as tmp:
         workdir = Path(tmp)
         image = args.image
@@ -328,6 +335,27 @@ def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], a
         print(f"firmware + GRUB ({FIRMWARE_NAMES.get(name, name)}): +{t.kernel - b.kernel:.2f}s to the first kernel "
               f"line, +{t.sentinel - b.sentinel:.2f}s to the sentinel ({t.sentinel / b.sentinel:.2f}x)")
     print_paths(paths, "HVM, every firmware")
+    return 0
+
+
+def bench_beside(images: list[Path], runs: int) -> int:
+    """`imagekit boot` of each image, interleaved `runs` times; one row per image, medians."""
+    rows: dict[Path, list[BootReport]] = {image: [] for image in images}
+    for _ in range(runs):  # interleaved, so load from elsewhere falls on all rows alike
+        for image in images:
+            report = boot_image(BootOptions(image, timeout=1800))
+            if not report.booted:
+                print(f"{image}: not booted: {report.reason}: {report.detail}", file=sys.stderr)
+                return 1
+            rows[image].append(report)
+    print(f"imagekit boot, median of {runs} (TCG unless the accel column says kvm)")
+    print(f"{'image':40}{'arch':>8}{'accel':>6}{'GRUB':>9}{'first kernel line':>19}{'sentinel':>10}{'QEMU':>9}")
+    for image, reports in rows.items():
+        arch = (read_manifest(image) or {}).get("arch", "x86_64")
+        cells = [_cell(median([getattr(r, f) for r in reports])) for f in
+                 ("seconds_to_bootloader", "seconds_to_first_kernel_line", "seconds_to_sentinel", "seconds_qemu")]
+        print(f"{image.name[-40:]:40}{arch:>8}{reports[-1].accel:>6}{cells[0]:>9}{cells[1]:>19}{cells[2]:>10}"
+              f"{cells[3]:>9}")
     return 0
 
 

@@ -166,6 +166,7 @@ class Watcher:
     firmware_boot: bool = False  # an HVM boot: GRUB 2 reads the image's grub.cfg, not PV-GRUB's menu.lst
     on_phase: Callable[[str], None] | None = None  # told each new `phase` (the progress display's boot row)
     phase: str = "firmware"  # firmware, GRUB, kernel, initrd, systemd, sentinel: how far the boot got
+    uefi_name: str = "OVMF"  # the UEFI firmware reasons name (AAVMF: arm64's edk2)
 
     @property
     def done(self) -> bool:
@@ -224,7 +225,7 @@ class Watcher:
                          "SeaBIOS: " + "; ".join([*dict.fromkeys(self.firmware_errors), "No bootable device"]), n)
         elif _OVMF_NONE.search(text):
             tried = "; ".join(dict.fromkeys(self.firmware_errors)) or "no boot option on the disk"
-            self._finish(Reason.FIRMWARE_NO_BOOTABLE_DEVICE, f"OVMF: {tried}; {_ovmf_end(text)}", n)
+            self._finish(Reason.FIRMWARE_NO_BOOTABLE_DEVICE, f"{self.uefi_name}: {tried}; {_ovmf_end(text)}", n)
         elif _GRUB_RESCUE.match(text.strip()):
             errors = "; ".join(dict.fromkeys(self.grub_errors)) or "no error message"
             self._finish(Reason.GRUB_RESCUE, f"GRUB: {errors}; stopped at the grub rescue> prompt", n)

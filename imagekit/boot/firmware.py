@@ -17,19 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.image.disklabel import DiskLabel
+from imagekit.recipe.arch import ARCHES, Arch, ArchSpec
 from imagekit.recipe.layouts import LAYOUT_NAMES, Layout, firmwares_for_boot_mode
 from imagekit.recipe.layouts import Firmware as Firmware  # the layout table's; boot's vocabulary too
 from imagekit.util.errors import UsageError
 
 CHOICES = ("bios", "uefi", "both")
 BOTH = (Firmware.BIOS, Firmware.UEFI)
-# (CODE, VARS) pairs, as Debian (ovmf), Fedora (edk2-ovmf) and Arch (edk2-ovmf) install them.
-OVMF_PAIRS = (
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
-    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
-)
+OVMF_PAIRS = ARCHES[Arch.X86_64].firmware  # (CODE, VARS); each architecture's in recipe/arch.py (AAVMF: arm64)
 
 
 @dataclass(frozen=True)
@@ -80,21 +75,24 @@ def describe(firmwares: tuple[Firmware, ...]) -> str:
     return "both" if firmwares == BOTH else str(firmwares[0])
 
 
-def find_ovmf() -> Ovmf:
-    """OVMF on this host; UsageError naming the package when it is not installed."""
-    for code, vars_template in OVMF_PAIRS:
+def find_ovmf(spec: ArchSpec = ARCHES[Arch.X86_64]) -> Ovmf:
+    """The architecture's UEFI firmware on this host (OVMF, AAVMF for arm64); UsageError naming the package
+    when it is not installed."""
+    name = "OVMF" if spec.arch is Arch.X86_64 else f"{spec.arch.value} UEFI (AAVMF)"
+    pairs = OVMF_PAIRS if spec.arch is Arch.X86_64 else spec.firmware
+    for code, vars_template in pairs:
         if Path(code).is_file() and Path(vars_template).is_file():
             return Ovmf(Path(code), Path(vars_template))
-    looked = ", ".join(code for code, _ in OVMF_PAIRS)
-    raise UsageError(f"--firmware uefi: no OVMF firmware on this host (looked for {looked})",
-                     hint="apt-get install ovmf (scripts/setup does)")
+    looked = ", ".join(code for code, _ in pairs)
+    raise UsageError(f"--firmware uefi: no {name} firmware on this host (looked for {looked})",
+                     hint=f"apt-get install {spec.firmware_package} (scripts/setup does)")
 
 
-def firmware_argv(firmware: Firmware, workdir: Path) -> list[str]:
-    """QEMU arguments for `firmware`; for OVMF, a fresh copy of the VARS template in `workdir`."""
+def firmware_argv(firmware: Firmware, workdir: Path, spec: ArchSpec = ARCHES[Arch.X86_64]) -> list[str]:
+    """QEMU arguments for `firmware`; for OVMF (AAVMF), a fresh copy of the VARS template in `workdir`."""
     if firmware is Firmware.BIOS:
         return []  # SeaBIOS is the pc machine's own firmware
-    ovmf = find_ovmf()
+    ovmf = find_ovmf(spec)
     nvram = workdir / f"OVMF_VARS.{firmware}.fd"
     shutil.copyfile(ovmf.vars_template, nvram)
     return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",

@@ -41,20 +41,25 @@ def find_boot(g: Any, devices: list[str], root: str) -> str:
     return root
 
 
-def add_grub_console(g: Any) -> list[str]:
-    """console=ttyS0 first on grub.cfg's linux lines (in the overlay); what was changed, for the report."""
+def add_grub_console(g: Any, console: str = "ttyS0") -> list[str]:
+    """console=ttyS0 (QEMU's serial port: ttyAMA0 on arm64's virt) last on grub.cfg's linux lines (in the
+    overlay); what was changed, for the report."""
     if not guest.is_file(g, GRUB_CFG):
         return []
-    text, changed = probe.add_serial_console(str(g.cat(GRUB_CFG)), LINUX_COMMANDS, last=True)
+    arg = f"console={console}"
+    text, changed = probe.add_serial_console(str(g.cat(GRUB_CFG)), LINUX_COMMANDS, last=True, serial=arg)
     if not changed:
         return []
     g.write(GRUB_CFG, text.encode())
-    return [f"{GRUB_CFG}: {probe.SERIAL_ARG} put last on {changed} linux line(s), so it is /dev/console (EC2 HVM's "
+    if console != "ttyS0":
+        return [f"{GRUB_CFG}: {arg} put last on {changed} linux line(s), so it is /dev/console (QEMU's serial "
+                "port; the image's own console=ttyS0 is EC2 Graviton's)"]
+    return [f"{GRUB_CFG}: {arg} put last on {changed} linux line(s), so it is /dev/console (EC2 HVM's "
             "serial console is ttyS0 too: with another console last, the initramfs' messages would not show there)"]
 
 
-def prepare_hvm(g: Any) -> Prepared:
-    """Mount root (and /boot), install the probe, make the kernel talk on ttyS0."""
+def prepare_hvm(g: Any, console: str = "ttyS0") -> Prepared:
+    """Mount root (and /boot), install the probe, make the kernel talk on ttyS0 (`console`)."""
     devices = linux_filesystems(g)
     root = find_root(g, devices)
     if root is None:
@@ -65,14 +70,15 @@ def prepare_hvm(g: Any) -> Prepared:
     boot = find_boot(g, devices, root)
     disk = Disk(None, boot, root, separate_boot=boot != root)
     guest.mount(g, disk)
-    return edit_hvm(g, disk)
+    return edit_hvm(g, disk, console)
 
 
-def edit_hvm(g: Any, disk: Disk) -> Prepared:
-    """On the mounted tree (libguestfs, or extfs.ExtTree without an appliance): the probe, console=ttyS0."""
+def edit_hvm(g: Any, disk: Disk, console: str = "ttyS0") -> Prepared:
+    """On the mounted tree (libguestfs, or extfs.ExtTree without an appliance): the probe, console=ttyS0
+    (`console`: QEMU's serial port for the image's architecture)."""
     root = disk.root_device
     kind = probe.detect_kind(g)
-    added = [*probe.install_probe(g, kind), *add_grub_console(g)]
+    added = [*probe.install_probe(g, kind), *add_grub_console(g, console)]
     notes = [f"separate /boot: {disk.boot_device}, root {root}"] if disk.separate_boot else []
     grub_cfg = GRUB_CFG if guest.is_file(g, GRUB_CFG) else None
     if grub_cfg is None:

@@ -38,6 +38,7 @@ from imagekit.boot.report import BootReport, FirmwareResult
 from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.image.disklabel import DiskLabel
 from imagekit.manifest import read_manifest
+from imagekit.recipe.arch import ARCHES, Arch, ArchSpec, spec_named
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
@@ -70,12 +71,17 @@ def disk_argv(interface: str, disk: Path) -> list[str]:
     return ["-drive", drive, "-device", f"{device},bootindex=1"]
 
 
-def hvm_argv(machine: Machine, *, firmware: list[str], interface: str, disk: Path, serial_log: Path,
-             attached: Attached | None = None) -> list[str]:
+def hvm_argv(machine: Machine, *, firmware: list[str], interface: str, disk: Path, serial_log: Path,  # noqa: PLR0913 (QEMU's own parts, each a keyword)
+             attached: Attached | None = None, spec: ArchSpec = ARCHES[Arch.X86_64]) -> list[str]:
     """QEMU for an HVM boot: firmware, one boot disk, then the instance's other disks (not bootable) in EC2's
-    order, serial console to a file, user networking without PXE (with user-data: the metadata service's)."""
+    order, serial console to a file, user networking without PXE (with user-data: the metadata service's).
+    `spec`: the image's architecture (arm64: qemu-system-aarch64 -M virt, always TCG on an x86_64 host)."""
     attached = attached or Attached()
-    return [QEMU, *machine.accel.qemu_args(), "-machine", "pc,graphics=off", "-m", str(machine.memory_mb),
+    accel = machine.accel.qemu_args()
+    if spec.arch is not Arch.X86_64:
+        accel = ["-accel", "tcg,thread=multi", *(["-cpu", spec.cpu] if spec.cpu else [])]
+    qemu = QEMU if spec.arch is Arch.X86_64 else spec.qemu
+    return [qemu, *accel, "-machine", spec.machine, "-m", str(machine.memory_mb),
             "-smp", str(machine.cpus), "-nodefaults", "-display", "none", "-no-reboot", "-boot", "strict=on",
             *firmware, *disk_argv(interface, disk), *drive_args(attached.disks),
             "-chardev", f"file,id=console,path={serial_log}", "-serial", "chardev:console",
@@ -101,16 +107,19 @@ class Run:
     seconds_prepare: float
     several: bool  # more than one firmware: the logs get .bios / .uefi
     workdir: Path
+    spec: ArchSpec  # the image's architecture (the manifest's; x86_64 without one)
 
 
 def hvm_job(opts: BootOptions, manifest: dict[str, Any] | None) -> Job:
     """An HVM boot's preparation for fastprep: every edit is in the filesystems (cached with the copy)."""
 
+    console = spec_named((manifest or {}).get("arch")).qemu_console  # QEMU's serial port: ttyS0, ttyAMA0
+
     def edit(g: Any, disk: Disk) -> Prepared:  # g: the copy's extfs.ExtTree, "mounted" as the disk says
-        return prepare_instance(g, edit_hvm(g, disk), manifest, opts.attach)
+        return prepare_instance(g, edit_hvm(g, disk, console), manifest, opts.attach)
 
     def slow(g: Any) -> Prepared:
-        return prepare_instance(g, prepare_hvm(g), manifest, opts.attach)
+        return prepare_instance(g, prepare_hvm(g, console), manifest, opts.attach)
 
     params = {"boot": "hvm", "network": opts.attach.user_data is not None, "manifest": manifest}
     return Job(params, hvm_layout, edit, lambda g, edits: edits, slow)
@@ -144,11 +153,11 @@ def boot_once(run: Run, firmware: Firmware, attached: Attached, progress: Progre
     machine = Machine(opts.memory_mb, opts.cpus, run.accel)
     with layer(run.overlay, run.workdir, f"{firmware}.qcow2") as disk:
         log = run.workdir / f"serial.{firmware}.log"
-        argv = hvm_argv(machine, firmware=firmware_argv(firmware, run.workdir), interface=run.interface, disk=disk,
-                        serial_log=log, attached=attached)
+        argv = hvm_argv(machine, firmware=firmware_argv(firmware, run.workdir, run.spec), interface=run.interface,
+                        disk=disk, serial_log=log, attached=attached, spec=run.spec)
         with progress.stage("boot", f"{firmware} firmware, {run.interface} disk, under QEMU ({run.accel.name})") \
                 as booting:
-            watcher = Watcher(firmware_boot=True, on_phase=booting.phase)
+            watcher = Watcher(firmware_boot=True, on_phase=booting.phase, uefi_name=run.spec.uefi_name)
             outcome = run_qemu(argv, log, watcher, timeout=opts.timeout, silence=opts.silence)
         saved = save_log(log, log_path(opts, run.image, firmware, run.several))
     report = build_report(opts, run.image, LOADER, run.accel, run.prepared,
@@ -181,12 +190,17 @@ def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...
     """Boot an HVM image with each firmware in turn, from one prepared overlay."""
     interface = check_hvm_options(opts)
     manifest = read_manifest(image.path)
+    spec = spec_named((manifest or {}).get("arch"))
+    if Firmware.BIOS in firmwares and "mbr-bios" not in spec.layouts:
+        raise UsageError(f"--firmware bios: an {spec.arch.value} image boots UEFI only (firmware {spec.qemu} "
+                         f"-M {spec.machine} with {spec.firmware_package})")
     attached = attach_each(opts, image, manifest, firmwares, interface, workdir)
     with progress.stage("accel"):
-        accel = detect(opts.accel)
+        # a foreign architecture is emulated whatever the host's KVM can do
+        accel = detect(opts.accel) if not spec.foreign else Accel("tcg", f"{spec.arch.value}: emulated (TCG)")
     with ExitStack() as stack:
         with progress.stage("prepare", "probe, grub.cfg console") as stage:
             ov, prepared = stack.enter_context(prepare(image, workdir, opts, manifest, label, accel))
-        run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir)
+        run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir, spec)
         reports = [boot_once(run, f, attached[f], progress) for f in firmwares]
     return combine(reports, firmwares)

@@ -82,8 +82,8 @@ echo o > /proc/sysrq-trigger
 """
 
 
-def _serial(arg: str) -> bool:
-    return arg == SERIAL_ARG or arg.startswith(SERIAL_ARG + ",")
+def _serial(arg: str, serial: str = SERIAL_ARG) -> bool:
+    return arg == serial or arg.startswith(serial + ",")
 
 
 def _edit_kernel_lines(text: str, keywords: str, edit: Callable[[str], str | None]) -> tuple[str, int]:
@@ -104,16 +104,18 @@ def _edit_kernel_lines(text: str, keywords: str, edit: Callable[[str], str | Non
     return pattern.sub(fix, text), changed
 
 
-def add_serial_console(menu_lst: str, keywords: str = "kernel", last: bool = False) -> tuple[str, int]:
+def add_serial_console(menu_lst: str, keywords: str = "kernel", last: bool = False,
+                       serial: str = SERIAL_ARG) -> tuple[str, int]:
     """menu.lst with console=ttyS0 put first on each kernel line that lacks it; and how many lines changed.
     `keywords`: the command that loads a kernel (GRUB 2's grub.cfg: "linux16|linuxefi|linux"); `last`: put it
-    last, making it /dev/console, unless the line's last console= is ttyS0 already (HVM: ttyS0 is EC2's too)."""
+    last, making it /dev/console, unless the line's last console= is ttyS0 already (HVM: ttyS0 is EC2's too).
+    `serial`: the console= of QEMU's serial port (console=ttyAMA0 on arm64's virt machine)."""
 
     def edit(args: str) -> str | None:
         consoles = [a for a in args.split() if a.startswith("console=")]
-        if (consoles and _serial(consoles[-1])) or (not last and any(map(_serial, consoles))):
+        if (consoles and _serial(consoles[-1], serial)) or (not last and any(_serial(c, serial) for c in consoles)):
             return None
-        return f"{args} {SERIAL_ARG}".strip() if last else f"{SERIAL_ARG} {args}".strip()
+        return f"{args} {serial}".strip() if last else f"{serial} {args}".strip()
 
     return _edit_kernel_lines(menu_lst, keywords, edit)
 

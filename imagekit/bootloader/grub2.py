@@ -6,8 +6,9 @@ pointers grub-bios-setup patches are patched here (GRUB 2.06 util/setup.c): boot
 (0x5c, the LBA of core.img's first sector) and the blocklist at the end of core.img's first sector
 (diskboot.img: LBA and sector count of the rest of core.img). No loop device, no device map.
 
-UEFI (gpt-uefi, gpt-hybrid): core image x86_64-efi, installed as the removable-media path
-EFI/BOOT/BOOTX64.EFI on the ESP, so the firmware needs no NVRAM entry.
+UEFI (gpt-uefi, gpt-hybrid): core image x86_64-efi (arm64-efi for arm64, from the bootstrapped tree's
+module directory: recipe/arch.py), installed as the removable-media path EFI/BOOT/BOOTX64.EFI (BOOTAA64.EFI)
+on the ESP, so the firmware needs no NVRAM entry.
 
 Both images are monolithic: every module the boot needs is built in and nothing is copied to
 /boot/grub/<platform>. A module directory would have to match the core image's GRUB build exactly;
@@ -39,7 +40,8 @@ BLOCKLIST = SECTOR - 12
 
 COMMON_MODULES = ("search", "search_fs_uuid", "normal", "linux", "serial", "terminal", "echo", "test",
                   "configfile", "boot", "part_gpt", "part_msdos")
-PLATFORM_MODULES = {"i386-pc": ("biosdisk",), "x86_64-efi": ("fat", "efi_gop")}
+# arm64-efi's gzio: Debian's arm64 vmlinuz is a gzipped Image, which GRUB's linux loader reads through it
+PLATFORM_MODULES = {"i386-pc": ("biosdisk",), "x86_64-efi": ("fat", "efi_gop"), "arm64-efi": ("fat", "gzio")}
 FS_MODULES = {"ext2": "ext2", "ext3": "ext2", "ext4": "ext2", "xfs": "xfs", "btrfs": "btrfs"}
 
 _env = jinja2.Environment(
@@ -58,12 +60,13 @@ def grub_quote(text: str) -> str:
 _env.filters["grub_quote"] = grub_quote
 
 
-def render_grub_cfg(entries: Sequence[Entry], *, boot_uuid: str, boot_mode: str, default: int = 0,
-                    fallback: int | None = None, timeout: int = 1) -> str:
-    """grub.cfg: serial console, default/fallback/timeout as menu.lst, one menuentry per entry."""
+def render_grub_cfg(entries: Sequence[Entry], *, boot_uuid: str, boot_mode: str, default: int = 0,  # noqa: PLR0913 (grub.cfg's settings, each a keyword)
+                    fallback: int | None = None, timeout: int = 1, serial: bool = True) -> str:
+    """grub.cfg: serial console (`serial`: GRUB's own; else the firmware's), default/fallback/timeout as
+    menu.lst, one menuentry per entry."""
     text = _env.get_template("grub.cfg.j2").render(
         entries=entries, boot_uuid=boot_uuid, boot_mode=boot_mode, default=default, fallback=fallback,
-        timeout=timeout,
+        timeout=timeout, serial=serial,
     )
     return text.rstrip("\n") + "\n"
 
@@ -74,12 +77,20 @@ def early_config(boot_uuid: str, prefix: str) -> str:
             f"set prefix=($root){prefix}\n")
 
 
-def make_core(platform: str, output: Path, *, boot_uuid: str, prefix: str, boot_fs: str, workdir: Path) -> bytes:
-    """grub-mkimage for `platform` (i386-pc or x86_64-efi), modules built in; returns the image's bytes."""
+def make_core(platform: str, output: Path, *, boot_uuid: str, prefix: str, boot_fs: str, workdir: Path,  # noqa: PLR0913 (grub-mkimage's inputs, each a keyword)
+              grub_lib: Path = GRUB_LIB) -> bytes:
+    """grub-mkimage for `platform` (i386-pc, x86_64-efi, arm64-efi) with the module tree under `grub_lib`,
+    modules built in; returns the image's bytes."""
+    modules_dir = grub_lib / platform
+    if not (modules_dir / "moddep.lst").is_file():
+        raise ImagekitError(f"no GRUB {platform} modules in {modules_dir} (moddep.lst missing)",
+                            hint="run scripts/setup (grub-pc-bin, grub-efi-amd64-bin)" if grub_lib == GRUB_LIB
+                            else f"the kernel profile's packages must include GRUB's {platform} modules "
+                                 f"(grub-efi-{platform.removesuffix('-efi')}-bin)")
     config = workdir / f"grub-early-{platform}.cfg"
     config.write_text(early_config(boot_uuid, prefix))
     modules = [*PLATFORM_MODULES[platform], *COMMON_MODULES, FS_MODULES[boot_fs]]
-    run(["grub-mkimage", "-O", platform, "-d", os.fspath(GRUB_LIB / platform), "-o", os.fspath(output),
+    run(["grub-mkimage", "-O", platform, "-d", os.fspath(modules_dir), "-o", os.fspath(output),
          "-c", os.fspath(config), "-p", prefix, *modules])
     return output.read_bytes()
 

@@ -22,7 +22,7 @@ from imagekit.util.errors import UsageError
 # One list each, used by every option of that name (build, lint, aki, boot); the layouts are the table's.
 LAYOUTS = LAYOUT_NAMES
 PV_LAYOUTS = PV_LAYOUT_NAMES  # the layouts a PV-GRUB AKI reads
-ARCHES = ("x86_64", "i386")
+ARCHES = ("x86_64", "i386", "arm64")
 
 # Suffixes that name a disk format imagekit does not write; `-o x.qcow2` is refused, never a raw file so named.
 FOREIGN_FORMATS = (".qcow2", ".qcow", ".vmdk", ".vdi", ".vhd", ".vhdx")
@@ -43,7 +43,7 @@ def verdict_of(errors: int, warnings: int) -> Verdict:
 
 
 class ArchChoice(click.Choice):
-    """x86_64 or i386; Debian's and other usual names (amd64, i686) are taken for them."""
+    """x86_64, i386 or arm64; Debian's and other usual names (amd64, i686, aarch64) are taken for them."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         from imagekit.pvgrub.aki import ARCH_ALIASES

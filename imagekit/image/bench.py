@@ -66,7 +66,14 @@ def main() -> None:
     ap.add_argument("recipe", nargs="?", default="recipes/debian-12-pvgrub-hd0.toml")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--beside", nargs="+", metavar="RECIPE",
+                    help="instead: warm builds of RECIPE and these side by side, stage by stage (e.g. "
+                         "recipes/debian-12-hvm-uefi.toml --beside recipes/debian-12-arm64-uefi.toml); the first "
+                         "build of each also times its bootstrap when the cache lacks it")
     args = ap.parse_args()
+    if args.beside:
+        beside([args.recipe, *args.beside], args.runs)
+        return
     recipe = load_recipe(args.recipe)
     profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
     with tempfile.TemporaryDirectory(prefix="imagekit-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
@@ -134,6 +141,31 @@ def main() -> None:
                           src.source_url])
             print(f"cold build            {cold['wall']:6.2f} s; bare mmdebstrap {bare:6.2f} s; "
                   f"ratio {cold['wall'] / bare:5.2f} (target <= 1.2)")
+
+
+def beside(recipes: list[str], runs: int) -> None:
+    """Warm `imagekit build --no-lint` of each recipe, interleaved; one column per recipe (medians), and the
+    first build's bootstrap when it made one (a cold cache: an arm64 bootstrap runs its scripts under qemu-user)."""
+    loaded = [load_recipe(r) for r in recipes]
+    with tempfile.TemporaryDirectory(prefix="imagekit-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
+        work = Path(tmp)
+        first = [build(r.path, work / f"warmup-{n}.img") for n, r in enumerate(loaded)]
+        runs_of: list[list[dict]] = [[] for _ in loaded]
+        for i in range(runs):
+            for n, r in enumerate(loaded):
+                runs_of[n].append(build(r.path, work / f"run{i}-{n}.img"))
+    stages = list(dict.fromkeys(s for rs in runs_of for s in rs[-1]["timings"]))
+    print(f"{'':22}" + "".join(f"{r.name[:24]:>26}" for r in loaded))
+    print(f"{'arch':22}" + "".join(f"{r.arch.value:>26}" for r in loaded))
+    walls = [statistics.median(x["wall"] for x in rs) for rs in runs_of]
+    print(f"{f'warm build (median {runs})':22}" + "".join(f"{w:>24.2f} s" for w in walls))
+    for stage in stages:
+        cells = [statistics.median(x["timings"].get(stage, 0.0) for x in rs) for rs in runs_of]
+        print(f"  {stage:<20}" + "".join(f"{c:>24.2f} s" for c in cells))
+    cold = [f"{m['timings']['bootstrap']:.2f} s" if "bootstrap" in m["timings"] else "cached" for m in first]
+    print(f"{'bootstrap (1st build)':22}" + "".join(f"{c:>26}" for c in cold))
+    if len(walls) > 1:
+        print(f"ratio warm {loaded[1].arch.value} / {loaded[0].arch.value}: {walls[1] / walls[0]:.2f}x")
 
 
 def _size_text(text: str) -> str:

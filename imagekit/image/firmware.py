@@ -16,11 +16,13 @@ from imagekit.image.filesystem import make_esp
 from imagekit.image.layout import ALIGN, FirmwarePart, Placement
 from imagekit.image.partition import GPT_NAMES, write_gpt, write_mbr
 from imagekit.image.partition import set_gpt_ids as _set_gpt_ids
+from imagekit.recipe.arch import ARCHES
 from imagekit.recipe.layouts import Bootloader, Firmware, PartitionTable
 from imagekit.recipe.model import Recipe
 from imagekit.rootfs.configure import ESP_MOUNTPOINT
 
-ESP_PATH = "EFI/BOOT/BOOTX64.EFI"  # the removable-media path: found without an NVRAM boot entry
+ESP_PATH = "EFI/BOOT/BOOTX64.EFI"  # the removable-media path: found without an NVRAM boot entry (x86_64's;
+# each architecture's is recipe/arch.py's ArchSpec.esp_path, e.g. EFI/BOOT/BOOTAA64.EFI)
 
 
 def write_table(recipe: Recipe, image: Path, firmware: list[FirmwarePart], placements: list[Placement],
@@ -37,8 +39,9 @@ def write_table(recipe: Recipe, image: Path, firmware: list[FirmwarePart], place
 
 
 def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart], *, boot_uuid: str,
-                       esp_id: str | None, workdir: Path, epoch: int | None) -> None:
-    """GRUB 2 for the layout's firmware: BIOS (MBR gap or BIOS boot partition), UEFI (ESP), or both."""
+                       esp_id: str | None, workdir: Path, epoch: int | None, tree: Path | None = None) -> None:
+    """GRUB 2 for the layout's firmware: BIOS (MBR gap or BIOS boot partition), UEFI (ESP), or both.
+    `tree`: the staged root, whose GRUB module tree a foreign architecture's EFI image is made from."""
     prefix = "/grub" if recipe.separate_boot else "/boot/grub"
     boot_fs = recipe.boot_fs.type.value
     if Firmware.BIOS in recipe.layout.spec.firmwares:
@@ -51,9 +54,12 @@ def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart]
             install_bios(image, core, 512, ALIGN - 512)
     esp = next((p for p in firmware if p.kind == "esp"), None)
     if esp is not None and recipe.esp is not None and esp_id is not None:
-        efi = workdir / "BOOTX64.EFI"
-        make_core("x86_64-efi", efi, boot_uuid=boot_uuid, prefix=prefix, boot_fs=boot_fs, workdir=workdir)
-        make_esp(esp, image, recipe.esp.label, esp_id, {ESP_PATH: efi}, epoch=epoch)
+        spec = ARCHES[recipe.arch]
+        assert spec.grub_platform is not None
+        efi = workdir / spec.esp_path.rsplit("/", 1)[-1]
+        make_core(spec.grub_platform, efi, boot_uuid=boot_uuid, prefix=prefix, boot_fs=boot_fs, workdir=workdir,
+                  grub_lib=spec.grub_lib(tree))
+        make_esp(esp, image, recipe.esp.label, esp_id, {spec.esp_path: efi}, epoch=epoch)
 
 
 def esp_filesystem_records(recipe: Recipe, firmware: list[FirmwarePart], esp_id: str | None) -> list[dict[str, Any]]:
@@ -78,7 +84,7 @@ def partition_records(recipe: Recipe, firmware: list[FirmwarePart], placements: 
                                   "offset": p.offset, "size": p.size}
         if p.kind == "esp" and recipe.esp is not None:
             record["filesystem"] = {"type": "vfat", "label": recipe.esp.label, "uuid": esp_id,
-                                    "mountpoint": ESP_MOUNTPOINT, "files": [f"/{ESP_PATH}"]}
+                                    "mountpoint": ESP_MOUNTPOINT, "files": [f"/{ARCHES[recipe.arch].esp_path}"]}
         records.append(record)
     for place in placements:
         kind = LINUX_TYPE if spec.table is PartitionTable.GPT else f"{MBR_LINUX:x}"

@@ -107,7 +107,7 @@ class Vmlinux:
 
     data: bytes
     elf: ElfInfo
-    source_format: str  # "bzImage", "elf" or "gzip-elf"
+    source_format: str  # "bzImage", "elf", "gzip-elf", "arm64-image" or "gzip-arm64-image"
     compression: Compression | None  # of the bzImage payload (None for an ELF input)
     header: BootHeader | None
 
@@ -293,13 +293,27 @@ def check_vmlinux(out: bytes, header: BootHeader | None, name: str) -> ElfInfo:
     return elf
 
 
+# An arm64 kernel Image (Documentation/arch/arm64/booting.rst): "ARM\x64" at offset 0x38 of the header.
+ARM64_MAGIC_OFFSET, ARM64_MAGIC = 0x38, b"ARM\x64"
+ARM64_ELF = ElfInfo(bits=64, machine=183, type=2, notes=())  # what an arm64 Image stands for: EM_AARCH64
+
+
+def is_arm64_image(data: bytes) -> bool:
+    return data[ARM64_MAGIC_OFFSET:ARM64_MAGIC_OFFSET + 4] == ARM64_MAGIC
+
+
 def load_vmlinux(data: bytes, name: str = "kernel") -> Vmlinux:
-    """The ELF vmlinux inside a bzImage, or the input itself when it already is one (plain or gzipped)."""
-    if is_elf(data):
-        return Vmlinux(data, check_vmlinux(data, None, name), "elf", None, None)
+    """The ELF vmlinux inside a bzImage, or the input itself when it already is one (plain or gzipped); an
+    arm64 Image (Debian's arm64 vmlinuz: a gzipped Image) as itself, its `elf` saying aarch64."""
+    if is_arm64_image(data):
+        return Vmlinux(data, ARM64_ELF, "arm64-image", None, None)
     if data.startswith(MAGIC[Compression.GZIP]) and not is_bzimage(data):
         out = decompress_payload(data, Compression.GZIP, name)
+        if is_arm64_image(out):
+            return Vmlinux(out, ARM64_ELF, "gzip-arm64-image", Compression.GZIP, None)
         return Vmlinux(out, check_vmlinux(out, None, name), "gzip-elf", Compression.GZIP, None)
+    if is_elf(data):
+        return Vmlinux(data, check_vmlinux(data, None, name), "elf", None, None)
     header, payload, compression = extract_payload(data, name)
     out = decompress_payload(payload, compression, name)
     return Vmlinux(out, check_vmlinux(out, header, name), "bzImage", compression, header)

@@ -10,6 +10,7 @@ from imagekit.kernel.config import OptionResult, Status, Target, check_config, i
 from imagekit.kernel.initrd import initrd_members, module_names
 from imagekit.lint.findings import Finding, Severity, finding, unreadable
 from imagekit.lint.view import ImageView, UnreadableFile
+from imagekit.recipe.arch import spec_named
 
 # the module a =m option builds, for looking it up in the initrd
 MODULES = {
@@ -134,7 +135,7 @@ def check_kernel(view: ImageView, k: KernelFiles, target: Target, arch: str, fs_
     if vmlinux is None:
         return findings
     elf = vmlinux.elf
-    if elf.arch != arch:
+    if elf.arch != spec_named(arch).elf_machine:  # the image's arch as kernel/elf.py names machines
         why = " (a 64-bit PV-GRUB cannot start a 32-bit kernel, nor the reverse)" if target is Target.PV else ""
         findings.append(finding("kernel-arch", k.label, f"the kernel is {elf.arch} (ELF{elf.bits}), the "
                                 f"image is {arch}{why}", f"install an {arch} kernel"))

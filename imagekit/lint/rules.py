@@ -44,6 +44,7 @@ from imagekit.lint.system import (
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile
 from imagekit.pvgrub.variant import Variant
+from imagekit.recipe.arch import spec_named
 from imagekit.util.progress import StageTimer
 
 MAX_KERNELS = 3  # kernels judged per image (each one is read out of the image)
@@ -205,7 +206,7 @@ def lint_pvgrub(ctx: LintContext) -> list[Finding]:
 
 
 def lint_hvm_boot(ctx: LintContext) -> list[Finding]:
-    return guarded(check_hvm_boot, ctx.view, (ctx.manifest or {}).get("boot_mode"))
+    return guarded(check_hvm_boot, ctx.view, (ctx.manifest or {}).get("boot_mode"), ctx.arch)
 
 
 def lint_registration(ctx: LintContext) -> list[Finding]:
@@ -258,6 +259,8 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
               aki_version: str | None = None, fmt: str = "raw", stage: StageTimer | None = None) -> list[Finding]:
     """Every rule of `target` on `view`, in the registry's order; `stage`'s row counts the checks done
     of the total."""
+    if target is Target.HVM and spec_named(arch).nitro_only:
+        target = Target.NITRO  # Graviton (arm64) is Nitro only: no Xen HVM rules
     ctx = LintContext(view, target, arch, manifest, aki_version, fmt)
     rules = rules_for(target)
     tally = Tally(len(rules), stage)

@@ -14,6 +14,7 @@ from imagekit.image.disklabel import ESP_TYPE
 from imagekit.kernel.config import Target
 from imagekit.lint.findings import Finding, Severity, finding
 from imagekit.lint.view import Filesystem, ImageView
+from imagekit.recipe.arch import spec_named
 
 EC2_DEVICE = re.compile(r"^/dev/(?:sd|xvd|hd)([a-z])(\d*)$")
 INSTANCE_STORE = re.compile(r"^/dev/(?:sd|xvd)[b-e]\d*$")
@@ -224,18 +225,25 @@ def _bios_loader(view: ImageView) -> bool:
                for p in ("/boot/grub/grub.cfg", "/grub/grub.cfg"))
 
 
-def _uefi_loader(view: ImageView) -> bool:
+def _uefi_loader(view: ImageView, efi_path: str) -> bool:
     for p in view.partitions:
         if p.gpt_type == ESP_GUID or p.mbr_id == 0xEF:
             fs = view.filesystem_on_partition(p.number)
-            if fs is not None and view.exists(fs.device, "/EFI/BOOT/BOOTX64.EFI"):
+            if fs is not None and view.exists(fs.device, efi_path):
                 return True
     return False
 
 
-def check_hvm_boot(view: ImageView, boot_mode: str | None) -> Iterator[Finding]:
-    """An HVM image needs GRUB in the MBR (legacy BIOS) and/or an ESP with BOOTX64.EFI (UEFI)."""
-    bios, uefi = _bios_loader(view), _uefi_loader(view)
+def check_hvm_boot(view: ImageView, boot_mode: str | None, arch: str = "x86_64") -> Iterator[Finding]:
+    """An HVM image needs GRUB in the MBR (legacy BIOS) and/or an ESP with the arch's removable-media file
+    (UEFI: BOOTX64.EFI, BOOTAA64.EFI on arm64, which boots UEFI only)."""
+    spec = spec_named(arch)
+    efi_path = f"/{spec.esp_path}"
+    bios, uefi = "mbr-bios" in spec.layouts and _bios_loader(view), _uefi_loader(view, efi_path)
+    if "mbr-bios" not in spec.layouts and not uefi:
+        yield finding("hvm-bootloader-missing", "disk", f"an {arch} image boots UEFI only and needs an EFI "
+                      f"system partition with {efi_path}", "build it with layout = \"gpt-uefi\"")
+        return
     needs = {"legacy-bios": ("bios",), "uefi": ("uefi",), "uefi-preferred": ("bios", "uefi")}.get(
         boot_mode or "", ())
     have = {"bios": bios, "uefi": uefi}
@@ -243,9 +251,9 @@ def check_hvm_boot(view: ImageView, boot_mode: str | None) -> Iterator[Finding]:
         for mode in needs:
             if not have[mode]:
                 what = ("GRUB in the MBR with a grub.cfg" if mode == "bios"
-                        else "an EFI system partition with /EFI/BOOT/BOOTX64.EFI")
+                        else f"an EFI system partition with {efi_path}")
                 yield finding("hvm-bootloader-missing", "disk", f"boot mode {boot_mode} needs {what}",
                               "install the bootloader (grub-install) for that boot mode")
     elif not (bios or uefi):
         yield finding("hvm-bootloader-missing", "disk", "no bootloader: neither GRUB in the MBR nor an EFI "
-                      "system partition with /EFI/BOOT/BOOTX64.EFI", "build the image with an HVM layout")
+                      f"system partition with {efi_path}", "build the image with an HVM layout")

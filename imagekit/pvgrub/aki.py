@@ -18,7 +18,8 @@ from imagekit.util.errors import UsageError
 
 VERSIONS = ("1.03", "1.05")  # oldest first
 LAYOUTS = PV_LAYOUT_NAMES  # the layouts a PV-GRUB AKI reads (the layout table's)
-ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "i686": "i386", "x86": "i386"}  # also the CLI's --arch
+# also the CLI's --arch
+ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "i686": "i386", "x86": "i386", "aarch64": "arm64"}
 
 
 class AkiNotFound(UsageError):

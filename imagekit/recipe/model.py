@@ -26,17 +26,14 @@ from pydantic import (
     model_validator,
 )
 
+from imagekit.recipe.arch import ARCHES, Arch, layout_refusal
+
 # the layout table's vocabulary, re-exported: recipes name a Layout
 from imagekit.recipe.layouts import LAYOUTS, Bootloader
 from imagekit.recipe.layouts import BootMode as BootMode
 from imagekit.recipe.layouts import Layout as Layout
 from imagekit.recipe.layouts import Virtualization as Virtualization
 from imagekit.util.errors import RecipeError
-
-
-class Arch(StrEnum):
-    X86_64 = "x86_64"
-    I386 = "i386"
 
 
 class FsType(StrEnum):
@@ -690,13 +687,17 @@ def parse_recipe(data: dict[str, Any], path: Path) -> Recipe:
         raise RecipeError(path, one_line(key), one_line(message)) from None
     except RecursionError:
         raise RecipeError(path, None, "nested too deeply to validate") from None
-    if recipe.arch == Arch.I386:
-        raise RecipeError(path, "arch", "i386 is recognised but not supported yet (x86_64 only)")
+    if ARCHES[recipe.arch].refused:
+        raise RecipeError(path, "arch", ARCHES[recipe.arch].refused)
     return recipe
 
 
 def check_layout(recipe: Recipe) -> None:
-    """Rules that span keys: where a separate /boot may go, which filesystems PV-GRUB reads, the ESP."""
+    """Rules that span keys: the layouts the arch boots, where a separate /boot may go, which filesystems
+    PV-GRUB reads, the ESP."""
+    refusal = layout_refusal(recipe.arch, recipe.layout.value)
+    if refusal is not None:
+        raise RecipeError(recipe.path, "layout", refusal)
     spec = recipe.layout.spec
     if recipe.separate_boot and not spec.partitioned:
         raise RecipeError(recipe.path, "filesystems.boot",

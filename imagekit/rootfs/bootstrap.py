@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import shutil
 import stat
 import tempfile
@@ -21,8 +22,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit.recipe.arch import ARCHES, ArchSpec
 from imagekit.recipe.kernel_profiles import KernelProfile
-from imagekit.recipe.model import Arch, Bootstrap, Directory, Recipe, Tarball
+from imagekit.recipe.model import Bootstrap, Directory, Recipe, Tarball
 from imagekit.util.cache import cache_dir, key_of, locked, unwritable
 from imagekit.util.errors import RecipeError, UsageError
 from imagekit.util.hostdisk import host_disk
@@ -30,7 +32,9 @@ from imagekit.util.progress import Progress
 from imagekit.util.run import Arg, run, run_lines
 
 BOOTSTRAP_FORMAT = 1  # bump when the way imagekit bootstraps changes what lands in the tarball
-DEBIAN_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+FOREIGN_HINT = ("apt-get install qemu-user-static binfmt-support arch-test (scripts/setup does; qemu-user-static "
+                "registers its binfmt_misc handlers on the host)")
 DISK_HINT = "free space there (or point IMAGEKIT_CACHE_DIR, TMPDIR or -o elsewhere); the recipe's size is not at fault"
 
 
@@ -115,6 +119,34 @@ def _mmdebstrap(src: Bootstrap, arch: str, packages: list[str], out: Path,
     run_lines(argv, BootstrapPhases(show).line)
 
 
+def check_foreign_host(spec: ArchSpec, binfmt_dir: Path = BINFMT_DIR) -> None:
+    """A bootstrap for a foreign architecture runs its maintainer scripts under qemu-user through the
+    kernel's binfmt_misc: UsageError naming the host piece that is missing (mmdebstrap's arch-test, binfmt_misc
+    itself, the handler, its interpreter), before any download."""
+    if not spec.foreign:
+        return
+    what = f"bootstrapping {spec.debian} on this {platform.machine()} host"
+    if shutil.which("arch-test") is None:
+        raise UsageError(f"{what}: arch-test is not installed (mmdebstrap needs it for a foreign architecture)",
+                         hint=FOREIGN_HINT)
+    if not (binfmt_dir / "status").is_file():
+        raise UsageError(f"{what}: binfmt_misc is not mounted at {binfmt_dir}", hint=f"mount -t binfmt_misc "
+                         f"binfmt_misc {binfmt_dir} (as root, once per boot; systemd does it), then {FOREIGN_HINT}")
+    entry = binfmt_dir / spec.qemu_user
+    try:
+        lines = entry.read_text().splitlines()
+    except OSError:
+        raise UsageError(f"{what}: no {spec.qemu_user} handler registered in {binfmt_dir} (qemu-user runs the "
+                         f"{spec.debian} maintainer scripts)", hint=FOREIGN_HINT) from None
+    if "enabled" not in lines:
+        raise UsageError(f"{what}: the binfmt_misc handler {entry} is disabled",
+                         hint=f"update-binfmts --enable {spec.qemu_user} (as root)")
+    interpreter = next((line.partition(" ")[2] for line in lines if line.startswith("interpreter ")), "")
+    flags = next((line.partition(":")[2] for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags and not Path(interpreter).is_file():
+        raise UsageError(f"{what}: {entry}'s interpreter {interpreter or '(none)'} is missing", hint=FOREIGN_HINT)
+
+
 def _debootstrap(src: Bootstrap, arch: str, packages: list[str], out: Path) -> None:
     if not is_root():
         raise UsageError("rootfs.tool: debootstrap needs root; use tool = \"mmdebstrap\" (rootless)")
@@ -176,7 +208,12 @@ def bootstrap(recipe: Recipe, profile: KernelProfile, out: Path, progress: Progr
     assert isinstance(src, Bootstrap)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     packages = bootstrap_packages(recipe, profile)
-    arch = DEBIAN_ARCH[recipe.arch]
+    spec = ARCHES[recipe.arch]
+    arch = spec.debian
+    if spec.foreign and src.tool == "debootstrap":
+        raise RecipeError(recipe.path, "rootfs.tool", f"debootstrap bootstraps {arch} on this host only in two "
+                          "stages: use tool = \"mmdebstrap\" (qemu-user, rootless)")
+    check_foreign_host(spec)
     scratch = [out.parent, Path(tempfile.gettempdir())]  # mmdebstrap and debootstrap work in TMPDIR too
     try:
         with progress.stage("bootstrap", f"{src.tool} {src.suite} ({len(packages)} packages)") as stage, \

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imagekit.bootloader.grub2 import render_grub_cfg
 from imagekit.bootloader.menulst import Entry, render_menu_lst
+from imagekit.recipe.arch import ARCHES
 from imagekit.recipe.kernel_profiles import KernelProfile, host_files, kernel_version
 from imagekit.recipe.layouts import Bootloader
 from imagekit.recipe.model import VIRTUAL_DIRS, Recipe
@@ -188,7 +189,7 @@ def grub_cfg_text(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, id
     assert mode is not None
     return render_grub_cfg(boot_entries(recipe, profile, kernel, ids), boot_uuid=ids.boot_fs_uuid,
                            boot_mode=mode.value, default=recipe.boot.default, fallback=recipe.boot.fallback,
-                           timeout=recipe.boot.timeout)
+                           timeout=recipe.boot.timeout, serial=ARCHES[recipe.arch].grub_serial)
 
 
 def boot_config(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo, ids: FsIds) -> tuple[str, str]:
