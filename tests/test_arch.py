@@ -15,7 +15,8 @@ from imagekit.bootloader.grub2 import make_core, render_grub_cfg
 from imagekit.kernel.bzimage import load_vmlinux
 from imagekit.recipe.arch import ARCHES, Arch, spec_named, spec_of
 from imagekit.recipe.kernel_profiles import load_profile
-from imagekit.recipe.model import Layout, load_recipe
+from imagekit.recipe.load import load_recipe
+from imagekit.recipe.model import Layout
 from imagekit.rootfs.bootstrap import check_foreign_host
 from imagekit.util.errors import ImagekitError, RecipeError, UsageError
 from tests.boot.hvm_images import make_empty_esp
