@@ -60,3 +60,16 @@ def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
 def debian_images(recipe_images: Callable[..., Path]) -> Callable[[str], Path]:
     """A shipped Debian PV-GRUB recipe by variant (hd0, hd00, hd00-bootpart), built once per session."""
     return lambda variant: recipe_images(f"debian-12-pvgrub-{variant}")
+
+
+SHARED_BUILDS = frozenset({"recipe_images", "debian_images"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n 2 --dist loadgroup` (scripts/test): a module's tests run in one worker, so its
+    module-scoped images are made once; every module using the shipped recipes' session builds runs in one
+    worker ("recipes"), so each Debian image is built once. Without xdist the marks do nothing."""
+    for item in items:
+        uses_recipes = SHARED_BUILDS & set(getattr(item, "fixturenames", ()))
+        group = "recipes" if uses_recipes else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
