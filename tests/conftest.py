@@ -63,15 +63,22 @@ def debian_images(recipe_images: Callable[..., Path]) -> Callable[[str], Path]:
 
 
 FOREIGN = "IMAGEKIT_TEST_FOREIGN"
+SHARED_BUILDS = frozenset({"recipe_images", "debian_images"})
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`foreign` tests bootstrap another architecture through qemu-user, which needs the host's binfmt_misc
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n 2 --dist loadgroup` (scripts/test): a module's tests run in one worker, so its
+    module-scoped images are made once; every module using the shipped recipes' session builds runs in one
+    worker ("recipes"), so each Debian image is built once. Without xdist the marks do nothing.
+
+    `foreign` tests bootstrap another architecture through qemu-user, which needs the host's binfmt_misc
     handlers and, cold, takes 15-50 minutes here (README, arm64): they run only with IMAGEKIT_TEST_FOREIGN=1,
     so the default suite (and CI) stays within its budget and needs no binfmt registration."""
-    if os.environ.get(FOREIGN) == "1":
-        return
+    foreign = os.environ.get(FOREIGN) == "1"
     skip = pytest.mark.skip(reason=f"foreign-arch bootstrap: set {FOREIGN}=1 to run (needs binfmt_misc, slow cold)")
     for item in items:
-        if "foreign" in item.keywords:
+        uses_recipes = SHARED_BUILDS & set(getattr(item, "fixturenames", ()))
+        group = "recipes" if uses_recipes else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        if "foreign" in item.keywords and not foreign:
             item.add_marker(skip)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,31 @@ def sha256(path: Path) -> str:
         while block := f.read(8 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def menu_lst(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """menu.lst read as plain lines with a regex: (its global commands, each title's commands), a command
+    mapped to the rest of its line (`kernel` -> "/boot/vmlinuz root=... ro"). An oracle independent of
+    imagekit's menu.lst parser (bootloader/menulst.py) and of GRUB 0.97's run of it (pvgrub/)."""
+    head: dict[str, str] = {}
+    entries: list[dict[str, str]] = []
+    for line in text.splitlines():
+        found = re.fullmatch(r"\s*([a-z]+)(?:[\s=]+(.*?))?\s*", line)
+        if not found:
+            continue
+        command, rest = found[1], found[2] or ""
+        if command == "title":
+            entries.append({"title": rest})
+        elif entries:
+            entries[-1][command] = rest
+        else:
+            head[command] = rest
+    return head, entries
+
+
+def debugfs_cat(image: Path, path: str, offset: int = 0) -> str:
+    """A file of the ext filesystem at `offset` bytes into image, as e2fsprogs' debugfs reads it."""
+    device = f"{image}?offset={offset}" if offset else str(image)
+    proc = subprocess.run(["debugfs", "-R", f"cat {path}", device], capture_output=True, text=True, check=True)
+    assert "File not found" not in proc.stderr, proc.stderr
+    return proc.stdout

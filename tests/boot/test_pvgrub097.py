@@ -49,11 +49,19 @@ def aki_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory, aki_kernel: Path) -> Build:
-    """imagekit build of a busybox tree (an init that stays up) with extra files in /boot, hd0 layout."""
+def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """imagekit build of a busybox tree (an init that stays up) with extra files in /boot, hd0 layout; each
+    distinct build made once per module (tests edit copies, never the image: debugfs_edit)."""
     counter = iter(range(100))
+    built: dict[tuple[str, tuple[tuple[str, Path], ...]], Path] = {}
 
     def make(boot: str = "", files: dict[str, Path] | None = None) -> Path:
+        key = (boot, tuple(sorted((files or {}).items())))
+        if key not in built:
+            built[key] = build_one(boot, files)
+        return built[key]
+
+    def build_one(boot: str, files: dict[str, Path] | None) -> Path:
         work = tmp_path_factory.mktemp(f"build{next(counter)}")
         userland(work / "tree")
         (work / "tree/boot").mkdir()
@@ -112,6 +120,7 @@ def test_kernel_without_xen_notes(build: Build) -> None:
                                     "line 8")
 
 
+@pytest.mark.slow  # GRUB 0.97 gunzips the 60 MiB AKI vmlinux (plan and boot): ~15 s each under TCG load
 def test_menu_only_command_in_an_entry_and_an_unknown_one(build: Build, aki_kernel: Path) -> None:
     """GRUB 0.97 skips a command it does not know (`uuid`: the entry still boots) but fails an entry that
     holds a menu-only command (`hiddenmenu`) with Error 27 -> pvgrub-unknown-command, before QEMU."""
@@ -194,16 +203,20 @@ def test_aki_vmlinux_boots_as_fallback(build: Build, aki_kernel: Path, tmp_path:
     assert sha256(image) == before
 
 
-def test_xen_hypervisor_checks_the_kernel_before_xl(build: Build, aki_kernel: Path, tmp_path: Path) -> None:
-    """--hypervisor xen runs the same checks first: the LZ4 bzImage is refused (pvgrub-kernel-format) before
-    `xl` is looked up; the AKI-style vmlinux passes them and reaches `xl info` (an `xl` on PATH that records
-    its calls and answers as a host without a dom0 does: exit 2)."""
+def recording_xl(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An `xl` on PATH that records its calls and answers as a host without a dom0 does; (env, calls file)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "xl-calls"
     (bin_dir / "xl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "xc: error: no hypervisor" >&2\nexit 1\n')
     (bin_dir / "xl").chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, calls
+
+
+def test_xen_hypervisor_checks_the_kernel_before_xl(build: Build, tmp_path: Path) -> None:
+    """--hypervisor xen runs the same checks first: the LZ4 bzImage is refused (pvgrub-kernel-format) before
+    `xl` is looked up (the recording `xl` is never called)."""
+    env, calls = recording_xl(tmp_path)
     refused = build(entry("Debian bzImage", BZIMAGE))
     proc = run_imagekit("boot", refused, "--hypervisor", "xen", "--json", env=env)
     assert proc.returncode == 1, proc.stderr
@@ -212,6 +225,12 @@ def test_xen_hypervisor_checks_the_kernel_before_xl(build: Build, aki_kernel: Pa
     assert "bzImage payload is lz4" in report["detail"]
     assert report["notes"] == ["decided before xl create started: no entry PV-GRUB would boot"]
     assert not calls.exists()
+
+
+@pytest.mark.slow  # GRUB 0.97 gunzips the 60 MiB AKI vmlinux before xl is reached
+def test_xen_hypervisor_reaches_xl_with_a_loadable_kernel(build: Build, aki_kernel: Path, tmp_path: Path) -> None:
+    """The AKI-style vmlinux passes the checks and reaches `xl info` (exit 2: no dom0 here)."""
+    env, calls = recording_xl(tmp_path)
     loads = build(entry("AKI vmlinux", "aki-vmlinux.gz"), {"aki-vmlinux.gz": aki_kernel})
     proc = run_imagekit("boot", loads, "--hypervisor", "xen", env=env)
     assert proc.returncode == 2 and "--hypervisor xen: no Xen dom0 here" in proc.stderr, proc.stderr

@@ -64,17 +64,26 @@ def settled(look: Callable[[], list[Any]], within: float = 10.0) -> list[Any]:
     return found
 
 
-def test_ctrl_c_leaves_no_qemu(small_images: Callable[[str], Path]) -> None:
+def test_ctrl_c_leaves_no_qemu(small_images: Callable[[str], Path], tmp_path: Path) -> None:
+    """Ctrl-C while QEMU runs: exit 130, the boot QEMU reaped, no QEMU naming the work directory left, and
+    the work directory (overlay, serial log) removed."""
+    work = tmp_path / "tmp"  # imagekit boot's work directory goes here: QEMU names it
+    work.mkdir()
+    env = {**os.environ, "TMPDIR": str(work), "LIBGUESTFS_CACHEDIR": os.environ.get("TMPDIR", "/var/tmp")}
     proc = subprocess.Popen([*IMAGEKIT, "boot", str(small_images("fallback")), "--loader", "pvgrub"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     qemu: list[int] = []
     deadline = time.monotonic() + 120
     while not qemu and time.monotonic() < deadline and proc.poll() is None:
         qemu = qemu_children(proc.pid)
         time.sleep(0.2)
     assert qemu, "QEMU never started"
+    assert list(work.iterdir()), "the boot's work directory is not under TMPDIR"  # else the last check is empty
     time.sleep(1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err
+    assert "Traceback" not in err
     assert not any(alive(pid) for pid in qemu)
+    assert settled(lambda: processes_naming(work, "qemu-system")) == []  # no QEMU left behind
+    assert settled(lambda: sorted(p.name for p in work.iterdir())) == []  # nor its work directory

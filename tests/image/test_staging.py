@@ -101,6 +101,7 @@ def assert_built(proc: subprocess.CompletedProcess[str], image: Path) -> None:
 
 # --- item 4: staging across filesystems, from read-only and unwritable caches ---------------------
 
+@pytest.mark.slow  # tiny_cache: a real mmdebstrap from the archive
 @pytest.mark.network
 def test_stage_onto_another_filesystem_copies(tiny_cache: tuple[Path, Path], mounts: Callable[..., Path],
                                               tmp_path: Path) -> None:
@@ -113,6 +114,7 @@ def test_stage_onto_another_filesystem_copies(tiny_cache: tuple[Path, Path], mou
     assert "(cached bootstrap; copied: cache on another filesystem)" in proc.stderr
 
 
+@pytest.mark.slow  # tiny_cache: a real mmdebstrap from the archive
 @pytest.mark.network
 def test_stage_from_read_only_cache_copies(tiny_cache: tuple[Path, Path], mounts: Callable[..., Path],
                                            tmp_path: Path) -> None:
@@ -128,6 +130,7 @@ def test_stage_from_read_only_cache_copies(tiny_cache: tuple[Path, Path], mounts
     assert "warning" not in proc.stderr  # nothing had to be written to the cache
 
 
+@pytest.mark.slow  # tiny_cache: a real mmdebstrap from the archive
 @pytest.mark.network
 def test_empty_read_only_cache_warns_and_builds(tiny_cache: tuple[Path, Path], mounts: Callable[..., Path],
                                                 tmp_path: Path) -> None:
@@ -337,6 +340,7 @@ def test_host_disk_full_is_not_the_recipes_size(small_recipe: Callable[..., Path
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow  # tiny_cache: a real mmdebstrap from the archive
 @pytest.mark.network
 def test_full_cache_disk_names_the_cache(tiny_cache: tuple[Path, Path], mounts: Callable[..., Path],
                                          tmp_path: Path) -> None:

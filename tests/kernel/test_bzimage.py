@@ -50,6 +50,7 @@ def _independent_extract(kernel: bytes, compression: str) -> bytes:
     raise AssertionError(f"no {compression} stream holds an ELF")
 
 
+@pytest.mark.slow  # the host kernel converted and extracted twice (60 MiB vmlinux): the factory kernels above stay fast
 def test_host_kernel(tmp_path, host_kernel, host_config):
     config = host_config.read_text()
     compression = next(c.value for c in Compression if f"CONFIG_KERNEL_{c.name}=y" in config)

@@ -75,6 +75,7 @@ def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow  # an interrupt while a 6 s import runs, then the re-run's wait: the EBS-direct one stays fast
 def test_an_interrupted_import_is_resumed_not_uploaded_again(slow_cloud: str, tmp_path: Path) -> None:
     clients = AwsClients(endpoint_url=slow_cloud)
     s3, ec2, iam = (clients.client(s, "us-east-1") for s in ("s3", "ec2", "iam"))

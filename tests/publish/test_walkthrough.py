@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.publish.conftest import FAKE_ENV, SparseImage, serve_local_cloud
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +25,7 @@ def test_the_doc_shows_the_walkthrough_verbatim() -> None:
     assert (REPO / "docs" / "vmimport-trust-policy.json").is_file()
 
 
+@pytest.mark.slow  # the AWS CLI's start-up, a dozen times: about a minute; the doc check above stays fast
 def test_the_walkthrough_runs_with_the_aws_cli(make_image: Callable[..., SparseImage], unique_name: str,
                                               tmp_path: Path) -> None:
     image = make_image("pv")

@@ -103,7 +103,7 @@ def test_fetch_refuses_a_deb_that_is_not_0_97_80(tmp_path: Path, monkeypatch: py
     assert not (tmp_path / "cache/grub-legacy/0.97-80").exists()  # nothing half-made under the real name
 
 
-@pytest.mark.parametrize("layout", ["hd0", "hd00"])
+@pytest.mark.parametrize("layout", ["hd0", pytest.param("hd00", marks=pytest.mark.slow)])  # a build + GRUB each
 def test_image_built_by_imagekit(layout: str, small_recipe: Callable[..., Path], tmp_path: Path) -> None:
     """menu.lst read back equals the image's; the kernel and initrd bytes GRUB 0.97 reads are the image's
     (a gzipped file as GRUB 0.97 gunzips it on reading: the PV-safe kernel is a gzipped vmlinux); the image
