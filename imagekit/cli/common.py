@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -59,6 +60,12 @@ def layout_choice() -> click.Choice:
 
 def arch_choice() -> click.Choice:
     return ArchChoice(ARCHES)
+
+
+def record_option(help_text: str) -> Callable[[Any], Any]:
+    """`--record PATH` of publish and published: the publish record (IMAGEKIT_PUBLISHED)."""
+    return click.option("--record", "record_path", type=click.Path(path_type=Path, dir_okay=False),
+                        envvar="IMAGEKIT_PUBLISHED", show_envvar=True, help=help_text)
 
 
 def schema(command: str) -> str:

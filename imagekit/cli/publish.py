@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from imagekit.cli.common import arch_choice, layout_choice
+from imagekit.cli.common import arch_choice, layout_choice, record_option
 from imagekit.publish.uploaders import DEFAULT_METHOD, UPLOADERS, make_uploader
 from imagekit.recipe.layouts import BootMode, Virtualization
 from imagekit.util.errors import ImagekitError, UsageError
@@ -90,14 +90,7 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--timeout", type=float, default=7200, show_default=True, help="Seconds any one wait may take.")
 @click.option("--poll-interval", type=float, default=5.0, show_default=True, help="Seconds between status polls.")
-@click.option(
-    "--record",
-    "record_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="IMAGEKIT_PUBLISHED",
-    show_envvar=True,
-    help="Publish record to update (default ~/.local/share/imagekit/published.json).",
-)
+@record_option("Publish record to update (default ~/.local/share/imagekit/published.json).")
 @click.option(
     "--lint/--no-lint",
     "lint",

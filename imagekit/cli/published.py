@@ -6,18 +6,13 @@ from pathlib import Path
 
 import click
 
+from imagekit.cli.common import record_option
+
 
 @click.command("published")
 @click.option("--name", help="AMI name glob, e.g. 'debian-12-*'.")
 @click.option("--region", help="Only records with an image in this region.")
-@click.option(
-    "--record",
-    "record_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="IMAGEKIT_PUBLISHED",
-    show_envvar=True,
-    help="Publish record (default ~/.local/share/imagekit/published.json).",
-)
+@record_option("Publish record (default ~/.local/share/imagekit/published.json).")
 @click.option("--json", "json_output", is_flag=True, help="Print the matching records as JSON.")
 def command(name: str | None, region: str | None, record_path: Path | None, json_output: bool) -> None:
     """List published AMIs: one line per region, `name region image-id snapshot-id published-at`.

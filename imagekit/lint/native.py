@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from imagekit.lint.view_types import MAX_TEXT, Filesystem, Partition, UnreadableFile, fetch_whole
+from imagekit.lint.view_types import (
+    MAX_TEXT,
+    Filesystem,
+    Partition,
+    UnreadableFile,
+    fetch_whole,
+    filesystem_named,
+    filesystem_on,
+)
 from imagekit.util.errors import CommandFailed
 from imagekit.util.run import run
 
@@ -354,12 +362,10 @@ class NativeView:
     # --- structure --------------------------------------------------------------------------
 
     def filesystem(self, device: str) -> Filesystem | None:
-        return next((f for f in self.filesystems if f.device == device), None)
+        return filesystem_named(self.filesystems, device)
 
     def filesystem_on_partition(self, number: int | None) -> Filesystem | None:
-        if number is None:
-            return self.filesystem(self.disk) if self.parttype is None else None
-        return next((f for f in self.filesystems if f.partition == number), None)
+        return filesystem_on(self.filesystems, self.disk, self.parttype, number)
 
     def disk_bytes(self, offset: int, count: int) -> bytes:
         self.fh.seek(offset)

@@ -32,7 +32,7 @@ from imagekit.lint.view_types import Filesystem as Filesystem
 from imagekit.lint.view_types import ImageView as ImageView
 from imagekit.lint.view_types import Partition as Partition
 from imagekit.lint.view_types import UnreadableFile as UnreadableFile
-from imagekit.lint.view_types import fetch_whole
+from imagekit.lint.view_types import fetch_whole, filesystem_named, filesystem_on
 from imagekit.util.appliance import DiskFormat, Drive, session
 from imagekit.util.errors import UsageError
 
@@ -108,13 +108,10 @@ class GuestfsView:
             return ""
 
     def filesystem(self, device: str) -> Filesystem | None:
-        return next((f for f in self.filesystems if f.device == device), None)
+        return filesystem_named(self.filesystems, device)
 
     def filesystem_on_partition(self, number: int | None) -> Filesystem | None:
-        """The filesystem of (hd0) (number None, partitionless) or of partition `number` (1-based)."""
-        if number is None:
-            return self.filesystem(self.disk) if self.parttype is None else None
-        return next((f for f in self.filesystems if f.partition == number), None)
+        return filesystem_on(self.filesystems, self.disk, self.parttype, number)
 
     def disk_bytes(self, offset: int, count: int) -> bytes:
         data: bytes = self.g.pread_device(self.disk, count, offset)

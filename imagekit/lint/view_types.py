@@ -80,3 +80,16 @@ def fetch_whole(view: ImageView, device: str, path: str, limit: int) -> bytes | 
             return None
         with open(local, "rb") as f:
             return f.read(limit)
+
+
+def filesystem_named(filesystems: tuple[Filesystem, ...], device: str) -> Filesystem | None:
+    return next((f for f in filesystems if f.device == device), None)
+
+
+def filesystem_on(filesystems: tuple[Filesystem, ...], disk: str, parttype: str | None,
+                  number: int | None) -> Filesystem | None:
+    """The filesystem of (hd0) (number None, partitionless) or of partition `number` (1-based): what both
+    readers' `filesystem_on_partition` answer."""
+    if number is None:
+        return filesystem_named(filesystems, disk) if parttype is None else None
+    return next((f for f in filesystems if f.partition == number), None)
