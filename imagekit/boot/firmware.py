@@ -15,9 +15,9 @@ import shutil
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from imagekit.boot.disklabel import DiskLabel
+from imagekit.manifest import Manifest
 from imagekit.util.errors import UsageError
 
 
@@ -53,13 +53,13 @@ def parse_choice(value: str) -> tuple[Firmware, ...]:
     return BOTH if value == "both" else (Firmware(value),)
 
 
-def from_manifest(manifest: dict[str, Any] | None) -> tuple[Firmware, ...] | None:
+def from_manifest(manifest: Manifest | None) -> tuple[Firmware, ...] | None:
     """The firmware the build manifest implies; None when it does not describe an HVM image."""
     if not manifest:
         return None
-    if (layout := manifest.get("layout")) in LAYOUTS:
+    if (layout := manifest.layout) in LAYOUTS:
         return LAYOUTS[layout]
-    if (mode := manifest.get("boot_mode")) in BOOT_MODES:
+    if (mode := manifest.boot_mode) in BOOT_MODES:
         return BOOT_MODES[mode]
     return None
 
@@ -70,10 +70,10 @@ def from_label(label: DiskLabel) -> tuple[Firmware, ...] | None:
     return found or None
 
 
-def choose(requested: str | None, manifest: dict[str, Any] | None, label: DiskLabel | None
+def choose(requested: str | None, manifest: Manifest | None, label: DiskLabel | None
            ) -> tuple[Firmware, ...] | None:
     """--firmware, else the manifest, else the disk; None means: not an HVM boot (PV-GRUB)."""
-    virtualization = (manifest or {}).get("virtualization")
+    virtualization = manifest.virtualization if manifest else None
     pv = virtualization not in (None, "hvm")
     if requested is not None and pv:
         raise UsageError(f"--firmware {requested}: the manifest says this is a {virtualization} image; "

@@ -37,6 +37,7 @@ from imagekit.boot.pvgrub097 import Grub097Boot, Grub097Plan
 from imagekit.boot.qemu import Machine, Outcome, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport, EntryBooted
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
+from imagekit.manifest import Manifest
 from imagekit.util.accel import Accel, detect
 from imagekit.util.cache import cache_dir
 from imagekit.util.errors import UsageError
@@ -78,7 +79,7 @@ class Prepared:
     prepared_with: str = "libguestfs"  # or "debugfs", "debugfs-cached" (imagekit/boot/fastprep.py)
 
 
-def read_manifest(image: Path) -> dict[str, Any] | None:
+def read_manifest(image: Path) -> Manifest | None:
     """The build manifest beside the image (`<image>.manifest.json`), if there is one; one that does not
     validate is a UsageError naming it and the key (imagekit.manifest.read_manifest)."""
     from imagekit.manifest import read_manifest as read_validated
@@ -162,7 +163,7 @@ class KernelRefused(Exception):
 
 
 def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
-           grub097: Callable[[], Grub097Plan | None], manifest: dict[str, Any] | None) -> Job:
+           grub097: Callable[[], Grub097Plan | None], manifest: Manifest | None) -> Job:
     """A PV boot's preparation for fastprep: edits (cached with the copy), then what the boot reads.
     `grub097()` is GRUB 0.97's plan (--loader pvgrub097, running beside this), joined only where it is read."""
     network = opts.attach.user_data is not None
@@ -180,7 +181,8 @@ def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
                                 opts.attach)
 
     params = {"boot": "pv", "menu_edit": loader == "pvgrub", "variant": str(opts.variant),
-              "network": network and loader not in CMDLINE_LOADERS, "manifest": manifest}
+              "network": network and loader not in CMDLINE_LOADERS,
+              "manifest": manifest.document() if manifest else None}
     return Job(params, lambda i: pv_layout(i, opts.variant), edit, finish, slow)
 
 

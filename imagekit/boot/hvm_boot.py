@@ -35,6 +35,7 @@ from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
+from imagekit.manifest import Manifest
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
@@ -100,7 +101,7 @@ class Run:
     workdir: Path
 
 
-def hvm_job(opts: BootOptions, manifest: dict[str, Any] | None) -> Job:
+def hvm_job(opts: BootOptions, manifest: Manifest | None) -> Job:
     """An HVM boot's preparation for fastprep: every edit is in the filesystems (cached with the copy)."""
 
     def edit(g: Any, disk: Disk) -> Prepared:  # g: the copy's extfs.ExtTree, "mounted" as the disk says
@@ -109,12 +110,13 @@ def hvm_job(opts: BootOptions, manifest: dict[str, Any] | None) -> Job:
     def slow(g: Any) -> Prepared:
         return prepare_instance(g, prepare_hvm(g), manifest, opts.attach)
 
-    params = {"boot": "hvm", "network": opts.attach.user_data is not None, "manifest": manifest}
+    params = {"boot": "hvm", "network": opts.attach.user_data is not None,
+              "manifest": manifest.document() if manifest else None}
     return Job(params, hvm_layout, edit, lambda g, edits: edits, slow)
 
 
 @contextmanager
-def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: dict[str, Any] | None,
+def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: Manifest | None,
             label: DiskLabel, accel: Accel) -> Iterator[tuple[Path, Prepared]]:
     """The boot disk (a qcow2 overlay) with its probes and console; nothing is added (no libguestfs, no copy)
     to a disk with no Linux filesystem at all."""
@@ -127,7 +129,7 @@ def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: dict[s
         yield done
 
 
-def attach_each(opts: BootOptions, image: ImageFile, manifest: dict[str, Any] | None,
+def attach_each(opts: BootOptions, image: ImageFile, manifest: Manifest | None,
                 firmwares: tuple[Firmware, ...], interface: str, workdir: Path) -> dict[Firmware, Attached]:
     """Each firmware's own instance store, volume overlays and metadata service log, in a directory of its
     own: the second boot of a hybrid image does not see what the first wrote."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from imagekit.lint.native import READABLE, NativeView, Node, open_native
 from imagekit.lint.view import UnreadableFile
+from imagekit.manifest import Manifest
 from imagekit.util.errors import UsageError
 
 
@@ -89,7 +90,7 @@ class Mounted:
         return out.h.hexdigest()
 
 
-def read_sides_native(images: tuple[Path, Path], manifests: list[dict[str, Any] | None], progress: Any) -> Any:
+def read_sides_native(images: tuple[Path, Path], manifests: list[Manifest | None], progress: Any) -> Any:
     """Both sides (diff.Side) read natively; NotNative when an image cannot be read here."""
     from imagekit.diff.compare import MAX_TEXT, Side, _cmdline, _dpkg_status, _file_changes, from_manifest
 

@@ -16,7 +16,7 @@ from imagekit.image.layout import ALIGN, FirmwarePart, Placement
 from imagekit.image.partition import GPT_NAMES, write_gpt, write_mbr
 from imagekit.image.partition import set_gpt_ids as _set_gpt_ids
 from imagekit.recipe.model import Layout, Recipe
-from imagekit.rootfs.configure import ESP_MOUNTPOINT
+from imagekit.rootfs.configure import ESP_MOUNTPOINT, FsIds
 
 # GPT partition type GUIDs (UEFI spec; GRUB's BIOS boot; the Discoverable Partitions spec's generic Linux data)
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
@@ -38,9 +38,10 @@ def write_table(recipe: Recipe, image: Path, firmware: list[FirmwarePart], place
                      [str(uuid.uuid5(derive, f"partition-{n}")) for n in range(1, count + 1)])
 
 
-def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart], *, boot_uuid: str,
-                       esp_id: str | None, workdir: Path, epoch: int | None) -> None:
+def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart], ids: FsIds, *, workdir: Path,
+                       epoch: int | None) -> None:
     """GRUB 2 for the layout's firmware: BIOS (MBR gap or BIOS boot partition), UEFI (ESP), or both."""
+    boot_uuid, esp_id = ids.boot_fs_uuid, ids.esp_id
     prefix = "/grub" if recipe.separate_boot else "/boot/grub"
     boot_fs = recipe.boot_fs.type.value
     if recipe.layout.bios:

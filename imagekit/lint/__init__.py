@@ -46,7 +46,9 @@ from imagekit.lint.system import (
     root_filesystem,
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile, open_view
+from imagekit.manifest import Manifest, read_manifest
 from imagekit.pvgrub.variant import Variant
+from imagekit.recipe.model import Virtualization
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress, StageTimer
 
@@ -67,10 +69,8 @@ def _target(target: str) -> Target:
         raise UsageError(f"--target: {target!r} is not one of {', '.join(t.value for t in Target)}") from None
 
 
-def _read_manifest(image: Path) -> dict[str, Any] | None:
+def _read_manifest(image: Path) -> Manifest | None:
     """The build manifest beside the image, validated (a bad one is a UsageError naming file and key)."""
-    from imagekit.manifest import read_manifest
-
     return read_manifest(image)
 
 
@@ -78,8 +78,8 @@ def default_target(image: Path) -> str:
     """pv or hvm, for an image linted without --target: its manifest's virtualization, else its first
     sector (a GPT protective MBR or GRUB 2 boot code means HVM; PV-GRUB images carry no boot code)."""
     manifest = _read_manifest(image) if image.is_file() else None
-    if manifest and manifest.get("virtualization") in ("hvm", "paravirtual"):
-        return "hvm" if manifest["virtualization"] == "hvm" else "pv"
+    if manifest and manifest.virtualization is not None:
+        return "hvm" if manifest.virtualization is Virtualization.HVM else "pv"
     try:
         with open(image, "rb") as f:
             mbr = f.read(512)
@@ -122,7 +122,7 @@ def lint_report(
     disk = disk_format(image, fmt)
     manifest = _read_manifest(image)
     tgt = chosen or _target(default_target(image))
-    arch = arch or (manifest or {}).get("arch") or "x86_64"
+    arch = arch or (manifest.arch if manifest else None) or "x86_64"
     progress = progress or Progress("quiet")
     notes: list[str] = []
 
@@ -216,7 +216,7 @@ def _root_arg(args: str) -> str | None:
     return value
 
 
-def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,
+def lint_view(view: ImageView, target: Target, arch: str, manifest: Manifest | None, *,
               aki_version: str | None = None, fmt: str = "raw") -> list[Finding]:
     findings: list[Finding] = []
     if target is Target.PV:
@@ -234,7 +234,7 @@ def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, An
         _view_rules(findings, view, target, arch, cmdlines, kernels)
         findings += pvgrub.result() if pvgrub else []
     if target is not Target.PV:
-        _rule(findings, check_hvm_boot, view, (manifest or {}).get("boot_mode"))
+        _rule(findings, check_hvm_boot, view, manifest.boot_mode if manifest else None)
     findings += _check_registration(manifest, target)
     return _unique(findings)
 
@@ -312,12 +312,12 @@ def _fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:
     return {t for t in types if t in ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs")}
 
 
-def _check_registration(manifest: dict[str, Any] | None, target: Target) -> list[Finding]:
+def _check_registration(manifest: Manifest | None, target: Target) -> list[Finding]:
     """No ARI with a PV-GRUB AKI (seed 002): flag a ramdisk recorded for registration."""
     if target is not Target.PV or not manifest:
         return []
-    for where in (manifest, manifest.get("publish") or {}, manifest.get("register") or {}):
-        ramdisk = where.get("ramdisk_id") or where.get("ari") if isinstance(where, dict) else None
+    for where in (manifest, manifest.publish, manifest.registration):
+        ramdisk = (where.ramdisk_id or where.ari) if where is not None else None
         if ramdisk:
             return [finding("ari-with-pvgrub", f"manifest ramdisk {ramdisk}", "a ramdisk (ARI) is set for "
                             "registration; PV-GRUB loads the initrd from menu.lst itself",

@@ -15,6 +15,7 @@ import calendar
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 
 from imagekit.recipe.model import Bootstrap, Recipe
@@ -24,6 +25,8 @@ from imagekit.util.run import run
 SNAPSHOT_RE = re.compile(r"^(\d{8}T\d{6}Z)$")
 EPOCH_RE = re.compile(r"[0-9]{1,10}")
 MAX_EPOCH = 2**31 - 1  # ext2/3/4 inode times are 32-bit signed without extra fields
+# The namespace of a reproducible build's derived ids: filesystem UUIDs, hash seeds, GPT GUIDs, the MBR signature.
+UUID_NAMESPACE = uuid.UUID("5b0c3e52-8f0e-4a5e-9d7c-1a2b3c4d5e6f")
 
 
 def snapshot_epoch(snapshot: str) -> int:
