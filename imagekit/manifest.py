@@ -157,7 +157,11 @@ class Manifest(_Record):
     """What went into an image, as the build wrote it beside the image; every reader reads this.
 
     Every key is optional on reading (hand-written and older manifests lack some); the build sets all
-    it knows. The JSON (`document`) has the keys the build set, in this order."""
+    it knows. The JSON (`document`) has the keys the build set, in this order. Unknown top-level keys
+    are kept as they are (a newer imagekit may add one; tests/lint/test_hostile_input.py); inside the
+    records the build writes, an unknown key is refused: changing a record's keys bumps SCHEMA."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     schema_: int = Field(default=SCHEMA, alias="schema")
     imagekit: str | None = None
