@@ -38,6 +38,7 @@ from imagekit.boot.qemu import Machine, Outcome, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport, EntryBooted
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
 from imagekit.manifest import Manifest
+from imagekit.manifest import read_manifest as read_validated
 from imagekit.util.accel import Accel, detect
 from imagekit.util.cache import cache_dir
 from imagekit.util.errors import UsageError
@@ -82,8 +83,6 @@ class Prepared:
 def read_manifest(image: Path) -> Manifest | None:
     """The build manifest beside the image (`<image>.manifest.json`), if there is one; one that does not
     validate is a UsageError naming it and the key (imagekit.manifest.read_manifest)."""
-    from imagekit.manifest import read_manifest as read_validated
-
     return read_validated(image)
 
 
