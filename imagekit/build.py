@@ -1,8 +1,9 @@
 """The build pipeline: recipe -> rootfs -> configured tree -> image -> checks -> manifest.
 
-`build_image` reads top to bottom like the recipe. It writes the image under a temporary name beside
-the output and renames it only when complete; an interruption (Ctrl-C included) removes the partial
-image and the staging area, and leaves any previous output untouched.
+`build_image` reads top to bottom like the recipe: a list of `verb_noun(ctx)` steps on one
+`BuildContext` (imagekit/image/context.py), each returning early when it does not apply. It writes the
+image under a temporary name beside the output and renames it only when complete; an interruption
+(Ctrl-C included) removes the partial image and the staging area, and leaves any previous output untouched.
 """
 
 from __future__ import annotations
@@ -15,22 +16,36 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from imagekit import __version__
-from imagekit.image.filesystem import EXT, TooSmall, check_filesystem, make_filesystem, mke2fs_argv, mke2fs_env
+from imagekit.image.context import BuildContext, fill_filesystem
+from imagekit.image.filesystem import EXT, check_filesystem, mke2fs_argv, mke2fs_env
 from imagekit.image.firmware import esp_filesystem_records, install_bootloader, partition_records, write_table
-from imagekit.image.layout import Placement, align_up, boot_overhead, plan_firmware, plan_layout
+from imagekit.image.layout import Placement, align_up, boot_overhead, plan_layout
 from imagekit.image.lvm import assemble_lvm
 from imagekit.image.partition import write_mbr
 from imagekit.image.sizing import BLOCK, TreeUsage, fits, measure_tree, probe, read_superblock, smallest_size
-from imagekit.manifest import manifest_path, start_image_facts, write_manifest
+from imagekit.manifest import (
+    DataVolumeRecord,
+    FilesystemRecord,
+    KernelRecord,
+    LintFinding,
+    LintRecord,
+    Manifest,
+    Package,
+    PartitionRecord,
+    PathRecord,
+    RecipeRef,
+    TextRecord,
+    manifest_path,
+    start_image_facts,
+    write_manifest,
+)
 from imagekit.recipe.kernel_profiles import KernelProfile, load_profile
-from imagekit.recipe.model import GiB, MiB, Recipe, Virtualization
-from imagekit.rootfs.bootstrap import Tree, prepare_rootfs
+from imagekit.recipe.model import GiB, MiB, Recipe
+from imagekit.rootfs.bootstrap import prepare_rootfs
 from imagekit.rootfs.configure import (
     FsIds,
-    KernelInfo,
     boot_config,
     check_entry_files,
     copy_files,
@@ -55,7 +70,7 @@ from imagekit.rootfs.volumes import (
 from imagekit.util.errors import ImagekitError, RecipeError, UsageError
 from imagekit.util.hostdisk import host_disk
 from imagekit.util.progress import Progress
-from imagekit.util.reproducible import UUID_NAMESPACE, clamp_times, resolve_epoch
+from imagekit.util.reproducible import UUID_NAMESPACE, resolve_epoch
 
 DISK_HINT = "free space there or build elsewhere (-o; the work dir sits beside the image); the recipe's size is fine"
 
@@ -64,7 +79,7 @@ DISK_HINT = "free space there or build elsewhere (-o; the work dir sits beside t
 class BuildResult:
     image: Path
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def assign_ids(recipe: Recipe, epoch: int | None) -> FsIds:
@@ -123,17 +138,17 @@ def filesystem_usage(image: Path, place: Placement) -> dict[str, int]:
     return {"total": cap.size, "used": cap.size - free - cap.reserved * BLOCK, "free": free}
 
 
-def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def lint_built(ctx: BuildContext, manifest: Manifest) -> LintRecord:
     """Lint the finished image (read natively; libguestfs for what that cannot open) before it takes its
     final name; errors fail the build."""
     from imagekit.kernel.config import Target
     from imagekit.lint import Severity, lint_view
     from imagekit.lint.view import open_view
 
-    hvm = recipe.layout.virtualization is Virtualization.HVM
-    target, rules = (Target.HVM, "HVM") if hvm else (Target.PV, "PV-GRUB")
-    with progress.stage("lint", f"{rules} and EC2 rules"), open_view(partial, warn=progress.warn) as view:
-        findings = lint_view(view, target, recipe.arch.value, manifest)
+    target, rules = (Target.HVM, "HVM") if ctx.hvm else (Target.PV, "PV-GRUB")
+    progress = ctx.progress
+    with progress.stage("lint", f"{rules} and EC2 rules"), open_view(ctx.partial, warn=progress.warn) as view:
+        findings = lint_view(view, target, ctx.recipe.arch.value, manifest)
     errors = [f for f in findings if f.severity is Severity.ERROR]
     for f in findings:
         if f.severity is not Severity.ERROR:
@@ -143,160 +158,221 @@ def lint_built(partial: Path, recipe: Recipe, manifest: dict[str, Any], progress
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ImagekitError(f"lint {first.rule}: {first.object}: {first.message}{more}",
                             hint=f"{first.hint}; `imagekit build --no-lint` keeps such an image")
-    return {"errors": 0, "warnings": len(findings),
-            "findings": [{"rule": f.rule, "severity": f.severity.value, "object": f.object, "message": f.message}
-                         for f in findings]}
+    return LintRecord(errors=0, warnings=len(findings),
+                      findings=[LintFinding(rule=f.rule, severity=f.severity.value, object=f.object, message=f.message)
+                                for f in findings])
 
 
 def build_image(recipe: Recipe, output: Path, progress: Progress, *, lint: bool = True) -> BuildResult:
     started = time.monotonic()
     epoch = resolve_epoch(recipe)
+    profile = load_checked_profile(recipe)
+    check_output_path(output)
+    with ExitStack() as stack:
+        ctx = start_build(recipe, profile, output, progress, stack, epoch)
+        configure_rootfs(ctx)
+        split_boot_tree(ctx)
+        read_packages(ctx)
+        split_mount_trees(ctx)
+        plan_disk(ctx)
+        with progress.stage("image", f"{recipe.layout.value}, {ctx.disk_size >> 20} MiB"):
+            make_lvm_disk(ctx)
+            make_partitioned_disk(ctx)
+        install_firmware(ctx)
+        check_filesystems(ctx)
+        make_data_volumes(ctx)
+        pending = start_image_facts(ctx.partial)  # the block map runs beside the rest of the build
+        shutil.rmtree(ctx.tree.path, ignore_errors=True)  # the staged tree is no longer needed
+        manifest = describe_build(ctx)
+        manifest = manifest.model_copy(update={"lint": lint_built(ctx, manifest) if lint else None})
+        with progress.stage("manifest", "block map"):
+            image = pending.result().model_copy(update={"path": output.name})
+        timings = {**progress.timings, "total": round(time.monotonic() - started, 3)}
+        return commit_build(ctx, manifest.model_copy(update={"image": image, "timings": timings}))
+    raise AssertionError("unreachable")
+
+
+def load_checked_profile(recipe: Recipe) -> KernelProfile:
     profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path, kernels_dir=recipe.kernels_dir)
     if profile.arch != recipe.arch:
         raise RecipeError(recipe.path, "kernel.profile",
                           f"profile {profile.name} is for {profile.arch.value}, the recipe is {recipe.arch.value}")
+    return profile
+
+
+def check_output_path(output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.is_dir():
         raise UsageError(f"--output: {output} is a directory")
-    with ExitStack() as stack:
-        # Entered first, so it sees an error last: a full host disk is reported with the free space
-        # left once the work dir and the partial files below are gone.
-        stack.enter_context(host_disk(f"building {output.name}", [output.parent], hint=DISK_HINT,
-                                      measured=" once the partial build is removed"))
-        workdir = Path(tempfile.mkdtemp(prefix=".imagekit-build-", dir=output.parent))
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        partial = output.with_name(f".{output.name}.partial")
-        stack.callback(partial.unlink, missing_ok=True)
-
-        tree = prepare_rootfs(recipe, profile, workdir, progress)
-        hvm = recipe.layout.virtualization is Virtualization.HVM
-        with progress.stage("configure", f"kernel, {'grub.cfg' if hvm else 'menu.lst'}, fstab, hostname, files"):
-            kernel, ids, menu, cmdline = configure_tree(recipe, profile, tree, epoch)
-        boot_tree = split_boot(tree, workdir, nest_grub=not hvm) if recipe.separate_boot else None
-        packages = installed_packages(tree)
-        trees = split_mounts(recipe, tree, workdir)  # logical volumes and copy-initialised data volumes
-        with progress.stage("size", "measure the tree against mke2fs"):
-            root_usage = measure_tree(tree.path)
-            boot_usage = measure_tree(boot_tree.path) if boot_tree else root_usage
-            disk_size, placements = plan_layout(recipe, decide_size(recipe, root_usage, boot=boot_tree is None))
-            for place in placements:
-                is_boot = place.mountpoint == "/boot"
-                check_fits(recipe, place, boot_usage if is_boot else root_usage, boot=is_boot or boot_tree is None)
-
-        with progress.stage("image", f"{recipe.layout.value}, {disk_size >> 20} MiB"):
-            if recipe.lvm is not None:  # /boot + LVM physical volume (imagekit/image/lvm.py)
-                filesystems, placements = assemble_lvm(recipe, partial, disk_size, placements, tree, boot_tree,
-                                                       trees, ids, workdir, epoch)
-            else:
-                filesystems = assemble(recipe, partial, disk_size, placements, tree, boot_tree, ids, workdir, epoch)
-        firmware = plan_firmware(recipe)
-        if hvm:
-            with progress.stage("bootloader", f"GRUB 2 for {recipe.layout.boot_mode}"):
-                install_bootloader(recipe, partial, firmware, boot_uuid=ids.boot_fs_uuid, esp_id=ids.esp_id,
-                                   workdir=workdir, epoch=epoch, tree=tree.path)
-            filesystems = [*esp_filesystem_records(recipe, firmware, ids.esp_id), *filesystems]  # partition order
-        with progress.stage("check", "e2fsck -fn"):
-            for place in placements:
-                check_filesystem(place, partial)
-        volume_images = []
-        if recipe.volumes:
-            with progress.stage("volumes", ", ".join(v.name for v in recipe.volumes)):
-                volume_images = make_volume_images(recipe, output, trees, workdir, epoch, stack)
-        pending = start_image_facts(partial)  # the block map runs beside the rest of the build
-        shutil.rmtree(tree.path, ignore_errors=True)  # the staged tree is no longer needed
-        manifest: dict[str, Any] = {
-            "imagekit": __version__,
-            "name": recipe.name,
-            "recipe": {"path": str(recipe.path), "sha256": recipe.sha256},
-            "arch": recipe.arch.value,
-            "layout": recipe.layout.value,
-            "virtualization": recipe.layout.virtualization.value,
-            "boot_mode": recipe.layout.boot_mode.value if recipe.layout.boot_mode else None,
-            "image": None,  # filled in when the digest is done
-            "filesystems": filesystems,
-            "kernel": kernel_record(recipe, profile, kernel),
-            "initrd": {"path": boot_path(recipe, kernel.initrd)} if kernel.initrd else None,
-            "cmdline": cmdline,
-            "menu_lst": None if hvm else {"path": recipe.layout.spec.config, "text": menu},
-            "fstab": fstab_text(recipe, ids),
-            "source_date_epoch": epoch,
-            "packages": packages,
-        }
-        if hvm:
-            manifest["grub_cfg"] = {"path": recipe.layout.spec.config, "text": menu}
-            manifest["partitions"] = partition_records(recipe, firmware, placements, ids.esp_id)
-        manifest["data_volumes"] = volume_records(recipe, volume_images)
-        manifest["lint"] = lint_built(partial, recipe, manifest, progress) if lint else None
-        with progress.stage("manifest", "block map"):
-            manifest["image"] = {**pending.result(), "path": output.name}
-        manifest["timings"] = {**progress.timings, "total": round(time.monotonic() - started, 3)}
-        # The manifest is written in full before the image takes its name, then renamed after it:
-        # a full disk cannot leave a new image beside an old manifest (or none).
-        staged_manifest = write_manifest(partial, manifest)
-        stack.callback(staged_manifest.unlink, missing_ok=True)
-        os.replace(partial, output)
-        commit_volume_images(volume_images)
-        path = manifest_path(output)
-        os.replace(staged_manifest, path)
-        return BuildResult(output, path, manifest)
-    raise AssertionError("unreachable")
 
 
-def kernel_record(recipe: Recipe, profile: KernelProfile, kernel: KernelInfo) -> dict[str, Any]:
+def start_build(recipe: Recipe, profile: KernelProfile, output: Path, progress: Progress, stack: ExitStack,
+                epoch: int | None) -> BuildContext:
+    """The work dir and the partial image, owned by `stack`, and the bootstrapped root tree in it."""
+    # Entered first, so it sees an error last: a full host disk is reported with the free space
+    # left once the work dir and the partial files below are gone.
+    stack.enter_context(host_disk(f"building {output.name}", [output.parent], hint=DISK_HINT,
+                                  measured=" once the partial build is removed"))
+    workdir = Path(tempfile.mkdtemp(prefix=".imagekit-build-", dir=output.parent))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    stack.callback(output.with_name(f".{output.name}.partial").unlink, missing_ok=True)
+    tree = prepare_rootfs(recipe, profile, workdir, progress)
+    return BuildContext(recipe, profile, output, workdir, progress, stack, epoch, assign_ids(recipe, epoch), tree)
+
+
+def configure_rootfs(ctx: BuildContext) -> None:
+    """Kernel (PV-safe for PV layouts), menu.lst or grub.cfg, fstab, volumes, hostname, files."""
+    recipe, profile, tree, ids = ctx.recipe, ctx.profile, ctx.tree, ctx.ids
+    with ctx.progress.stage("configure", f"kernel, {'grub.cfg' if ctx.hvm else 'menu.lst'}, fstab, hostname, files"):
+        ctx.kernel = install_pv_kernel(tree, recipe, profile, install_kernel(tree, profile))
+        check_entry_files(recipe, tree)
+        path, ctx.menu = boot_config(recipe, profile, ctx.kernel, ids)
+        write_boot_config(tree, path, ctx.menu)
+        write_fstab(tree, fstab_text(recipe, ids))
+        make_esp_mountpoint(tree, recipe)
+        configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
+        write_identity(tree, recipe)
+        copy_files(tree, recipe)
+        ctx.cmdline = kernel_cmdline(recipe, profile, ids)
+
+
+def split_boot_tree(ctx: BuildContext) -> None:
+    """A /boot partition gets /boot as a tree of its own."""
+    if not ctx.recipe.separate_boot:
+        return
+    ctx.boot_tree = split_boot(ctx.tree, ctx.workdir, nest_grub=not ctx.hvm)
+
+
+def read_packages(ctx: BuildContext) -> None:
+    """The dpkg database, read before split_mount_trees can move /var into a logical volume's tree."""
+    ctx.packages = installed_packages(ctx.tree)
+
+
+def split_mount_trees(ctx: BuildContext) -> None:
+    """Logical volumes and copy-initialised data volumes get their mount point's files as trees of their own."""
+    ctx.trees = split_mounts(ctx.recipe, ctx.tree, ctx.workdir)
+
+
+def plan_disk(ctx: BuildContext) -> None:
+    """The disk's size and placements, and each tree checked to fit its filesystem before anything is written."""
+    recipe, boot_tree = ctx.recipe, ctx.boot_tree
+    with ctx.progress.stage("size", "measure the tree against mke2fs"):
+        root_usage = measure_tree(ctx.tree.path)
+        boot_usage = measure_tree(boot_tree.path) if boot_tree else root_usage
+        ctx.disk_size, ctx.placements = plan_layout(recipe, decide_size(recipe, root_usage, boot=boot_tree is None))
+        for place in ctx.placements:
+            is_boot = place.mountpoint == "/boot"
+            check_fits(recipe, place, boot_usage if is_boot else root_usage, boot=is_boot or boot_tree is None)
+
+
+def make_lvm_disk(ctx: BuildContext) -> None:
+    """/boot + an LVM physical volume (imagekit/image/lvm.py)."""
+    if ctx.recipe.lvm is None:
+        return
+    ctx.filesystems, ctx.placements = assemble_lvm(ctx)
+
+
+def make_partitioned_disk(ctx: BuildContext) -> None:
+    """The partition table (hd00: MBR; HVM: the layout's), then each placement's filesystem."""
+    if ctx.recipe.lvm is not None:
+        return
+    recipe, image, ids = ctx.recipe, ctx.partial, ctx.ids
+    with open(image, "wb") as f:
+        f.truncate(ctx.disk_size)
+    if recipe.layout.spec.partitioned and recipe.layout.spec.pv:  # PV-GRUB's MBR: no firmware partitions
+        disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if ctx.reproducible else None
+        write_mbr(image, ctx.placements, disk_id=disk_id)
+    elif recipe.layout.spec.partitioned:
+        write_table(recipe, image, ctx.firmware, ctx.placements, derive=ctx.derive(ids.root_uuid))
+    for place in ctx.placements:
+        is_boot = place.mountpoint == "/boot"
+        source = ctx.boot_tree if is_boot and ctx.boot_tree else ctx.tree
+        fs_uuid = ids.boot_uuid if is_boot and ids.boot_uuid else ids.root_uuid
+        fill_filesystem(ctx, place, source, fs_uuid, key=_fs_key(place), holds_boot=is_boot or ctx.boot_tree is None)
+        ctx.filesystems.append(FilesystemRecord(
+            mountpoint=place.mountpoint, type=place.fs.type.value, label=place.fs.label, uuid=fs_uuid,
+            partition=place.partition, offset=place.offset, size=place.size, usage=filesystem_usage(image, place)))
+
+
+def install_firmware(ctx: BuildContext) -> None:
+    """HVM: GRUB 2 for the layout's firmware (the ESP's filesystem goes first in the records: partition order)."""
+    if not ctx.hvm:
+        return
+    with ctx.progress.stage("bootloader", f"GRUB 2 for {ctx.recipe.layout.boot_mode}"):
+        install_bootloader(ctx)
+    esp = [FilesystemRecord.model_validate(r) for r in esp_filesystem_records(ctx.recipe, ctx.firmware, ctx.ids.esp_id)]
+    ctx.filesystems = [*esp, *ctx.filesystems]
+
+
+def check_filesystems(ctx: BuildContext) -> None:
+    with ctx.progress.stage("check", "e2fsck -fn"):
+        for place in ctx.placements:
+            check_filesystem(place, ctx.partial)
+
+
+def make_data_volumes(ctx: BuildContext) -> None:
+    """Each data volume with an image as `<image>.<name>.img` (imagekit/rootfs/volumes.py)."""
+    if not ctx.recipe.volumes:
+        return
+    with ctx.progress.stage("volumes", ", ".join(v.name for v in ctx.recipe.volumes)):
+        ctx.volume_images = make_volume_images(ctx.recipe, ctx.output, ctx.trees, ctx.workdir, ctx.epoch, ctx.stack)
+
+
+def describe_build(ctx: BuildContext) -> Manifest:
+    """The manifest of what went in; `image`, `lint` and `timings` are added when they are known."""
+    recipe, kernel, ids = ctx.recipe, ctx.kernel, ctx.ids
+    assert kernel is not None
+    manifest = Manifest(
+        imagekit=__version__,
+        name=recipe.name,
+        recipe=RecipeRef(path=str(recipe.path), sha256=recipe.sha256),
+        arch=recipe.arch.value,
+        layout=recipe.layout,
+        virtualization=recipe.layout.virtualization,
+        boot_mode=recipe.layout.boot_mode,
+        image=None,  # filled in when the digest is done
+        filesystems=ctx.filesystems,
+        kernel=kernel_record(ctx),
+        initrd=PathRecord(path=boot_path(recipe, kernel.initrd)) if kernel.initrd else None,
+        cmdline=ctx.cmdline,
+        menu_lst=None if ctx.hvm else TextRecord(path=recipe.layout.spec.config, text=ctx.menu),
+        fstab=fstab_text(recipe, ids),
+        source_date_epoch=ctx.epoch,
+        packages=[Package(**p) for p in ctx.packages],
+        data_volumes=[DataVolumeRecord(**r) for r in volume_records(recipe, ctx.volume_images)],
+    )
+    if not ctx.hvm:
+        return manifest
+    partitions = partition_records(recipe, ctx.firmware, ctx.placements, ids.esp_id)
+    return manifest.model_copy(update={"grub_cfg": TextRecord(path=ctx.recipe.layout.spec.config, text=ctx.menu),
+                                       "partitions": [PartitionRecord.model_validate(r) for r in partitions]})
+
+
+def commit_build(ctx: BuildContext, manifest: Manifest) -> BuildResult:
+    """The manifest is written in full before the image takes its name, then renamed after it: a full
+    disk cannot leave a new image beside an old manifest (or none)."""
+    staged_manifest = write_manifest(ctx.partial, manifest)
+    ctx.stack.callback(staged_manifest.unlink, missing_ok=True)
+    os.replace(ctx.partial, ctx.output)
+    commit_volume_images(ctx.volume_images)
+    path = manifest_path(ctx.output)
+    os.replace(staged_manifest, path)
+    return BuildResult(ctx.output, path, manifest)
+
+
+def kernel_record(ctx: BuildContext) -> KernelRecord:
     """The manifest's kernel: the file the boot entries boot, its format, and what it was made from."""
-    return {"profile": profile.name, "version": kernel.version, "path": boot_path(recipe, kernel.kernel),
-            "format": kernel.format, "pv_format": profile.pv_format,
-            "original": boot_path(recipe, kernel.original) if kernel.original else None,
-            "original_payload": kernel.payload, "xen_pv": profile.xen_pv}
+    recipe, profile, kernel = ctx.recipe, ctx.profile, ctx.kernel
+    assert kernel is not None
+    return KernelRecord(profile=profile.name, version=kernel.version, path=boot_path(recipe, kernel.kernel),
+                        format=kernel.format, pv_format=profile.pv_format,
+                        original=boot_path(recipe, kernel.original) if kernel.original else None,
+                        original_payload=kernel.payload, xen_pv=profile.xen_pv)
 
 
 def boot_path(recipe: Recipe, name: str) -> str:
     """A /boot file's path on the boot filesystem (what menu.lst names)."""
     return f"/{name}" if recipe.separate_boot else f"/boot/{name}"
-
-
-def configure_tree(recipe: Recipe, profile: KernelProfile, tree: Tree,
-                   epoch: int | None) -> tuple[KernelInfo, FsIds, str, str]:
-    kernel = install_pv_kernel(tree, recipe, profile, install_kernel(tree, profile))
-    check_entry_files(recipe, tree)
-    ids = assign_ids(recipe, epoch)
-    path, menu = boot_config(recipe, profile, kernel, ids)
-    write_boot_config(tree, path, menu)
-    write_fstab(tree, fstab_text(recipe, ids))
-    make_esp_mountpoint(tree, recipe)
-    configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
-    write_identity(tree, recipe)
-    copy_files(tree, recipe)
-    return kernel, ids, menu, kernel_cmdline(recipe, profile, ids)
-
-
-def assemble(recipe: Recipe, image: Path, disk_size: int, placements: list[Placement], tree: Tree,
-             boot_tree: Tree | None, ids: FsIds, workdir: Path, epoch: int | None) -> list[dict[str, Any]]:
-    with open(image, "wb") as f:
-        f.truncate(disk_size)
-    if recipe.layout.spec.partitioned and recipe.layout.spec.pv:  # PV-GRUB's MBR: no firmware partitions
-        disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if epoch is not None else None
-        write_mbr(image, placements, disk_id=disk_id)
-    elif recipe.layout.spec.partitioned:
-        derive = uuid.uuid5(UUID_NAMESPACE, ids.root_uuid) if epoch is not None else None
-        write_table(recipe, image, plan_firmware(recipe), placements, derive=derive)
-    records = []
-    for place in placements:
-        is_boot = place.mountpoint == "/boot"
-        source = boot_tree if is_boot and boot_tree else tree
-        fs_uuid = ids.boot_uuid if is_boot and ids.boot_uuid else ids.root_uuid
-        seed = str(uuid.uuid5(UUID_NAMESPACE, fs_uuid)) if epoch is not None else None
-        holds_boot = is_boot or boot_tree is None
-        try:
-            make_filesystem(place, image, source, fs_uuid, workdir, boot=holds_boot, hash_seed=seed, epoch=epoch)
-        except TooSmall as exc:
-            raise RecipeError(recipe.path, _fs_key(place), exc.message) from None
-        if epoch is not None and place.fs.type in EXT:
-            clamp_times(image, place.offset, source.path, epoch, workdir)
-        records.append({"mountpoint": place.mountpoint, "type": place.fs.type.value, "label": place.fs.label,
-                        "uuid": fs_uuid, "partition": place.partition, "offset": place.offset, "size": place.size,
-                        "usage": filesystem_usage(image, place)})
-    return records
 
 
 __all__ = ["BuildResult", "ImagekitError", "build_image"]

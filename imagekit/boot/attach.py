@@ -30,6 +30,7 @@ from imagekit.boot.nocloud import make_seed
 from imagekit.boot.overlay import image_file
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.userdata import LIMIT as USER_DATA_LIMIT
+from imagekit.manifest import Manifest, manifest_path
 from imagekit.util.errors import UsageError
 from imagekit.util.run import run
 
@@ -114,10 +115,17 @@ class Wanted:
     mountpoint: str | None = None
 
 
-def listed_volumes(image: Path, manifest: dict[str, Any] | None) -> list[Wanted]:
+def listed_volumes(image: Path, manifest: Manifest | None) -> list[Wanted]:
     """The data volumes the manifest lists with an image file (beside the image)."""
-    return [Wanted((image.parent / r["image"]).resolve(), r["device"], r["name"], r.get("label"), r.get("mountpoint"))
-            for r in (manifest or {}).get("data_volumes") or [] if r.get("image")]
+    wanted = []
+    for n, r in enumerate((manifest.data_volumes if manifest else None) or []):
+        if not r.image:
+            continue
+        if not r.device or not r.name:
+            raise UsageError(f"{manifest_path(image)}: data_volumes.{n}: a volume with an image needs a name "
+                             "and a device")
+        wanted.append(Wanted((image.parent / r.image).resolve(), r.device, r.name, r.label, r.mountpoint))
+    return wanted
 
 
 def check_present(image: Path, wanted: list[Wanted]) -> list[Wanted]:
@@ -128,7 +136,7 @@ def check_present(image: Path, wanted: list[Wanted]) -> list[Wanted]:
     return wanted
 
 
-def choose_volumes(image: Path, manifest: dict[str, Any] | None, opts: AttachOptions) -> list[Wanted]:
+def choose_volumes(image: Path, manifest: Manifest | None, opts: AttachOptions) -> list[Wanted]:
     """The volumes to attach, in EC2's order (by device name). `--volume` files the manifest knows keep
     their device; others take the next free one from sdf."""
     if opts.no_volumes:
@@ -195,7 +203,7 @@ def volume_overlay(workdir: Path, n: int, wanted: Wanted) -> Path:
     return path
 
 
-def attach_disks(image: Path, manifest: dict[str, Any] | None, opts: AttachOptions, workdir: Path,
+def attach_disks(image: Path, manifest: Manifest | None, opts: AttachOptions, workdir: Path,
                  root_interface: str = "virtio") -> Attached:
     """Make the instance store and the volume overlays in `workdir` (removed with it); EC2's order. They are
     attached as `extra_interface(root_interface)`; the NoCloud seed as virtio."""
@@ -279,13 +287,13 @@ def attachments_report(attached: Attached) -> list[dict[str, Any]]:
     return [asdict(d) for d in attached.disks]
 
 
-def prepare_instance(g: Any, prepared: Prepared, manifest: dict[str, Any] | None, opts: AttachOptions) -> Prepared:
+def prepare_instance(g: Any, prepared: Prepared, manifest: Manifest | None, opts: AttachOptions) -> Prepared:
     """What the overlay gets for the instance beyond its root (PV and HVM alike): the mounts probe, and the
     NIC named eth0 when a metadata service will answer (user-data)."""
     return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), opts.user_data is not None)
 
 
-def with_mounts_probe(g: Any, prepared: Prepared, manifest: dict[str, Any] | None) -> Prepared:
+def with_mounts_probe(g: Any, prepared: Prepared, manifest: Manifest | None) -> Prepared:
     """The systemd probe also reports mounts and the services ordered after them (mounts.py)."""
     if prepared.kind is not ProbeKind.SYSTEMD:
         return prepared

@@ -45,6 +45,7 @@ from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport
 from imagekit.bootloader.grubcfg import GrubCfgError, parse_grub_cfg
 from imagekit.image.disklabel import read_label
+from imagekit.manifest import manifest_path
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import ImagekitError, UsageError
 from imagekit.util.run import run as run_command
@@ -194,21 +195,21 @@ def grub2_image(image: Path, workdir: Path) -> tuple[Path, str]:
     """The image for the GRUB 2 (legacycfg) row. GRUB 2's linux16 cannot boot the gzipped ELF vmlinux a PV build
     installs (kernel.format vmlinux-gz): a sparse copy whose menu.lst boots the bzImage beside it (the manifest's
     kernel.original) instead, edited with debugfs; otherwise the image itself."""
-    kernel = (read_manifest(image) or {}).get("kernel") or {}
-    if kernel.get("format") != "vmlinux-gz" or not kernel.get("original") or not kernel.get("path"):
+    manifest = read_manifest(image)
+    kernel = manifest.kernel if manifest else None
+    if kernel is None or kernel.format != "vmlinux-gz" or not kernel.original or not kernel.path:
         return image, "imagekit boot --loader pvgrub (GRUB 2)"
     copy = workdir / "grub2.img"
     run_command(["cp", "--sparse=always", image, copy])
-    manifest = image.with_name(image.name + ".manifest.json")
-    shutil.copy(manifest, copy.with_name(copy.name + ".manifest.json"))
+    shutil.copy(manifest_path(image), manifest_path(copy))
     fs = f"{copy}?offset={_first_partition(copy)}"
     for path in ("/boot/grub/menu.lst", "/grub/menu.lst"):
         text = run_command(["debugfs", "-R", f"cat {path}", fs]).stdout.decode("latin-1")
         if text:
             local = workdir / "grub2-menu.lst"
-            local.write_text(text.replace(kernel["path"], kernel["original"]), encoding="latin-1")
+            local.write_text(text.replace(kernel.path, kernel.original), encoding="latin-1")
             run_command(["debugfs", "-w", "-f", "-", fs], input=f"rm {path}\nwrite {local} {path}\n".encode())
-            return copy, f"imagekit boot --loader pvgrub (GRUB 2, {Path(kernel['original']).name})"
+            return copy, f"imagekit boot --loader pvgrub (GRUB 2, {Path(kernel.original).name})"
     raise UsageError(f"IMAGE: {image}: no menu.lst for the GRUB 2 row (debugfs found none)")
 
 
@@ -351,7 +352,7 @@ def bench_beside(images: list[Path], runs: int) -> int:
     print(f"imagekit boot, median of {runs} (TCG unless the accel column says kvm)")
     print(f"{'image':40}{'arch':>8}{'accel':>6}{'GRUB':>9}{'first kernel line':>19}{'sentinel':>10}{'QEMU':>9}")
     for image, reports in rows.items():
-        arch = (read_manifest(image) or {}).get("arch", "x86_64")
+        arch = m.arch if (m := read_manifest(image)) and m.arch else "x86_64"
         cells = [_cell(median([getattr(r, f) for r in reports])) for f in
                  ("seconds_to_bootloader", "seconds_to_first_kernel_line", "seconds_to_sentinel", "seconds_qemu")]
         print(f"{image.name[-40:]:40}{arch:>8}{reports[-1].accel:>6}{cells[0]:>9}{cells[1]:>19}{cells[2]:>10}"

@@ -14,12 +14,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from imagekit.image.disklabel import DiskLabel
+from imagekit.manifest import Manifest
 from imagekit.recipe.arch import ARCHES, Arch, ArchSpec
-from imagekit.recipe.layouts import LAYOUT_NAMES, Layout, firmwares_for_boot_mode
 from imagekit.recipe.layouts import Firmware as Firmware  # the layout table's; boot's vocabulary too
+from imagekit.recipe.layouts import firmwares_for_boot_mode
 from imagekit.util.errors import UsageError
 
 CHOICES = ("bios", "uefi", "both")
@@ -39,15 +39,13 @@ def parse_choice(value: str) -> tuple[Firmware, ...]:
     return BOTH if value == "both" else (Firmware(value),)
 
 
-def from_manifest(manifest: dict[str, Any] | None) -> tuple[Firmware, ...] | None:
+def from_manifest(manifest: Manifest | None) -> tuple[Firmware, ...] | None:
     """The firmware the build manifest implies; None when it does not describe an HVM image."""
     if not manifest:
         return None
-    layout = manifest.get("layout")
-    if layout in LAYOUT_NAMES and (firmwares := Layout(layout).spec.firmwares):
+    if (layout := manifest.layout) is not None and (firmwares := layout.spec.firmwares):
         return firmwares
-    mode = manifest.get("boot_mode")
-    return firmwares_for_boot_mode(mode) if isinstance(mode, str) else None
+    return firmwares_for_boot_mode(manifest.boot_mode) if manifest.boot_mode is not None else None
 
 
 def from_label(label: DiskLabel) -> tuple[Firmware, ...] | None:
@@ -56,10 +54,10 @@ def from_label(label: DiskLabel) -> tuple[Firmware, ...] | None:
     return found or None
 
 
-def choose(requested: str | None, manifest: dict[str, Any] | None, label: DiskLabel | None
+def choose(requested: str | None, manifest: Manifest | None, label: DiskLabel | None
            ) -> tuple[Firmware, ...] | None:
     """--firmware, else the manifest, else the disk; None means: not an HVM boot (PV-GRUB)."""
-    virtualization = (manifest or {}).get("virtualization")
+    virtualization = manifest.virtualization if manifest else None
     pv = virtualization not in (None, "hvm")
     if requested is not None and pv:
         raise UsageError(f"--firmware {requested}: the manifest says this is a {virtualization} image; "

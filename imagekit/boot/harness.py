@@ -39,6 +39,8 @@ from imagekit.boot.report import BootReport
 from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.boot.xen import boot_xen
 from imagekit.image.disklabel import read_label
+from imagekit.manifest import Manifest
+from imagekit.manifest import read_manifest as read_validated
 from imagekit.util.accel import detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
@@ -47,11 +49,9 @@ LOADERS = ("pvgrub", "direct", PVGRUB097)
 HYPERVISORS = ("qemu", "xen")
 
 
-def read_manifest(image: Path) -> dict[str, Any] | None:
+def read_manifest(image: Path) -> Manifest | None:
     """The build manifest beside the image (`<image>.manifest.json`), if there is one; one that does not
     validate is a UsageError naming it and the key (imagekit.manifest.read_manifest)."""
-    from imagekit.manifest import read_manifest as read_validated
-
     return read_validated(image)
 
 
@@ -76,7 +76,7 @@ class KernelRefused(Exception):
 
 
 def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
-           grub097: Callable[[], Grub097Plan | None], manifest: dict[str, Any] | None) -> Job:
+           grub097: Callable[[], Grub097Plan | None], manifest: Manifest | None) -> Job:
     """A PV boot's preparation for fastprep: edits (cached with the copy), then what the boot reads.
     `grub097()` is GRUB 0.97's plan (--loader pvgrub097, running beside this), joined only where it is read."""
     network = opts.attach.user_data is not None
@@ -94,7 +94,8 @@ def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
                                 opts.attach)
 
     params = {"boot": "pv", "menu_edit": loader == "pvgrub", "variant": str(opts.variant),
-              "network": network and loader not in CMDLINE_LOADERS, "manifest": manifest}
+              "network": network and loader not in CMDLINE_LOADERS,
+              "manifest": manifest.document() if manifest else None}
     return Job(params, lambda i: pv_layout(i, opts.variant), edit, finish, slow)
 
 

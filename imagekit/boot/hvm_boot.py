@@ -37,7 +37,7 @@ from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
 from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.image.disklabel import DiskLabel
-from imagekit.manifest import read_manifest
+from imagekit.manifest import Manifest, read_manifest
 from imagekit.recipe.arch import ARCHES, Arch, ArchSpec, spec_named
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
@@ -110,10 +110,10 @@ class Run:
     spec: ArchSpec  # the image's architecture (the manifest's; x86_64 without one)
 
 
-def hvm_job(opts: BootOptions, manifest: dict[str, Any] | None) -> Job:
+def hvm_job(opts: BootOptions, manifest: Manifest | None) -> Job:
     """An HVM boot's preparation for fastprep: every edit is in the filesystems (cached with the copy)."""
 
-    console = spec_named((manifest or {}).get("arch")).qemu_console  # QEMU's serial port: ttyS0, ttyAMA0
+    console = spec_named(manifest.arch if manifest else None).qemu_console  # QEMU's serial port: ttyS0, ttyAMA0
 
     def edit(g: Any, disk: Disk) -> Prepared:  # g: the copy's extfs.ExtTree, "mounted" as the disk says
         return prepare_instance(g, edit_hvm(g, disk, console), manifest, opts.attach)
@@ -121,12 +121,13 @@ def hvm_job(opts: BootOptions, manifest: dict[str, Any] | None) -> Job:
     def slow(g: Any) -> Prepared:
         return prepare_instance(g, prepare_hvm(g, console), manifest, opts.attach)
 
-    params = {"boot": "hvm", "network": opts.attach.user_data is not None, "manifest": manifest}
+    params = {"boot": "hvm", "network": opts.attach.user_data is not None,
+              "manifest": manifest.document() if manifest else None}
     return Job(params, hvm_layout, edit, lambda g, edits: edits, slow)
 
 
 @contextmanager
-def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: dict[str, Any] | None,
+def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: Manifest | None,
             label: DiskLabel, accel: Accel) -> Iterator[tuple[Path, Prepared]]:
     """The boot disk (a qcow2 overlay) with its probes and console; nothing is added (no libguestfs, no copy)
     to a disk with no Linux filesystem at all."""
@@ -139,7 +140,7 @@ def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: dict[s
         yield done
 
 
-def attach_each(opts: BootOptions, image: ImageFile, manifest: dict[str, Any] | None,
+def attach_each(opts: BootOptions, image: ImageFile, manifest: Manifest | None,
                 firmwares: tuple[Firmware, ...], interface: str, workdir: Path) -> dict[Firmware, Attached]:
     """Each firmware's own instance store, volume overlays and metadata service log, in a directory of its
     own: the second boot of a hybrid image does not see what the first wrote."""
@@ -190,7 +191,7 @@ def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...
     """Boot an HVM image with each firmware in turn, from one prepared overlay."""
     interface = check_hvm_options(opts)
     manifest = read_manifest(image.path)
-    spec = spec_named((manifest or {}).get("arch"))
+    spec = spec_named(manifest.arch if manifest else None)
     if Firmware.BIOS in firmwares and "mbr-bios" not in spec.layouts:
         raise UsageError(f"--firmware bios: an {spec.arch.value} image boots UEFI only (firmware {spec.qemu} "
                          f"-M {spec.machine} with {spec.firmware_package})")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagekit.boot.console import PROBE_PREFIX, Line
+from imagekit.manifest import Manifest
 
 MOUNTS_SCRIPT = "/usr/local/libexec/imagekit-probe-mounts"
 DROPIN_GLOB = "/etc/systemd/system/*.d/*.conf"
@@ -70,11 +71,11 @@ def script(units: list[str]) -> str:
     return SCRIPT.replace("@UNITS@", " ".join(shlex.quote(p) for p in patterns))
 
 
-def services_after_mounts(g: Any, manifest: dict[str, Any] | None) -> list[str]:
+def services_after_mounts(g: Any, manifest: Manifest | None) -> list[str]:
     """Units ordered after a mount: the manifest's data volumes' services and the image's drop-ins."""
     units: list[str] = []
-    for vol in (manifest or {}).get("data_volumes") or []:
-        units += [str(u) for u in vol.get("services") or []]
+    for vol in (manifest.data_volumes if manifest else None) or []:
+        units += list(vol.services or [])
     try:
         paths = list(g.glob_expand(DROPIN_GLOB))
     except RuntimeError:
@@ -89,7 +90,7 @@ def services_after_mounts(g: Any, manifest: dict[str, Any] | None) -> list[str]:
     return list(dict.fromkeys(units))
 
 
-def install_mounts_probe(g: Any, manifest: dict[str, Any] | None) -> list[str]:
+def install_mounts_probe(g: Any, manifest: Manifest | None) -> list[str]:
     """Write the mounts script into the mounted overlay (the systemd probe sources it); for the report."""
     units = services_after_mounts(g, manifest)
     g.mkdir_p(MOUNTS_SCRIPT.rsplit("/", 1)[0])

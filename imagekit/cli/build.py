@@ -38,7 +38,6 @@ def command(recipe: Path, output: Path | None, force: bool, layout: str | None, 
     """
     from imagekit.build import build_image
     from imagekit.cli.common import check_output
-    from imagekit.manifest import SCHEMA as MANIFEST_SCHEMA
     from imagekit.recipe.load import load_recipe
     from imagekit.recipe.model import Layout
     from imagekit.util.errors import RecipeError, UsageError
@@ -58,9 +57,10 @@ def command(recipe: Path, output: Path | None, force: bool, layout: str | None, 
     progress = Progress.for_cli(json_output)
     result = build_image(loaded, output, progress, lint=not no_lint)
     if json_output:
-        click.echo(json.dumps({"schema": MANIFEST_SCHEMA, **result.manifest}, indent=2))  # IMAGE.manifest.json
+        click.echo(json.dumps(result.manifest.document(), indent=2))  # IMAGE.manifest.json's document
         return
-    facts = result.manifest["image"]
+    facts = result.manifest.image
+    assert facts is not None and facts.size is not None and facts.allocated is not None and facts.id is not None
     click.echo(f"{result.image}")
-    progress.info(f"{facts['size'] >> 20} MiB image, {facts['allocated'] >> 20} MiB allocated, "
-                  f"image id {facts['id'][:16]}..., manifest {result.manifest_path}")
+    progress.info(f"{facts.size >> 20} MiB image, {facts.allocated >> 20} MiB allocated, "
+                  f"image id {facts.id[:16]}..., manifest {result.manifest_path}")

@@ -21,9 +21,9 @@ def command(image: Path, json_output: bool) -> None:
       imagekit digest out/debian-12-pvgrub-hd0.img
     """
     from imagekit.image.blockmap import block_count
-    from imagekit.manifest import manifest_path
+    from imagekit.manifest import ImageRecord, load_manifest, manifest_path
     from imagekit.publish.digest import digest_image
-    from imagekit.publish.facts import manifest_block_map, manifest_object, read_manifest
+    from imagekit.publish.facts import manifest_block_map
     from imagekit.util.errors import UsageError
     from imagekit.util.progress import Progress
 
@@ -34,10 +34,10 @@ def command(image: Path, json_output: bool) -> None:
     manifest = manifest_path(image)
     verdict: str | None = None
     if manifest.is_file():
-        info = manifest_object(manifest, "image", read_manifest(manifest).get("image") or {})
-        recorded = manifest_block_map(manifest, "image.block_map", digest.size, info.get("block_map"))
+        info = load_manifest(manifest).image or ImageRecord()
+        recorded = manifest_block_map(manifest, "image.block_map", digest.size, info.block_map)
         if recorded is None:
-            verdict = "matches" if info.get("sha256") == digest.sha256 else "differs: image.sha256"
+            verdict = "matches" if info.sha256 == digest.sha256 else "differs: image.sha256"
         else:
             difference = digest.block_map.first_difference(recorded)
             verdict = "matches" if difference is None else f"differs: {difference}"

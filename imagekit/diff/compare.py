@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
+from imagekit.manifest import Manifest
 from imagekit.util.appliance import DiskFormat, Drive, session
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
@@ -65,16 +66,16 @@ def dpkg_status(text: str) -> dict[str, str]:
     return out
 
 
-def from_manifest(data: dict[str, Any]) -> Side:
-    side = Side(packages={p["name"]: p["version"] for p in data.get("packages") or []})
-    if data.get("menu_lst"):
-        side.boot["menu.lst"] = data["menu_lst"]["text"]
-    if data.get("grub_cfg"):  # HVM images
-        side.boot["grub.cfg"] = data["grub_cfg"]["text"]
-    if data.get("cmdline"):
-        side.boot["cmdline"] = data["cmdline"]
-    if data.get("fstab"):
-        side.boot["fstab"] = data["fstab"]
+def from_manifest(manifest: Manifest) -> Side:
+    side = Side(packages={p.name: p.version for p in manifest.packages or []})
+    if manifest.menu_lst:
+        side.boot["menu.lst"] = manifest.menu_lst.text
+    if manifest.grub_cfg:  # HVM images
+        side.boot["grub.cfg"] = manifest.grub_cfg.text
+    if manifest.cmdline:
+        side.boot["cmdline"] = manifest.cmdline
+    if manifest.fstab:
+        side.boot["fstab"] = manifest.fstab
     return side
 
 
@@ -135,7 +136,7 @@ def image_path(name: str) -> str:
     return "/" + name.lstrip("/")
 
 
-def _read_image(g: Any, at: str, manifest: dict[str, Any] | None, scratch: Path) -> Side:
+def _read_image(g: Any, at: str, manifest: Manifest | None, scratch: Path) -> Side:
     side = from_manifest(manifest) if manifest else Side()
     if not side.packages and (status := _text(g, f"{at}/var/lib/dpkg/status", scratch)) is not None:
         side.packages = dpkg_status(status)
@@ -169,7 +170,7 @@ def _sizes(g: Any, at: str, paths: list[str]) -> dict[str, int]:
     return out
 
 
-def read_sides_guestfs(images: tuple[Path, Path], formats: list[DiskFormat], manifests: list[dict[str, Any] | None],
+def read_sides_guestfs(images: tuple[Path, Path], formats: list[DiskFormat], manifests: list[Manifest | None],
                        progress: Progress) -> tuple[Side, Side]:
     """Both sides read in one libguestfs appliance (both disks attached, read-only, as `formats`)."""
     a, b = images

@@ -16,6 +16,7 @@ from typing import Any
 from imagekit.diff.compare import MAX_TEXT, Side, cmdline, dpkg_status, file_changes, from_manifest
 from imagekit.lint.native import READABLE, NativeView, Node, open_native
 from imagekit.lint.view import UnreadableFile
+from imagekit.manifest import Manifest
 from imagekit.util.errors import UsageError
 
 
@@ -90,7 +91,7 @@ class Mounted:
         return out.h.hexdigest()
 
 
-def read_sides_native(images: tuple[Path, Path], manifests: list[dict[str, Any] | None], progress: Any) -> Any:
+def read_sides_native(images: tuple[Path, Path], manifests: list[Manifest | None], progress: Any) -> Any:
     """Both sides (diff.Side) read natively; NotNative when an image cannot be read here."""
     with ExitStack() as stack:
         views = [stack.enter_context(open_native(p)) for p in images]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -48,18 +49,31 @@ def mke2fs_argv(fs: Filesystem, *, boot: bool) -> list[str]:
     return ["mke2fs", "-F", "-q", "-t", fs.type.value, *(["-O", features] if features else [])]
 
 
-def make_ext(place: Placement, image: Path, tree: Tree, uuid: str, *, boot: bool,
-             hash_seed: str | None = None, epoch: int | None = None) -> None:
+@dataclass(frozen=True)
+class NewFilesystem:
+    """A filesystem to make: where, from which tree, with which UUID; ext only: the geometry of one that
+    holds /boot (PV-GRUB's features), the directory hash seed and the epoch of a reproducible build."""
+
+    place: Placement
+    tree: Tree
+    uuid: str
+    boot: bool = False
+    hash_seed: str | None = None
+    epoch: int | None = None
+
+
+def make_ext(new: NewFilesystem, image: Path) -> None:
+    place, tree, uuid, hash_seed = new.place, new.tree, new.uuid, new.hash_seed
     fs = place.fs
     extended = ["root_owner=0:0"]
     if place.offset:
         extended.append(f"offset={place.offset}")
     if hash_seed:
         extended.append(f"hash_seed={hash_seed}")
-    argv = [*mke2fs_argv(fs, boot=boot), "-L", fs.label, "-U", uuid, "-E", ",".join(extended),
+    argv = [*mke2fs_argv(fs, boot=new.boot), "-L", fs.label, "-U", uuid, "-E", ",".join(extended),
             "-d", os.fspath(tree.path), os.fspath(image), f"{place.size // 1024}k"]
     try:
-        tree.run(argv, env=mke2fs_env(epoch))
+        tree.run(argv, env=mke2fs_env(new.epoch))
     except CommandFailed as exc:
         if disk_full_reason(exc) is not None:  # the host's disk, not the image: build.py says so
             raise
@@ -114,12 +128,12 @@ def make_other(place: Placement, image: Path, tree: Tree, uuid: str, scratch: Pa
     part.unlink()
 
 
-def make_filesystem(place: Placement, image: Path, tree: Tree, uuid: str, scratch: Path, *, boot: bool,
-                    hash_seed: str | None = None, epoch: int | None = None) -> None:
-    if place.fs.type in EXT:
-        make_ext(place, image, tree, uuid, boot=boot, hash_seed=hash_seed, epoch=epoch)
+def make_filesystem(new: NewFilesystem, image: Path, scratch: Path) -> None:
+    """`new` in `image` at its offset (ext: mke2fs -d in place; xfs, btrfs: made in `scratch`, copied in)."""
+    if new.place.fs.type in EXT:
+        make_ext(new, image)
     else:
-        make_other(place, image, tree, uuid, scratch)
+        make_other(new.place, image, new.tree, new.uuid, scratch)
 
 
 def check_filesystem(place: Placement, image: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.bootloader.grub2 import install_bios, make_core
+from imagekit.image.context import BuildContext
 from imagekit.image.disklabel import BIOS_BOOT_TYPE, ESP_TYPE, LINUX_TYPE, MBR_LINUX
 from imagekit.image.filesystem import make_esp
 from imagekit.image.layout import ALIGN, FirmwarePart, Placement
@@ -38,10 +39,13 @@ def write_table(recipe: Recipe, image: Path, firmware: list[FirmwarePart], place
                      [str(uuid.uuid5(derive, f"partition-{n}")) for n in range(1, count + 1)])
 
 
-def install_bootloader(recipe: Recipe, image: Path, firmware: list[FirmwarePart], *, boot_uuid: str,
-                       esp_id: str | None, workdir: Path, epoch: int | None, tree: Path | None = None) -> None:
-    """GRUB 2 for the layout's firmware: BIOS (MBR gap or BIOS boot partition), UEFI (ESP), or both.
-    `tree`: the staged root, whose GRUB module tree a foreign architecture's EFI image is made from."""
+def install_bootloader(ctx: BuildContext) -> None:
+    """GRUB 2 for the layout's firmware: BIOS (MBR gap or BIOS boot partition), UEFI (ESP), or both, into
+    the partial image. The staged root's GRUB module tree is what a foreign architecture's EFI image is
+    made from."""
+    recipe, image, firmware, workdir, epoch = ctx.recipe, ctx.partial, ctx.firmware, ctx.workdir, ctx.epoch
+    tree: Path | None = ctx.tree.path
+    boot_uuid, esp_id = ctx.ids.boot_fs_uuid, ctx.ids.esp_id
     prefix = "/grub" if recipe.separate_boot else "/boot/grub"
     boot_fs = recipe.boot_fs.type.value
     if Firmware.BIOS in recipe.layout.spec.firmwares:

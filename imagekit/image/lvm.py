@@ -13,17 +13,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from imagekit.image.filesystem import EXT, TooSmall, make_filesystem
+from imagekit.image.context import BuildContext, fill_filesystem
 from imagekit.image.layout import Placement
 from imagekit.image.lvm_metadata import LogicalExtent, logical_extents
 from imagekit.image.partition import write_mbr
+from imagekit.manifest import FilesystemRecord, LvmRef
 from imagekit.recipe.model import Filesystem, FsType, LogicalVolume, Recipe
-from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.configure import FsIds
 from imagekit.util.appliance import DiskFormat, Drive, session
-from imagekit.util.errors import RecipeError
 
 LV_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/logical-volumes")
 MBR_LINUX_LVM = 0x8E
@@ -95,63 +93,48 @@ def plan_volumes(recipe: Recipe, ids: FsIds, epoch: int | None) -> list[LvPlan]:
     return plans
 
 
-def assemble_lvm(recipe: Recipe, image: Path, disk_size: int, placements: list[Placement], tree: Tree,
-                 boot_tree: Tree | None, trees: dict[str, Tree], ids: FsIds, workdir: Path,
-                 epoch: int | None) -> tuple[list[dict[str, Any]], list[Placement]]:
+def assemble_lvm(ctx: BuildContext) -> tuple[list[FilesystemRecord], list[Placement]]:
     """MBR, /boot on partition 1, LVM on partition 2 and a filesystem in each LV.
 
     Returns the manifest's filesystem records and the placements of every filesystem made (for fsck).
     """
-    from imagekit.util.reproducible import UUID_NAMESPACE  # the build's namespace for reproducible hash seeds
-
-    assert recipe.lvm is not None and boot_tree is not None and ids.boot_uuid is not None
-    boot, pv = placements
+    recipe, image, ids = ctx.recipe, ctx.partial, ctx.ids
+    assert recipe.lvm is not None and ctx.boot_tree is not None and ids.boot_uuid is not None
+    boot, pv = ctx.placements
     with open(image, "wb") as f:
-        f.truncate(disk_size)
-    disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if epoch is not None else None
-    write_mbr(image, placements, disk_id=disk_id)
+        f.truncate(ctx.disk_size)
+    disk_id = int(ids.root_uuid.replace("-", "")[:8], 16) if ctx.reproducible else None
+    write_mbr(image, ctx.placements, disk_id=disk_id)
     assert pv.partition is not None
     set_mbr_type(image, pv.partition, MBR_LINUX_LVM)
 
-    def make(place: Placement, source: Tree, fs_uuid: str, key: str, *, holds_boot: bool) -> None:
-        seed = str(uuid.uuid5(UUID_NAMESPACE, fs_uuid)) if epoch is not None else None
-        try:
-            make_filesystem(place, image, source, fs_uuid, workdir, boot=holds_boot, hash_seed=seed, epoch=epoch)
-        except TooSmall as exc:
-            raise RecipeError(recipe.path, key, exc.message) from None
-        if epoch is not None and place.fs.type in EXT:
-            from imagekit.util.reproducible import clamp_times
-
-            clamp_times(image, place.offset, source.path, epoch, workdir)
-
-    make(boot, boot_tree, ids.boot_uuid, "filesystems.boot.size", holds_boot=True)
+    fill_filesystem(ctx, boot, ctx.boot_tree, ids.boot_uuid, key="filesystems.boot.size", holds_boot=True)
     records = [_record(boot, ids.boot_uuid, None)]
     made = [boot]
 
-    create_volume_group(image, pv.partition, recipe.lvm.vg, plan_volumes(recipe, ids, epoch))
+    create_volume_group(image, pv.partition, recipe.lvm.vg, plan_volumes(recipe, ids, ctx.epoch))
     extents = logical_extents(image, pv.offset)
     for n, lv in enumerate(recipe.lvm.volumes):
         ext = extents[lv.name]
         fs = lv_filesystem(recipe, lv)
-        fs_uuid = lv_uuid(recipe, lv, ids, epoch)
+        fs_uuid = lv_uuid(recipe, lv, ids, ctx.epoch)
         if fs is None:  # swap: made by create_volume_group
-            records.append({"mountpoint": None, "type": "swap", "label": lv.label, "uuid": fs_uuid,
-                            "partition": pv.partition, "offset": ext.offset, "size": ext.size,
-                            "lvm": {"vg": recipe.lvm.vg, "lv": lv.name}})
+            records.append(FilesystemRecord(mountpoint=None, type="swap", label=lv.label, uuid=fs_uuid,
+                                            partition=pv.partition, offset=ext.offset, size=ext.size,
+                                            lvm=LvmRef(vg=recipe.lvm.vg, lv=lv.name)))
             continue
         assert lv.mountpoint is not None
         place = Placement(lv.mountpoint, fs, pv.partition, ext.offset, ext.size)
-        source = tree if lv.mountpoint == "/" else trees[lv.mountpoint]
-        make(place, source, fs_uuid, f"lvm.volumes.{n}.size", holds_boot=False)
+        source = ctx.tree if lv.mountpoint == "/" else ctx.trees[lv.mountpoint]
+        fill_filesystem(ctx, place, source, fs_uuid, key=f"lvm.volumes.{n}.size", holds_boot=False)
         records.append(_record(place, fs_uuid, (recipe.lvm.vg, ext)))
         made.append(place)
     return records, made
 
 
-def _record(place: Placement, fs_uuid: str, lvm: tuple[str, LogicalExtent] | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"mountpoint": place.mountpoint, "type": place.fs.type.value, "label": place.fs.label,
-                              "uuid": fs_uuid, "partition": place.partition, "offset": place.offset,
-                              "size": place.size}
-    if lvm is not None:
-        record["lvm"] = {"vg": lvm[0], "lv": lvm[1].name}
-    return record
+def _record(place: Placement, fs_uuid: str, lvm: tuple[str, LogicalExtent] | None) -> FilesystemRecord:
+    record = FilesystemRecord(mountpoint=place.mountpoint, type=place.fs.type.value, label=place.fs.label,
+                              uuid=fs_uuid, partition=place.partition, offset=place.offset, size=place.size)
+    if lvm is None:
+        return record
+    return record.model_copy(update={"lvm": LvmRef(vg=lvm[0], lv=lvm[1].name)})

@@ -43,6 +43,7 @@ from imagekit.lint.system import (
     root_filesystem,
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile
+from imagekit.manifest import Manifest
 from imagekit.pvgrub.variant import Variant
 from imagekit.recipe.arch import spec_named
 from imagekit.util.progress import StageTimer
@@ -83,7 +84,7 @@ class LintContext:
     view: ImageView
     target: Target
     arch: str
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
     aki_version: str | None = None
     fmt: str = "raw"
 
@@ -206,7 +207,7 @@ def lint_pvgrub(ctx: LintContext) -> list[Finding]:
 
 
 def lint_hvm_boot(ctx: LintContext) -> list[Finding]:
-    return guarded(check_hvm_boot, ctx.view, (ctx.manifest or {}).get("boot_mode"), ctx.arch)
+    return guarded(check_hvm_boot, ctx.view, ctx.manifest.boot_mode if ctx.manifest else None, ctx.arch)
 
 
 def lint_registration(ctx: LintContext) -> list[Finding]:
@@ -255,7 +256,7 @@ def rules_for(target: Target) -> tuple[Rule, ...]:
     return tuple(r for r in REGISTRY if target in r.targets)
 
 
-def lint_view(view: ImageView, target: Target, arch: str, manifest: dict[str, Any] | None, *,  # noqa: PLR0913 (the image, its facts, and keyword options)
+def lint_view(view: ImageView, target: Target, arch: str, manifest: Manifest | None, *,  # noqa: PLR0913 (the image, its facts, and keyword options)
               aki_version: str | None = None, fmt: str = "raw", stage: StageTimer | None = None) -> list[Finding]:
     """Every rule of `target` on `view`, in the registry's order; `stage`'s row counts the checks done
     of the total."""
@@ -411,12 +412,12 @@ def fs_types(view: ImageView, root_fs: Filesystem | None) -> set[str]:
     return {t for t in types if t in ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs")}
 
 
-def check_registration(manifest: dict[str, Any] | None, target: Target) -> list[Finding]:
+def check_registration(manifest: Manifest | None, target: Target) -> list[Finding]:
     """No ARI with a PV-GRUB AKI (seed 002): flag a ramdisk recorded for registration."""
     if target is not Target.PV or not manifest:
         return []
-    for where in (manifest, manifest.get("publish") or {}, manifest.get("register") or {}):
-        ramdisk = where.get("ramdisk_id") or where.get("ari") if isinstance(where, dict) else None
+    for where in (manifest, manifest.publish, manifest.registration):
+        ramdisk = (where.ramdisk_id or where.ari) if where is not None else None
         if ramdisk:
             return [finding("ari-with-pvgrub", f"manifest ramdisk {ramdisk}", "a ramdisk (ARI) is set for "
                             "registration; PV-GRUB loads the initrd from menu.lst itself",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imagekit.image.blockmap import block_map_of
-from imagekit.image.filesystem import EXT, TooSmall, make_filesystem
+from imagekit.image.filesystem import EXT, NewFilesystem, TooSmall, make_filesystem
 from imagekit.image.layout import Placement, align_up
 from imagekit.recipe.model import DataVolume, Filesystem, Recipe
 from imagekit.rootfs.bootstrap import Tree
@@ -179,7 +179,7 @@ def make_volume_images(recipe: Recipe, output_image: Path, trees: dict[str, Tree
         fs_uuid = volume_uuid(recipe, vol, epoch)
         seed = str(uuid.uuid5(VOLUME_NAMESPACE, fs_uuid)) if epoch is not None else None
         try:
-            make_filesystem(place, partial, tree, fs_uuid, workdir, boot=False, hash_seed=seed, epoch=epoch)
+            make_filesystem(NewFilesystem(place, tree, fs_uuid, hash_seed=seed, epoch=epoch), partial, workdir)
         except TooSmall as exc:
             raise RecipeError(recipe.path, f"volumes.{n}.size", exc.message) from None
         if vol.type in EXT and tree.path != empty:

@@ -29,6 +29,7 @@ from imagekit.boot.mounts import mount_unit_name, read_mounts, script
 from imagekit.boot.overlay import image_file
 from imagekit.boot.qemu import Machine
 from imagekit.boot.report import BootReport
+from imagekit.manifest import DataVolumeRecord, Manifest
 from imagekit.util.accel import Accel
 from imagekit.util.errors import UsageError
 from tests.boot.hvm_images import make_empty_esp
@@ -48,28 +49,28 @@ def volume(path: Path, label: str, size: int = 8 * MIB) -> Path:
 
 
 @pytest.fixture
-def image(tmp_path: Path) -> tuple[Path, dict]:
+def image(tmp_path: Path) -> tuple[Path, Manifest]:
     """An image with two data volumes beside it, listed in its manifest out of device order."""
     img = tmp_path / "db.img"
     img.write_bytes(b"\0" * 2 * MIB)
     volume(tmp_path / "db.img.logs.img", "logs")
     volume(tmp_path / "db.img.pgdata.img", "pgdata")
-    manifest = {"data_volumes": [
-        {"name": "logs", "image": "db.img.logs.img", "device": "/dev/sdj", "label": "logs", "mountpoint": "/var/log"},
-        {"name": "pgdata", "image": "db.img.pgdata.img", "device": "/dev/sdh", "label": "pgdata",
-         "mountpoint": "/var/lib/postgresql"},
-        {"name": "nofile", "image": None, "device": "/dev/sdk", "label": "x", "mountpoint": "/x"}]}
+    manifest = Manifest(data_volumes=[
+        DataVolumeRecord(name="logs", image="db.img.logs.img", device="/dev/sdj", label="logs", mountpoint="/var/log"),
+        DataVolumeRecord(name="pgdata", image="db.img.pgdata.img", device="/dev/sdh", label="pgdata",
+                         mountpoint="/var/lib/postgresql"),
+        DataVolumeRecord(name="nofile", image=None, device="/dev/sdk", label="x", mountpoint="/x")])
     return img, manifest
 
 
-def test_manifest_volumes_in_ec2_device_order(image: tuple[Path, dict]) -> None:
+def test_manifest_volumes_in_ec2_device_order(image: tuple[Path, Manifest]) -> None:
     img, manifest = image
     assert [(w.name, w.ec2_device) for w in choose_volumes(img, manifest, AttachOptions())] == [
         ("pgdata", "/dev/sdh"), ("logs", "/dev/sdj")]
     assert choose_volumes(img, manifest, AttachOptions(no_volumes=True)) == []
 
 
-def test_volume_option_chooses_and_unknown_files_take_sdf(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_volume_option_chooses_and_unknown_files_take_sdf(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, manifest = image
     extra = volume(tmp_path / "scratch.img", "scratch")
     chosen = choose_volumes(img, manifest, AttachOptions(volumes=(extra, tmp_path / "db.img.logs.img")))
@@ -77,14 +78,14 @@ def test_volume_option_chooses_and_unknown_files_take_sdf(image: tuple[Path, dic
                                                                  ("logs", "/dev/sdj", "logs")]
 
 
-def test_a_missing_manifest_volume_is_a_usage_error(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_a_missing_manifest_volume_is_a_usage_error(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, manifest = image
     (tmp_path / "db.img.pgdata.img").unlink()
     with pytest.raises(UsageError, match=r"data volume 'pgdata' should be .*db.img.pgdata.img, which is missing"):
         choose_volumes(img, manifest, AttachOptions())
 
 
-def test_disks_are_overlays_after_the_instance_store(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_disks_are_overlays_after_the_instance_store(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, manifest = image
     work = tmp_path / "work"
     work.mkdir()
@@ -129,7 +130,7 @@ def test_instance_store_sizes() -> None:
         parse_store_size("1M")
 
 
-def test_bad_options_exit_2(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_bad_options_exit_2(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, _ = image
     cases = [
         (["--volume", tmp_path / "nope.img"], "error: --volume: "),
@@ -227,7 +228,7 @@ def values(argv: list[str], option: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == option]
 
 
-def test_hvm_on_nvme_attaches_nvme_controllers_after_the_root(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_hvm_on_nvme_attaches_nvme_controllers_after_the_root(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, manifest = image
     work = tmp_path / "work"
     user_data = tmp_path / "ud.sh"
@@ -258,7 +259,7 @@ def test_hvm_on_nvme_attaches_nvme_controllers_after_the_root(image: tuple[Path,
                                                              "ephemeral0": "sdb", "ebs1": "sdh", "ebs2": "sdj"}
 
 
-def test_hvm_on_virtio_attaches_virtio_disks_without_a_boot_index(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_hvm_on_virtio_attaches_virtio_disks_without_a_boot_index(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, manifest = image
     work = tmp_path / "work"
     attached = attach_disks(img, manifest, AttachOptions(instance_store=64 * MIB), work, "virtio")
@@ -275,7 +276,7 @@ def test_hvm_on_virtio_attaches_virtio_disks_without_a_boot_index(image: tuple[P
     assert [d.qemu_device for d in ide.disks] == ["vda", "vdb"]
 
 
-def test_each_firmware_gets_fresh_disks(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_each_firmware_gets_fresh_disks(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     """A hybrid image boots twice: the second boot must not see the instance store or volume writes of the first."""
     img, manifest = image
     user_data = tmp_path / "ud.sh"
@@ -316,7 +317,7 @@ def boot_report(**fields: Any) -> BootReport:
     return BootReport(**{**base, **fields})
 
 
-def test_hvm_report_fields_are_those_of_a_pv_boot(image: tuple[Path, dict], tmp_path: Path) -> None:
+def test_hvm_report_fields_are_those_of_a_pv_boot(image: tuple[Path, Manifest], tmp_path: Path) -> None:
     img, manifest = image
     user_data = tmp_path / "ud.sh"
     user_data.write_text("#!/bin/sh\n")

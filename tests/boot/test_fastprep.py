@@ -18,6 +18,7 @@ from imagekit.boot.fastprep import CACHE, FastPathUnavailable, prepare_disk, pv_
 from imagekit.boot.harness import BootOptions, pv_job
 from imagekit.boot.overlay import image_file
 from imagekit.boot.pvgrub import Variant
+from imagekit.manifest import DataVolumeRecord, Manifest
 from imagekit.util.accel import Accel, detect
 from tests.util import sha256
 
@@ -117,7 +118,7 @@ def test_systemd_probe_through_symlinks(tmp_path: Path, accel: Accel, cache: Pat
     tree = tmp_path / "root"
     systemd_tree(tree)
     image = image_file(partitioned(tmp_path / "disk.img", tree))
-    manifest = {"data_volumes": [{"services": ["postgresql@15-main.service"]}]}
+    manifest = Manifest(data_volumes=[DataVolumeRecord(services=["postgresql@15-main.service"])])
     job = pv_job(image, BootOptions(image.path), "pvgrub097", tmp_path, lambda: None, manifest)
     with prepare_disk(image, tmp_path, job, accel, use_cache=False) as (_, prepared):
         assert prepared.kind is probe.ProbeKind.SYSTEMD and prepared.prepared_with == "debugfs"

@@ -3,6 +3,7 @@ firmware and GRUB 2 console lines (as SeaBIOS 1.16, OVMF (edk2 2022.11) and GRUB
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.probe import LINUX_COMMANDS, add_serial_console
 from imagekit.boot.qemu import Machine
 from imagekit.image.disklabel import parse_head
+from imagekit.manifest import Manifest
 from imagekit.util.accel import Accel
 from imagekit.util.errors import UsageError
 from tests.boot.hvm_images import make_blank, make_empty_esp
@@ -73,13 +75,18 @@ def test_disk_label_of_real_gpt(tmp_path: Path) -> None:
     assert choose(None, None, parse_head(make_blank(tmp_path / "b.img").read_bytes()[:17408])) is None
 
 
+def manifest(data: dict[str, str]) -> Manifest:
+    """A hand-written manifest as its reader reads it (the JSON's strings become the recipe's enums)."""
+    return Manifest.model_validate_json(json.dumps(data))
+
+
 def test_firmware_choice() -> None:
     label = parse_head(b"")
-    assert choose(None, {"virtualization": "hvm", "layout": "gpt-hybrid"}, label) == BOTH
-    assert choose(None, {"virtualization": "hvm", "layout": "mbr-bios"}, label) == (Firmware.BIOS,)
-    assert choose(None, {"virtualization": "hvm", "boot_mode": "uefi"}, label) == (Firmware.UEFI,)
-    assert choose("bios", {"virtualization": "hvm", "layout": "gpt-uefi"}, label) == (Firmware.BIOS,)
-    assert choose(None, {"virtualization": "paravirtual", "layout": "hd0"}, label) is None
+    assert choose(None, manifest({"virtualization": "hvm", "layout": "gpt-hybrid"}), label) == BOTH
+    assert choose(None, manifest({"virtualization": "hvm", "layout": "mbr-bios"}), label) == (Firmware.BIOS,)
+    assert choose(None, manifest({"virtualization": "hvm", "boot_mode": "uefi"}), label) == (Firmware.UEFI,)
+    assert choose("bios", manifest({"virtualization": "hvm", "layout": "gpt-uefi"}), label) == (Firmware.BIOS,)
+    assert choose(None, manifest({"virtualization": "paravirtual", "layout": "hd0"}), label) is None
     with pytest.raises(UsageError, match=r"^--firmware: 'efi' is not one of bios, uefi, both$"):
         choose("efi", None, label)
 

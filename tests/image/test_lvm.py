@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.image.filesystem import make_filesystem
+from imagekit.image.filesystem import NewFilesystem, make_filesystem
 from imagekit.image.layout import Placement
 from imagekit.image.lvm_metadata import logical_extents, parse_config
 from imagekit.image.partition import write_mbr
@@ -154,8 +154,8 @@ def test_lint_fails_lvm_without_boot(lvm_build: tuple[Path, dict], tmp_path: Pat
     root = logical_extents(image, MiB)["root"]
     built_root = next(f for f in manifest["filesystems"] if f.get("lvm", {}).get("lv") == "root")
     assert root.offset == built_root["offset"] - 64 * MiB  # the same LV, found through the copied metadata
-    make_filesystem(Placement("/", fs, 1, root.offset, root.size), image, Tree(tree), str(uuid.uuid4()), tmp_path,
-                    boot=True)
+    make_filesystem(NewFilesystem(Placement("/", fs, 1, root.offset, root.size), Tree(tree), str(uuid.uuid4()),
+                                  boot=True), image, tmp_path)
 
     proc = run_imagekit("lint", image, "--json")
     assert proc.returncode == 1, proc.stderr

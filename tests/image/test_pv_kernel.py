@@ -9,13 +9,15 @@ import gzip
 import os
 import shutil
 import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from imagekit.boot.pvgrub import Variant
 from imagekit.boot.pvgrub097 import plan
-from imagekit.build import configure_tree
+from imagekit.build import assign_ids, configure_rootfs
+from imagekit.image.context import BuildContext
 from imagekit.kernel.bzimage import load_vmlinux
 from imagekit.kernel.xenload import xen_load
 from imagekit.recipe.kernel_profiles import load_profile
@@ -23,6 +25,7 @@ from imagekit.recipe.load import load_recipe
 from imagekit.rootfs.bootstrap import Tree
 from imagekit.rootfs.configure import KernelInfo
 from imagekit.util.errors import RecipeError
+from imagekit.util.progress import Progress
 from tests.util import REPO, SMALL_RECIPE, make_small_tree, menu_lst
 
 HOST_KERNELS = sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))
@@ -39,8 +42,12 @@ def staged(tmp_path: Path, layout: str = "hd0", extra: str = "") -> tuple[Tree, 
     recipe = load_recipe(recipe_path)
     profile = load_profile(recipe.kernel.profile, recipe_path=recipe_path)
     tree = Tree(tmp_path / "tree")
-    kernel, _, menu, _ = configure_tree(recipe, profile, tree, None)
-    return tree, kernel, menu
+    with ExitStack() as stack:
+        ctx = BuildContext(recipe, profile, tmp_path / "pv.img", tmp_path, Progress("quiet"), stack, None,
+                           assign_ids(recipe, None), tree)
+        configure_rootfs(ctx)
+    assert ctx.kernel is not None
+    return tree, ctx.kernel, ctx.menu
 
 
 def hook(tree: Tree, action: str, version: str, path: str | None = None,

@@ -15,7 +15,7 @@ TARGETS = (Target.PV, Target.HVM, Target.NITRO)
 
 
 def findings_by_target(view, manifest) -> dict[str, list]:
-    arch = (manifest or {}).get("arch") or "x86_64"
+    arch = (manifest.arch if manifest else None) or "x86_64"
     return {t.value: lint_view(view, t, arch, manifest) for t in TARGETS}
 
 
