@@ -147,8 +147,9 @@ def lint_built(ctx: BuildContext, manifest: Manifest) -> LintRecord:
 
     target, rules = (Target.HVM, "HVM") if ctx.hvm else (Target.PV, "PV-GRUB")
     progress = ctx.progress
-    with progress.stage("lint", f"{rules} and EC2 rules"), open_view(ctx.partial, warn=progress.warn) as view:
-        findings = lint_view(view, target, ctx.recipe.arch.value, manifest)
+    with progress.stage("lint", f"{rules} and EC2 rules") as stage, \
+            open_view(ctx.partial, warn=progress.warn) as view:
+        findings = lint_view(view, target, ctx.recipe.arch.value, manifest, stage=stage)  # the row counts checks
     errors = [f for f in findings if f.severity is Severity.ERROR]
     for f in findings:
         if f.severity is not Severity.ERROR:
