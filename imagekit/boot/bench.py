@@ -37,7 +37,7 @@ from imagekit.boot.attach import with_mounts_probe
 from imagekit.boot.console import Watcher
 from imagekit.boot.fastprep import forget
 from imagekit.boot.firmware import Firmware, choose
-from imagekit.boot.harness import BootOptions, Prepared, boot_image, prepare_overlay, read_manifest
+from imagekit.boot.harness import BootOptions, Prepared, boot_image, prepare_overlay
 from imagekit.boot.hvm import GRUB_CFG, prepare_hvm
 from imagekit.boot.hvm_boot import hvm_argv
 from imagekit.boot.overlay import ImageFile, image_file, layer, overlay
@@ -45,7 +45,7 @@ from imagekit.boot.qemu import Machine, qemu_argv, run_qemu
 from imagekit.boot.report import BootReport
 from imagekit.bootloader.grubcfg import GrubCfgError, parse_grub_cfg
 from imagekit.image.disklabel import read_label
-from imagekit.manifest import manifest_path
+from imagekit.manifest import manifest_path, read_manifest
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import ImagekitError, UsageError
 from imagekit.util.run import run as run_command

@@ -39,20 +39,13 @@ from imagekit.boot.report import BootReport
 from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.boot.xen import boot_xen
 from imagekit.image.disklabel import read_label
-from imagekit.manifest import Manifest
-from imagekit.manifest import read_manifest as read_validated
+from imagekit.manifest import Manifest, read_manifest
 from imagekit.util.accel import detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
 
 LOADERS = ("pvgrub", "direct", PVGRUB097)
 HYPERVISORS = ("qemu", "xen")
-
-
-def read_manifest(image: Path) -> Manifest | None:
-    """The build manifest beside the image (`<image>.manifest.json`), if there is one; one that does not
-    validate is a UsageError naming it and the key (imagekit.manifest.read_manifest)."""
-    return read_validated(image)
 
 
 def check_options(opts: BootOptions) -> None:

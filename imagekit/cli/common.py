@@ -17,13 +17,14 @@ from typing import Any
 
 import click
 
+from imagekit.recipe.arch import Arch
 from imagekit.recipe.layouts import LAYOUT_NAMES, PV_LAYOUT_NAMES
 from imagekit.util.errors import UsageError
 
 # One list each, used by every option of that name (build, lint, aki, boot); the layouts are the table's.
 LAYOUTS = LAYOUT_NAMES
 PV_LAYOUTS = PV_LAYOUT_NAMES  # the layouts a PV-GRUB AKI reads
-ARCHES = ("x86_64", "i386", "arm64")
+ARCHES = tuple(a.value for a in Arch)  # the arch table's
 
 # Suffixes that name a disk format imagekit does not write; `-o x.qcow2` is refused, never a raw file so named.
 FOREIGN_FORMATS = (".qcow2", ".qcow", ".vmdk", ".vdi", ".vhd", ".vhdx")

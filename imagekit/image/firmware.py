@@ -44,7 +44,6 @@ def install_bootloader(ctx: BuildContext) -> None:
     the partial image. The staged root's GRUB module tree is what a foreign architecture's EFI image is
     made from."""
     recipe, image, firmware, workdir, epoch = ctx.recipe, ctx.partial, ctx.firmware, ctx.workdir, ctx.epoch
-    tree: Path | None = ctx.tree.path
     boot_uuid, esp_id = ctx.ids.boot_fs_uuid, ctx.ids.esp_id
     prefix = "/grub" if recipe.separate_boot else "/boot/grub"
     boot_fs = recipe.boot_fs.type.value
@@ -62,7 +61,7 @@ def install_bootloader(ctx: BuildContext) -> None:
         assert spec.grub_platform is not None
         efi = workdir / spec.esp_path.rsplit("/", 1)[-1]
         make_core(spec.grub_platform, efi, boot_uuid=boot_uuid, prefix=prefix, boot_fs=boot_fs, workdir=workdir,
-                  grub_lib=spec.grub_lib(tree))
+                  grub_lib=spec.grub_lib(ctx.tree.path))
         make_esp(esp, image, recipe.esp.label, esp_id, {spec.esp_path: efi}, epoch=epoch)
 
 

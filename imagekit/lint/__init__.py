@@ -24,7 +24,7 @@ from imagekit.kernel.config import Target
 from imagekit.lint.findings import RULES, Finding, Severity
 from imagekit.lint.rules import REGISTRY, lint_view
 from imagekit.lint.view import open_view
-from imagekit.manifest import Manifest, read_manifest
+from imagekit.manifest import read_manifest
 from imagekit.recipe.layouts import Virtualization
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
@@ -44,15 +44,10 @@ def _target(target: str) -> Target:
         raise UsageError(f"--target: {target!r} is not one of {', '.join(t.value for t in Target)}") from None
 
 
-def _read_manifest(image: Path) -> Manifest | None:
-    """The build manifest beside the image, validated (a bad one is a UsageError naming file and key)."""
-    return read_manifest(image)
-
-
 def default_target(image: Path) -> str:
     """pv or hvm, for an image linted without --target: its manifest's virtualization, else its first
     sector (a GPT protective MBR or GRUB 2 boot code means HVM; PV-GRUB images carry no boot code)."""
-    manifest = _read_manifest(image) if image.is_file() else None
+    manifest = read_manifest(image) if image.is_file() else None
     if manifest and manifest.virtualization is not None:
         return "hvm" if manifest.virtualization is Virtualization.HVM else "pv"
     try:
@@ -94,7 +89,7 @@ def lint_report(  # noqa: PLR0913 - lint_image's options, the same keywords
     if not image.is_file():
         raise UsageError(f"{image}: no such image file")
     disk = disk_format(image, fmt)
-    manifest = _read_manifest(image)
+    manifest = read_manifest(image)  # validated: a bad one is a UsageError naming file and key
     tgt = chosen or _target(default_target(image))
     arch = arch or (manifest.arch if manifest else None) or "x86_64"
     progress = progress or Progress("quiet")
