@@ -39,6 +39,16 @@ def boot_json(*args: str | Path) -> dict[str, Any]:
     return report
 
 
+def mount_at(report: Any, target: str) -> dict[str, Any]:
+    """The probe's mount line for target; failing, the report and the serial log's probe lines say why."""
+    found = [m for m in report.mounts if m["target"] == target]
+    if not found:
+        log = Path(report.serial_log).read_text(errors="replace")
+        probe = [line for line in log.splitlines() if "IMAGEKIT" in line]
+        pytest.fail(f"no mount at {target}\n{report.to_text()}\n" + "\n".join(probe))
+    return dict(found[0])
+
+
 def assert_postgres_after_its_mount(report: Any) -> None:
     """Both PostgreSQL units active, each started after var-lib-postgresql.mount became active."""
     services = {s["unit"]: s for s in report.services}
@@ -59,7 +69,7 @@ def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Calla
     assert report.booted, report.to_text()
     assert [(a["qemu_device"], a["ec2_device"], a["role"], a["name"]) for a in report.attachments] == [
         ("vdb", "/dev/sdb", "instance-store", "ephemeral0"), ("vdc", "/dev/sdh", "volume", "pgdata")]
-    pg = next(m for m in report.mounts if m["target"] == "/var/lib/postgresql")
+    pg = mount_at(report, "/var/lib/postgresql")
     assert (pg["source"], pg["label"], pg["fstype"]) == ("/dev/vdc", label, "ext4")
     assert report.missing_mounts == [] and not report.degraded
     assert_postgres_after_its_mount(report)
@@ -79,7 +89,7 @@ def test_hvm_postgresql_starts_after_its_nvme_volume_is_mounted(recipe_images: C
     assert [(a["qemu_device"], a["interface"], a["ec2_device"], a["role"], a["name"]) for a in report.attachments] == [
         ("nvme1n1", "nvme", "/dev/sdb", "instance-store", "ephemeral0"),
         ("nvme2n1", "nvme", "/dev/sdh", "volume", "pgdata")]
-    pg = next(m for m in report.mounts if m["target"] == "/var/lib/postgresql")
+    pg = mount_at(report, "/var/lib/postgresql")
     # the kernel probes NVMe controllers asynchronously: the names follow PCI order in practice, the label always
     assert pg["source"] in ("/dev/nvme1n1", "/dev/nvme2n1") and (pg["label"], pg["fstype"]) == ("pgdata", "ext4")
     assert report.missing_mounts == [] and not report.degraded and report.failed_units == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from imagekit.boot import xen
 from imagekit.boot.direct import map_devices
 from imagekit.boot.guest import Disk
-from imagekit.boot.probe import add_serial_console
+from imagekit.boot.probe import SAY, add_serial_console
 from imagekit.boot.pvgrub import Variant, build_core, grub_cfg
 from imagekit.boot.qemu import Machine, qemu_argv
 from imagekit.util.accel import Accel
@@ -109,3 +111,23 @@ def test_hvm_options_that_mean_pv_only_exit_2(tmp_path: Path) -> None:
     proc = run_imagekit("boot", image, "--firmware", "uefi")
     assert proc.returncode == 2 and proc.stderr.startswith("error: --firmware uefi: the manifest says this is a "
                                                             "paravirtual image")
+
+
+def test_probe_says_a_line_again_when_the_tty_was_hung_up() -> None:
+    """The getty's vhangup makes a write in flight fail (EIO): say() writes the line again, once it lands,
+    and gives up after a bound on a device that never takes it (here /dev/full: ENOSPC), going on to the next."""
+    master, slave = pty.openpty()
+    try:
+        tty = os.ttyname(slave)
+        failing_echo = ('left=3; echo() { if [ "$left" -gt 0 ]; then left=$((left-1)); return 1; fi; '
+                        'command echo "$@"; }')
+        script = "\n".join([failing_echo, SAY.replace("/dev/ttyS0 /dev/console", f"{tty} /dev/full"),
+                            'say "IMAGEKIT-PROBE: mount target=/x"', 'echo "left=$left" >&2'])
+        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, check=True)
+        out = os.read(master, 4096).decode()
+    finally:
+        os.close(master)
+        os.close(slave)
+    # the pty's first 3 writes failed, its 4th landed; /dev/full took none and did not stop it
+    assert out.replace("\r", "").splitlines() == ["IMAGEKIT-PROBE: mount target=/x"]
+    assert done.stderr.strip() == "left=0"
