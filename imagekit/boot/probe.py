@@ -40,8 +40,9 @@ class ProbeKind(StrEnum):
 
 
 # say LINE: on the serial port and /dev/console, again if a write failed. The getty on ttyS0 starts about
-# when the probe does (Type=idle) and hangs the tty up (TTYVHangup=yes): a write in flight then gets EIO and
-# the line was lost (seen in CI: the report's one mount line missing).
+# when the probe does (Type=idle) and hangs the tty up (TTYVHangup=yes): a write in flight then got EIO and
+# the line was lost (seen in CI: the report's one mount line missing). The systemd probe also stops the
+# serial gettys first; the init hook has none to stop.
 SAY = r"""say() { for c in /dev/ttyS0 /dev/console; do [ -c $c ] || continue; n=0
   until echo "$*" 2>/dev/null > $c; do n=$((n+1)); [ $n -ge 10 ] && break; sleep 0.1; done; done; }"""
 
@@ -50,6 +51,9 @@ SYSTEMD_SCRIPT = f"""#!/bin/sh
 state=$(timeout {STATE_WAIT} systemctl is-system-running --wait 2>/dev/null)
 failed=$(systemctl list-units --state=failed --plain --no-legend --no-pager 2>/dev/null |
   while read -r a b rest; do case $a in *.*) printf '%s ' "$a";; *) printf '%s ' "$b";; esac; done)
+# a serial getty hangs its tty up as it starts (TTYVHangup=yes) and flushes what is queued (agetty's tcflush):
+# stopped before the report, so a getty that starts late does not take a line with it
+systemctl stop 'serial-getty@*.service' 2>/dev/null
 {SAY}
 say "IMAGEKIT-PROBE: state=${{state:-unknown}} failed=${{failed}}"
 [ -r {MOUNTS_SCRIPT} ] && . {MOUNTS_SCRIPT}
