@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,8 +91,7 @@ def main() -> int:
         image = args.image
         if image is None:
             image = workdir / "default.img"
-            subprocess.run([sys.executable, "-m", "imagekit", "build", str(DEFAULT_RECIPE), "-o", str(image)],
-                           check=True)
+            run_command([sys.executable, "-m", "imagekit", "build", DEFAULT_RECIPE, "-o", image], capture=False)
         accel = detect(None)
         machine = Machine(accel=accel)
         target = image_file(image)

@@ -24,6 +24,7 @@ overlay as one needs FUSE (qemu-storage-daemon) or NBD, more moving parts than a
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -31,7 +32,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -188,21 +189,60 @@ def from_json(data: dict[str, Any]) -> Any:
                     tuple(data["notes"]), grub_cfg=data["grub_cfg"])
 
 
-def lookup(root: Path, key: str, image: ImageFile) -> tuple[Path, Any] | None:
-    """A cached copy for this key, if its recorded identity is still the image's."""
+def hold(entry: Path) -> int | None:
+    """A shared lock on a cache entry for as long as a boot reads it (the fd; close it to let go): eviction
+    by another boot then passes it by. None when the entry is gone (evicted before the lock was taken)."""
+    try:
+        fd = os.open(entry / "prepared.json", os.O_RDONLY)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    if not (entry / "disk.raw").is_file():  # removed between open and lock: an evicted entry's last link
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_unless_in_use(entry: Path) -> None:
+    """Remove a cache entry unless a boot holds it (its QEMU reads disk.raw as a backing file)."""
+    try:
+        fd = os.open(entry / "prepared.json", os.O_RDONLY)
+    except OSError:
+        shutil.rmtree(entry, ignore_errors=True)  # no metadata: a broken entry nobody can hold
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # in use: the next eviction takes it
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def lookup(root: Path, key: str, image: ImageFile, held: ExitStack) -> tuple[Path, Any] | None:
+    """A cached copy for this key, if its recorded identity is still the image's; held (shared lock) until
+    `held` closes."""
     entry = root / key
+    fd = hold(entry)
+    if fd is None:
+        return None
     try:
         meta = json.loads((entry / "prepared.json").read_text())
-        if meta["identity"] != identity(image.path) or not (entry / "disk.raw").is_file():
-            return None
+        if meta["identity"] != identity(image.path):
+            raise ValueError("stale")
         os.utime(entry)  # most recently used
-        return entry / "disk.raw", from_json(meta["prepared"])
+        found = entry / "disk.raw", from_json(meta["prepared"])
     except (OSError, ValueError, KeyError, TypeError):
+        os.close(fd)
         return None
+    held.callback(os.close, fd)
+    return found
 
 
 def evict(root: Path, keep: str) -> None:
-    """Drop entries whose image changed or is gone (they can never hit), then all but the newest few."""
+    """Drop entries whose image changed or is gone (they can never hit), then all but the newest few; an
+    entry a running boot holds stays."""
     entries = []
     for entry in root.iterdir():
         if entry.name.startswith(".") or entry.name == keep:
@@ -213,24 +253,29 @@ def evict(root: Path, keep: str) -> None:
                 raise ValueError("stale")
             entries.append((entry.stat().st_mtime, entry))
         except (OSError, ValueError, KeyError, TypeError):
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_unless_in_use(entry)
     for _, entry in sorted(entries, reverse=True)[MAX_ENTRIES - 1:]:
-        shutil.rmtree(entry, ignore_errors=True)
+        remove_unless_in_use(entry)
 
 
-def store(root: Path, key: str, staging: Path, image: ImageFile, before: dict[str, int], prepared: Any) -> Path:
-    """Move the edited copy into the cache (temp + rename); where it now is. Not kept if the image changed
-    while it was copied, or another boot stored the same entry first."""
+def store(entry: Path, staging: Path, image: ImageFile, before: dict[str, int], prepared: Any,
+          held: ExitStack) -> Path:
+    """Move the edited copy into the cache (temp + rename), held until `held` closes; where it now is. Not
+    kept if the image changed while it was copied, or another boot stored the same entry first."""
     (staging / "prepared.json").write_text(json.dumps({"image": str(image.path), "identity": before,
                                                        "prepared": to_json(prepared)}))
     if identity(image.path) != before:
         return staging / "disk.raw"
+    fd = hold(staging)  # before the rename: another boot's eviction never sees it unheld
+    if fd is None:
+        return staging / "disk.raw"
+    held.callback(os.close, fd)
     try:
-        os.rename(staging, root / key)
+        os.rename(staging, entry)
     except OSError:
         return staging / "disk.raw"
-    evict(root, key)
-    return root / key / "disk.raw"
+    evict(entry.parent, entry.name)
+    return entry / "disk.raw"
 
 
 def forget(image: Path) -> int:
@@ -256,11 +301,14 @@ def edit_copy(image: ImageFile, layout: Layout, job: Job, staging: Path) -> Any:
     return job.edit(layout.tree(raw, writable=True), layout.disk)
 
 
-def fast_copy(image: ImageFile, layout: Layout, job: Job, workdir: Path, use_cache: bool) -> tuple[Path, Any, str]:
-    """The edited copy (from the cache when it is there), its Prepared, and which of FAST/CACHED it was."""
+def fast_copy(image: ImageFile, layout: Layout, job: Job, workdir: Path, held: ExitStack | None
+              ) -> tuple[Path, Any, str]:
+    """The edited copy (from the cache when it is there and `held` keeps it), its Prepared, and which of
+    FAST/CACHED it was."""
     root = cache_dir() / CACHE
     key = cache_key(image, job.params)
-    if use_cache and (hit := lookup(root, key, image)):
+    use_cache = held is not None
+    if held is not None and (hit := lookup(root, key, image, held)):
         return hit[0], hit[1], CACHED
     before = identity(image.path)
     if use_cache:
@@ -276,35 +324,37 @@ def fast_copy(image: ImageFile, layout: Layout, job: Job, workdir: Path, use_cac
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not use_cache:
+    if held is None or not use_cache:
         return staging / "disk.raw", prepared, FAST
-    return store(root, key, staging, image, before, prepared), prepared, FAST
+    return store(root / key, staging, image, before, prepared, held), prepared, FAST
 
 
 @contextmanager
 def prepare_disk(image: ImageFile, workdir: Path, job: Job, accel: Accel,
                  use_cache: bool = True, fast: bool = True) -> Iterator[tuple[Path, Any]]:
-    """The disk QEMU boots (a qcow2 overlay, removed when the block ends) and what was prepared on it."""
-    why = "the fast path was turned off"
-    done: tuple[Path, Any, str, Layout] | None = None
-    if fast:
-        try:
-            layout = job.layout(image)
-            done = (*fast_copy(image, layout, job, workdir, use_cache), layout)
-        except FastPathUnavailable as exc:
-            why = str(exc)
-        except ExtFsError as exc:  # debugfs refused an edit (an ext feature it cannot write, ...)
-            why = f"debugfs could not edit the copy: {exc}"
-    if done is None:
-        with overlay(image, workdir) as ov:
-            with guest.open_guest(ov, accel, image.path.name) as g:
-                prepared = job.slow(g)
-            yield ov, replace(prepared, prepared_with=SLOW,
-                              notes=(*prepared.notes, f"prepared with libguestfs: {why}"))
-        return
-    raw, edits, how, layout = done
-    prepared = job.finish(layout.tree(raw, writable=False), edits)
-    note = "prepared without libguestfs: debugfs on a sparse raw copy of the image" + \
-        (" (the copy cached from an earlier boot of the same image)" if how == CACHED else "")
-    with overlay(ImageFile(raw, "raw", image.virtual_size), workdir) as ov:
-        yield ov, replace(prepared, prepared_with=how, notes=(*prepared.notes, note))
+    """The disk QEMU boots (a qcow2 overlay, removed when the block ends) and what was prepared on it. A
+    cached copy is held (shared lock) until the block ends: another boot's eviction leaves it alone."""
+    with ExitStack() as held:
+        why = "the fast path was turned off"
+        done: tuple[Path, Any, str, Layout] | None = None
+        if fast:
+            try:
+                layout = job.layout(image)
+                done = (*fast_copy(image, layout, job, workdir, held if use_cache else None), layout)
+            except FastPathUnavailable as exc:
+                why = str(exc)
+            except ExtFsError as exc:  # debugfs refused an edit (an ext feature it cannot write, ...)
+                why = f"debugfs could not edit the copy: {exc}"
+        if done is None:
+            with overlay(image, workdir) as ov:
+                with guest.open_guest(ov, accel, image.path.name) as g:
+                    prepared = job.slow(g)
+                yield ov, replace(prepared, prepared_with=SLOW,
+                                  notes=(*prepared.notes, f"prepared with libguestfs: {why}"))
+            return
+        raw, edits, how, layout = done
+        prepared = job.finish(layout.tree(raw, writable=False), edits)
+        note = "prepared without libguestfs: debugfs on a sparse raw copy of the image" + \
+            (" (the copy cached from an earlier boot of the same image)" if how == CACHED else "")
+        with overlay(ImageFile(raw, "raw", image.virtual_size), workdir) as ov:
+            yield ov, replace(prepared, prepared_with=how, notes=(*prepared.notes, note))

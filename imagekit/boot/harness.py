@@ -27,7 +27,7 @@ from imagekit.boot.fastprep import Job, prepare_disk, pv_layout
 from imagekit.boot.firmware import choose
 from imagekit.boot.hvm_boot import boot_hvm
 from imagekit.boot.metadata import name_nic_eth0
-from imagekit.boot.options import BootOptions
+from imagekit.boot.options import BootOptions, BootTarget
 from imagekit.boot.overlay import ImageFile, image_file
 from imagekit.boot.prepared import Prepared
 from imagekit.boot.pv import boot_files, edit_pv, prepare_overlay, refused_report, start_pvgrub097
@@ -109,12 +109,12 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
     check_options(opts)
     check_attach(opts.attach, opts.hypervisor)
     image = image_file(opts.image)
-    if report := boot_if_hvm(opts, image, progress):
+    manifest = read_manifest(image.path)  # once: the loaders are handed it
+    if report := boot_if_hvm(opts, image, manifest, progress):
         return report
     if opts.disk_interface not in (None, "virtio"):
         raise UsageError(f"--disk-interface {opts.disk_interface}: PV-GRUB images boot from virtio "
                          "(nvme and ide are for HVM images)")
-    manifest = read_manifest(image.path)
     if opts.hypervisor == "xen":
         return boot_xen(opts, image, progress)
     loader = opts.loader or PVGRUB097
@@ -172,13 +172,14 @@ def grub097_fields(report: BootReport, grub097: Grub097Plan, seconds: float) -> 
     # beside the prepare stage, whose seconds include any wait for it
 
 
-def boot_if_hvm(opts: BootOptions, image: ImageFile, progress: Progress) -> BootReport | None:
+def boot_if_hvm(opts: BootOptions, image: ImageFile, manifest: Manifest | None, progress: Progress
+                ) -> BootReport | None:
     """An HVM image (by --firmware, its manifest or its disk) boots through firmware: imagekit/boot/hvm_boot.py."""
     with tempfile.TemporaryDirectory(prefix="imagekit-boot-") as tmp:
         label = read_label(image.path, image.format, Path(tmp))
-        firmwares = choose(opts.firmware, read_manifest(image.path), label)
+        firmwares = choose(opts.firmware, manifest, label)
         if firmwares is None:
             return None
-        return boot_hvm(opts, image, firmwares, label, Path(tmp), progress)
+        return boot_hvm(opts, BootTarget(image, manifest, label), firmwares, Path(tmp), progress)
 
 

@@ -1,6 +1,6 @@
 """`imagekit boot` for HVM images: the image's own GRUB 2 started by real firmware (SeaBIOS, OVMF).
 
-    boot_hvm(opts, image, (Firmware.BIOS, Firmware.UEFI), workdir, progress) -> BootReport
+    boot_hvm(opts, target, (Firmware.BIOS, Firmware.UEFI), workdir, progress) -> BootReport
 
 One overlay is prepared (probe, mounts probe, console=ttyS0, net.ifnames=0 with user-data); each
 firmware boots a throw-away qcow2 layer on it, so a hybrid image is booted both ways from the same
@@ -29,7 +29,7 @@ from imagekit.boot.fastprep import Job, hvm_layout, prepare_disk
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
 from imagekit.boot.guest import Disk
 from imagekit.boot.hvm import edit_hvm, prepare_hvm
-from imagekit.boot.options import BootOptions
+from imagekit.boot.options import BootOptions, BootTarget
 from imagekit.boot.overlay import ImageFile, layer, overlay
 from imagekit.boot.prepared import Prepared
 from imagekit.boot.probe import ProbeKind
@@ -37,7 +37,7 @@ from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
 from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
 from imagekit.image.disklabel import DiskLabel
-from imagekit.manifest import Manifest, read_manifest
+from imagekit.manifest import Manifest
 from imagekit.recipe.arch import ARCHES, Arch, ArchSpec, spec_named
 from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
@@ -186,13 +186,13 @@ def combine(reports: list[BootReport], firmwares: tuple[Firmware, ...]) -> BootR
                    degraded=any(r.degraded for r in reports))
 
 
-def boot_hvm(opts: BootOptions, image: ImageFile, firmwares: tuple[Firmware, ...], label: DiskLabel,
-             workdir: Path, progress: Progress) -> BootReport:
+def boot_hvm(opts: BootOptions, target: BootTarget, firmwares: tuple[Firmware, ...], workdir: Path,
+             progress: Progress) -> BootReport:
     """Boot an HVM image with each firmware in turn, from one prepared overlay."""
     interface = check_hvm_options(opts)
-    manifest = read_manifest(image.path)
+    image, manifest, label = target.image, target.manifest, target.label
     spec = spec_named(manifest.arch if manifest else None)
-    if Firmware.BIOS in firmwares and "mbr-bios" not in spec.layouts:
+    if Firmware.BIOS in firmwares and Firmware.BIOS not in spec.firmwares:
         raise UsageError(f"--firmware bios: an {spec.arch.value} image boots UEFI only (firmware {spec.qemu} "
                          f"-M {spec.machine} with {spec.firmware_package})")
     attached = attach_each(opts, image, manifest, firmwares, interface, workdir)

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagekit.boot.attach import AttachOptions
+from imagekit.boot.overlay import ImageFile
 from imagekit.boot.pvgrub import Variant
+from imagekit.image.disklabel import DiskLabel
+from imagekit.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -27,3 +30,13 @@ class BootOptions:
     disk_interface: str | None = None  # HVM: nvme (default), virtio or ide; PV images boot with virtio
     aki_version: str | None = None  # --loader pvgrub097: the PV-GRUB version (default: what `imagekit aki` registers)
     fast_prepare: bool = True  # False: libguestfs even where debugfs could edit a copy (scripts/bench-boot's old path)
+
+
+@dataclass(frozen=True)
+class BootTarget:
+    """The image one boot tests, read once by the harness: the file, its build manifest (None without one)
+    and its disk label; the loaders take it instead of reading the manifest again."""
+
+    image: ImageFile
+    manifest: Manifest | None
+    label: DiskLabel

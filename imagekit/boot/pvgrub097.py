@@ -29,6 +29,7 @@ from imagekit.boot.probe import SERIAL_ARG
 from imagekit.boot.pvgrub import Variant
 from imagekit.image.disklabel import read_label
 from imagekit.pvgrub.plan import Grub097Plan, Tried, aki_version_for, fallbacks, plan
+from imagekit.recipe.layouts import PartitionTable, aki_for_table
 from imagekit.util.errors import UsageError
 
 LOADER = "pvgrub097"
@@ -82,7 +83,9 @@ def variant_of(image: ImageFile, variant: Variant | None, workdir: Path) -> Vari
     label = read_label(image.path, image.format, workdir)
     if label.gpt:
         raise UsageError(f"IMAGE: {image.path} has a GPT partition table: PV-GRUB reads MBR only")
-    return Variant.HD0 if label.filesystem_at_zero else Variant.HD00
+    found = aki_for_table(None if label.filesystem_at_zero else PartitionTable.MBR)
+    assert found is not None  # the layout table has an AKI for a partitionless disk and for MBR
+    return found
 
 
 def summary(result: Grub097Plan, seconds: float) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
+from imagekit.recipe.layouts import Variant
 from imagekit.util.errors import ImagekitError
 
 # ASCII digits only, and few of them: menu.lst comes from the image (hostile input); `\d` would take
@@ -110,7 +111,7 @@ def render_menu_lst(
             if value is not None and any(c in value for c in "\n\r\0"):
                 title = (e.title.splitlines() or [""])[0]
                 raise ImagekitError(f"menu.lst: the {what} of entry {title!r} holds a line break")
-    variant = "hd0" if root_device == "(hd0)" else "hd00"
+    variant = next((v.value for v in Variant if v.legacy_root == root_device), Variant.HD00.value)
     text = _env.get_template("menu.lst.j2").render(
         entries=entries, root_device=root_device, default=default, fallback=fallback,
         timeout=timeout, hiddenmenu=hiddenmenu, aki_variant=variant,

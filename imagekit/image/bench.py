@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,12 +26,12 @@ from imagekit.recipe.model import Bootstrap
 from imagekit.rootfs.bootstrap import bootstrap_key, bootstrap_packages
 from imagekit.util.accel import detect
 from imagekit.util.cache import cache_dir
+from imagekit.util.run import output, run
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                   env={**os.environ, **(env or {})})
+    run(argv, env=env)
     return time.monotonic() - start
 
 
@@ -52,10 +51,10 @@ def digest_seconds(image: Path) -> tuple[float, float]:
 
 def build(recipe: Path, out: Path, env: dict[str, str] | None = None) -> dict:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "imagekit", "build", str(recipe), "-o", str(out), "--no-lint",
-                           "--json"], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = run([sys.executable, "-m", "imagekit", "build", recipe, "-o", out, "--no-lint", "--json"], env=env,
+               check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"imagekit build {recipe} failed:\n{proc.stderr}")
+        raise SystemExit(f"imagekit build {recipe} failed:\n{proc.stderr.decode(errors='replace')}")
     manifest = json.loads(proc.stdout)
     manifest["wall"] = time.monotonic() - start
     return manifest
@@ -95,8 +94,7 @@ def main() -> None:
         tree = work / "tree"
         tree.mkdir()
         untar = timed(["tar", "--numeric-owner", "-xpf", str(tarball), "-C", str(tree)])
-        usage = subprocess.run(["du", "-s", "--apparent-size", "-B1", str(tree)], capture_output=True, text=True)
-        apparent = int(usage.stdout.split()[0])
+        apparent = int(output(["du", "-s", "--apparent-size", "-B1", tree]).split()[0])
         floors = []
         for i in range(args.runs):
             target = work / f"floor{i}.img"

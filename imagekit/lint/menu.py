@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from imagekit.bootloader.menulst import Entry, MenuLst, MenuLstError, parse_menu_lst, split_device
 from imagekit.lint.disk import grub_device
 from imagekit.lint.findings import Finding, finding, unreadable
+from imagekit.lint.pvgrub import variant_of_table
 from imagekit.lint.view import ImageView, UnreadableFile
 
 
@@ -134,7 +135,7 @@ def check_menu(view: ImageView) -> tuple[list[Finding], BootMenu | None]:
     if location != legacy:
         findings.append(finding(
             "menulst-location", location.grub,
-            f"menu.lst is at {location.grub}; PV-GRUB 1.03 ({'hd0' if view.parttype is None else 'hd00'} AKI) "
+            f"menu.lst is at {location.grub}; PV-GRUB 1.03 ({variant_of_table(view.parttype) or 'hd00'} AKI) "
             f"only reads {legacy.grub}",
             "use a PV-GRUB 1.05 hd0 AKI, or put menu.lst at /boot/grub/menu.lst of the first partition "
             "(a /boot partition: /boot/boot/grub/menu.lst in the running system, seed 002)"))

@@ -15,6 +15,7 @@ from imagekit.kernel.config import Target
 from imagekit.lint.findings import Finding, Severity, finding
 from imagekit.lint.view import Filesystem, ImageView
 from imagekit.recipe.arch import spec_named
+from imagekit.recipe.layouts import Firmware
 
 EC2_DEVICE = re.compile(r"^/dev/(?:sd|xvd|hd)([a-z])(\d*)$")
 INSTANCE_STORE = re.compile(r"^/dev/(?:sd|xvd)[b-e]\d*$")
@@ -239,8 +240,9 @@ def check_hvm_boot(view: ImageView, boot_mode: str | None, arch: str = "x86_64")
     (UEFI: BOOTX64.EFI, BOOTAA64.EFI on arm64, which boots UEFI only)."""
     spec = spec_named(arch)
     efi_path = f"/{spec.esp_path}"
-    bios, uefi = "mbr-bios" in spec.layouts and _bios_loader(view), _uefi_loader(view, efi_path)
-    if "mbr-bios" not in spec.layouts and not uefi:
+    boots_bios = Firmware.BIOS in spec.firmwares
+    bios, uefi = boots_bios and _bios_loader(view), _uefi_loader(view, efi_path)
+    if not boots_bios and not uefi:
         yield finding("hvm-bootloader-missing", "disk", f"an {arch} image boots UEFI only and needs an EFI "
                       f"system partition with {efi_path}", "build it with layout = \"gpt-uefi\"")
         return

@@ -32,26 +32,17 @@ from imagekit.publish.ebs_direct import (
     read_block,
     volume_size_gib,
 )
+from imagekit.util.run import spawn
 
 MIB = 2**20
 
 
 @contextmanager
 def local_cloud() -> Iterator[str]:
-    env = dict(os.environ)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imagekit", "local-cloud", "--port", "0", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    try:
+    with spawn([sys.executable, "-m", "imagekit", "local-cloud", "--port", "0", "--json"],
+               stdout=subprocess.PIPE) as proc:  # stopped and reaped when the block ends (util/run.py)
         assert proc.stdout is not None
         yield str(json.loads(proc.stdout.readline())["endpoint_url"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def nonzero_blocks(path: Path) -> list[int]:

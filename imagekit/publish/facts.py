@@ -17,6 +17,7 @@ from typing import Any
 from imagekit.image.blockmap import BadRecord, BlockMap, from_record
 from imagekit.image.disklabel import read_head
 from imagekit.manifest import ImageRecord, Manifest, load_manifest, manifest_path
+from imagekit.recipe.layouts import LAYOUTS, PartitionTable
 from imagekit.recipe.model import BootMode, Layout, Virtualization
 from imagekit.util.errors import UsageError
 
@@ -62,15 +63,21 @@ def _enum(kind: type[StrEnum], value: Any, where: str) -> Any:
 
 
 def sniff_layout(image: Path) -> Layout | None:
-    """hd0 for a bare ext/xfs/btrfs filesystem, hd00/gpt for a partition table, None if unsure."""
+    """The layout table's first entry whose partition table and firmware partitions the disk has: hd0 for a
+    bare ext/xfs/btrfs filesystem, hd00 for an MBR (mbr-bios's looks alike: --virtualization decides), the
+    GPT layouts by their BIOS boot partition and ESP; None if no entry matches."""
     label = read_head(image)
     if label.gpt_header:
-        return Layout.GPT_UEFI
-    if label.whole_disk_fs is not None:
-        return Layout.HD0
-    if label.mbr:
-        return Layout.HD00
-    return None
+        table: PartitionTable | None = PartitionTable.GPT
+        parts = {kind for kind, present in (("bios-boot", label.bios_boot), ("esp", label.esp)) if present}
+    elif label.whole_disk_fs is not None:
+        table, parts = None, set()
+    elif label.mbr:
+        table, parts = PartitionTable.MBR, set()
+    else:
+        return None
+    return next((layout for layout, spec in LAYOUTS.items()
+                 if spec.table == table and set(spec.firmware_parts) == parts), None)
 
 
 def allocated_bytes(image: Path) -> int:

@@ -49,7 +49,7 @@ from imagekit.publish.reuse import (
     find_finished_snapshot,
     tag_value,
 )
-from imagekit.publish.uploaders import EbsDirect, Uploader, UploadJob
+from imagekit.publish.uploaders import PROVENANCE, EbsDirect, Uploader, UploadJob
 from imagekit.publish.wait import Backoff, image_available, snapshot_completed
 from imagekit.util.errors import ImagekitError, UsageError
 from imagekit.util.progress import Progress
@@ -183,7 +183,8 @@ def snapshot_for(
 ) -> SnapshotChoice:
     """A completed snapshot of the verified bytes, tagged as imagekit's: reused, or uploaded now."""
     ec2 = clients.client("ec2", req.region)
-    choice = find_finished_snapshot(ec2, clients.client("ebs", req.region), digest, req.register.name, progress)
+    choice = find_finished_snapshot(ec2, clients.client("ebs", req.region), digest, req.register.name, progress,
+                                    PROVENANCE)
     if choice is not None and choice.made_by != req.uploader.method:
         progress.info(f"snapshot {choice.snapshot_id} was made by {choice.made_by}; it stands in for the "
                       f"{req.uploader.method} upload asked for (same bytes)")

@@ -8,7 +8,8 @@ that can be checked without reading it back agrees:
   (OwnerIds self);
 - `imagekit:made-by` names one of imagekit's methods, and the snapshot's description, which is set
   when a snapshot is created and cannot be changed later, is the one that method gives
-  (`imagekit <name>` from StartSnapshot, `Created by AWS-VMImport service for import-snap-...`);
+  (`imagekit <name>` from StartSnapshot, `Created by AWS-VMImport service for import-snap-...`: each
+  uploader's `Provenance`);
 - its volume size is the image's, rounded up to GiB;
 - its block list (ListSnapshotBlocks, which lists the blocks written) is exactly the image's non-zero
   blocks for an EBS-direct snapshot, and holds all of them for an imported one (EC2 may write more);
@@ -22,7 +23,7 @@ content-addressed S3 key and is still running or finished with a snapshot that e
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,17 @@ ID_TAG = "imagekit:image-id"  # the block map's sha256 (imagekit/image/blockmap.
 NAME_TAG = "imagekit:name"
 MADE_BY_TAG = "imagekit:made-by"
 EBS_DIRECT = "ebs-direct"
-IMPORT_SNAPSHOT = "import-snapshot"
 SPOT_BLOCKS = 4
-DESCRIPTIONS = {EBS_DIRECT: "imagekit ", IMPORT_SNAPSHOT: "Created by AWS-VMImport service for import-snap-"}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a publish method's snapshots look, so that a later publish can tell one it may reuse: each uploader
+    states its own (publish/uploaders.py: PROVENANCE, keyed by the snapshot's made-by tag)."""
+
+    description: str  # what its snapshots' Description starts with
+    exact_blocks: bool  # its snapshot holds exactly the image's data blocks (EBS direct skips zeros; an import
+    # may write some zero blocks too)
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def tagged_snapshots(ec2: Any, image_id: str) -> list[dict[str, Any]]:
 
 
 def find_finished_snapshot(
-    ec2: Any, ebs: Any, digest: ImageDigest, name: str, progress: Progress
+    ec2: Any, ebs: Any, digest: ImageDigest, name: str, progress: Progress, trusted: Mapping[str, Provenance]
 ) -> SnapshotChoice | None:
     """A completed snapshot of this very image that imagekit made, whatever AMI name it was uploaded for.
 
@@ -74,7 +83,7 @@ def find_finished_snapshot(
     delete_abandoned(ec2, [s for s in snaps if s.get("State") == "pending"], progress)
     done = sorted((s for s in snaps if s.get("State") == "completed"), key=lambda s: tag_value(s, NAME_TAG) != name)
     for snap in done:
-        reason = distrust(ebs, snap, digest)
+        reason = distrust(ebs, snap, digest, trusted)
         if reason:
             progress.warn(f"not reusing snapshot {snap['SnapshotId']}, tagged {ID_TAG} of this image: {reason}")
             continue
@@ -85,19 +94,21 @@ def find_finished_snapshot(
     return None
 
 
-def distrust(ebs: Any, snap: dict[str, Any], digest: ImageDigest) -> str | None:
-    """Why this tagged snapshot cannot stand for the image (None: it can)."""
+def distrust(ebs: Any, snap: dict[str, Any], digest: ImageDigest, trusted: Mapping[str, Provenance]) -> str | None:
+    """Why this tagged snapshot cannot stand for the image (None: it can); `trusted`: each publish method's
+    provenance, by its made-by tag."""
     made_by = tag_value(snap, MADE_BY_TAG)
-    if made_by not in DESCRIPTIONS:
-        return f"it has no {MADE_BY_TAG} tag naming {EBS_DIRECT} or {IMPORT_SNAPSHOT}: imagekit did not make it"
-    if not str(snap.get("Description", "")).startswith(DESCRIPTIONS[made_by]):
+    if made_by is None or made_by not in trusted:
+        return f"it has no {MADE_BY_TAG} tag naming {' or '.join(trusted)}: imagekit did not make it"
+    provenance = trusted[made_by]
+    if not str(snap.get("Description", "")).startswith(provenance.description):
         return f"its description {snap.get('Description', '')!r} is not the one a {made_by} upload gives"
     want = volume_size_gib(digest.size)
     if snap.get("VolumeSize") != want:
         return f"it is {snap.get('VolumeSize')} GiB, the image needs {want} GiB"
     if snap.get("Encrypted"):
         return "it is encrypted: imagekit uploads unencrypted snapshots"
-    return blocks_mismatch(ebs, str(snap["SnapshotId"]), digest, exact=made_by == EBS_DIRECT)
+    return blocks_mismatch(ebs, str(snap["SnapshotId"]), digest, exact=provenance.exact_blocks)
 
 
 def blocks_mismatch(ebs: Any, snapshot_id: str, digest: ImageDigest, *, exact: bool) -> str | None:

@@ -22,7 +22,7 @@ from imagekit.publish import import_snapshot as imp
 from imagekit.publish.awserrors import describe
 from imagekit.publish.digest import ImageDigest
 from imagekit.publish.facts import ImageFacts
-from imagekit.publish.reuse import MADE_BY_TAG, SnapshotChoice, find_import_task
+from imagekit.publish.reuse import MADE_BY_TAG, Provenance, SnapshotChoice, find_import_task
 from imagekit.publish.wait import Backoff, Interrupted, WaitTimeout
 from imagekit.util.errors import ImagekitError, UsageError
 from imagekit.util.progress import Progress
@@ -63,6 +63,7 @@ class EbsDirect:
     """StartSnapshot, PutSnapshotBlock of each data block, CompleteSnapshot (publish/ebs_direct.py)."""
 
     method: ClassVar[str] = "ebs-direct"
+    provenance: ClassVar[Provenance] = Provenance("imagekit ", exact_blocks=True)  # StartSnapshot's description
     workers: int = 16
 
     @classmethod
@@ -118,6 +119,8 @@ class ImportSnapshot:
     """The image to S3 (multipart, content-addressed key), then ImportSnapshot (publish/import_snapshot.py)."""
 
     method: ClassVar[str] = "import-snapshot"
+    provenance: ClassVar[Provenance] = Provenance("Created by AWS-VMImport service for import-snap-",
+                                                  exact_blocks=False)  # EC2 may write zero blocks too
     bucket: str
     s3_prefix: str = "imagekit-import"
     keep_s3_object: bool = False
@@ -231,6 +234,11 @@ def remove_object(s3: Any, where: imp.S3Location, progress: Progress) -> None:
 UPLOADERS: dict[str, Callable[[Mapping[str, Any]], Uploader]] = {
     EbsDirect.method: EbsDirect.from_options,
     ImportSnapshot.method: ImportSnapshot.from_options,
+}
+# what each method's snapshots look like, by their made-by tag: a later publish reuses only these
+PROVENANCE: dict[str, Provenance] = {
+    EbsDirect.method: EbsDirect.provenance,
+    ImportSnapshot.method: ImportSnapshot.provenance,
 }
 DEFAULT_METHOD = EbsDirect.method
 

@@ -9,7 +9,8 @@ Each `ArchSpec` says what a stage needs of an architecture: Debian's name for it
 the removable-media file name on the ESP, where GRUB's module tree comes from (the host's /usr/lib/grub
 for the host's own architecture, the bootstrapped tree's for a foreign one: never a dpkg architecture
 added to the host), the QEMU that boots it with its machine and firmware, the consoles (QEMU's and
-EC2's), and the layouts it can boot. i386 is listed so the recipe loader can name it, but not supported.
+EC2's), and what it boots (firmware, Xen PV): the layouts it can take follow from the layout table. i386 is
+listed so the recipe loader can name it, but not supported.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import platform
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from imagekit.recipe.layouts import LAYOUTS, Firmware, LayoutSpec
 
 
 class Arch(StrEnum):
@@ -47,7 +50,8 @@ class ArchSpec:
     uefi_name: str  # what boot reports call that firmware (OVMF, AAVMF)
     qemu_console: str  # the serial console under `machine`
     ec2_console: str  # the serial console on EC2 (get-console-output)
-    layouts: frozenset[str]  # the layouts (recipe.model.Layout values) this architecture can boot
+    firmwares: frozenset[Firmware]  # what its HVM instances boot with (Graviton: UEFI only)
+    xen_pv: bool  # EC2 runs it as a Xen PV guest through PV-GRUB (the PV layouts)
     refused: str = ""  # why the architecture is not supported yet ("" when it is)
     qemu_user: str = ""  # binfmt_misc entry of qemu-user for a foreign bootstrap (qemu-aarch64)
     # grub.cfg drives the serial port itself (`serial`, `terminal_output serial console`); False: GRUB keeps
@@ -66,6 +70,16 @@ class ArchSpec:
         if self.foreign or tree is None:
             return (tree or Path("/")) / "usr/lib/grub"
         return Path("/usr/lib/grub")
+
+    def boots(self, layout: LayoutSpec) -> bool:
+        """Whether an image of this layout boots on this architecture: every firmware the layout is set up
+        for, and Xen PV for a PV layout."""
+        return (self.xen_pv or not layout.pv) and set(layout.firmwares) <= self.firmwares
+
+    @property
+    def layouts(self) -> frozenset[str]:
+        """The layouts (recipe.model.Layout values) this architecture can boot, from the layout table."""
+        return frozenset(layout.value for layout, spec in LAYOUTS.items() if self.boots(spec))
 
     @property
     def foreign(self) -> bool:
@@ -87,17 +101,16 @@ AAVMF_PAIRS = (
     ("/usr/share/edk2/aarch64/QEMU_CODE.fd", "/usr/share/edk2/aarch64/QEMU_VARS.fd"),
 )
 
-X86_LAYOUTS = frozenset({"hd0", "hd00", "mbr-bios", "gpt-uefi", "gpt-hybrid"})
-PV_LAYOUTS = frozenset({"hd0", "hd00"})
+X86_FIRMWARES = frozenset({Firmware.BIOS, Firmware.UEFI})
 # Graviton boots UEFI only: no PV-GRUB (hd0, hd00), no BIOS (mbr-bios, gpt-hybrid's BIOS half)
-ARM64_LAYOUTS = frozenset({"gpt-uefi"})
+ARM64_FIRMWARES = frozenset({Firmware.UEFI})
 
 ARCHES: dict[Arch, ArchSpec] = {
     Arch.X86_64: ArchSpec(
         arch=Arch.X86_64, debian="amd64", ec2="x86_64", profile="debian-cloud-amd64", elf_machine="x86_64",
         grub_platform="x86_64-efi", efi_file="BOOTX64.EFI", qemu="qemu-system-x86_64", machine="pc,graphics=off",
         cpu=None, firmware=OVMF_PAIRS, firmware_package="ovmf", uefi_name="OVMF", qemu_console="ttyS0",
-        ec2_console="ttyS0", layouts=X86_LAYOUTS),
+        ec2_console="ttyS0", firmwares=X86_FIRMWARES, xen_pv=True),
     Arch.ARM64: ArchSpec(
         arch=Arch.ARM64, debian="arm64", ec2="arm64", profile="debian-cloud-arm64", elf_machine="aarch64",
         grub_platform="arm64-efi", efi_file="BOOTAA64.EFI", qemu="qemu-system-aarch64", machine="virt",
@@ -105,12 +118,13 @@ ARCHES: dict[Arch, ArchSpec] = {
         # under TCG); the guest sees the same features
         cpu="max,pauth-impdef=on", firmware=AAVMF_PAIRS, firmware_package="qemu-efi-aarch64", uefi_name="AAVMF",
         qemu_console="ttyAMA0",
-        ec2_console="ttyS0", layouts=ARM64_LAYOUTS, qemu_user="qemu-aarch64", grub_serial=False,
+        ec2_console="ttyS0", firmwares=ARM64_FIRMWARES, xen_pv=False, qemu_user="qemu-aarch64", grub_serial=False,
         nitro_only=True),
     Arch.I386: ArchSpec(
         arch=Arch.I386, debian="i386", ec2="i386", profile="", elf_machine="i386", grub_platform=None,
         efi_file=None, qemu="qemu-system-i386", machine="pc,graphics=off", cpu=None, firmware=(),
-        firmware_package="", uefi_name="", qemu_console="ttyS0", ec2_console="ttyS0", layouts=X86_LAYOUTS,
+        firmware_package="", uefi_name="", qemu_console="ttyS0", ec2_console="ttyS0", firmwares=X86_FIRMWARES,
+        xen_pv=True,
         refused="i386 is recognised but not supported yet (x86_64 and arm64 only)"),
 }
 
@@ -129,8 +143,11 @@ def spec_named(name: str | None) -> ArchSpec:
 def layout_refusal(arch: Arch, layout: str) -> str | None:
     """Why `layout` (a recipe.model.Layout value) cannot boot on `arch`, or None when it can."""
     spec = ARCHES[arch]
-    if layout in spec.layouts:
+    wanted = next(entry for name, entry in LAYOUTS.items() if name.value == layout)
+    if spec.boots(wanted):
         return None
     allowed = ", ".join(sorted(spec.layouts))
-    kind = "a PV-GRUB (Xen PV) layout" if layout in PV_LAYOUTS else "a BIOS layout"
-    return f"{layout} is {kind}: {arch.value} (Graviton) boots UEFI only; use {allowed}"
+    kind = "a PV-GRUB (Xen PV) layout" if wanted.pv and not spec.xen_pv else "a BIOS layout"
+    who = f"{arch.value} (Graviton)" if spec.nitro_only else arch.value
+    boots = " and ".join(f.value.upper() for f in Firmware if f in spec.firmwares)
+    return f"{layout} is {kind}: {who} boots {boots} only; use {allowed}"

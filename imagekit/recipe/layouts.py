@@ -77,6 +77,7 @@ class Layout(StrEnum):
     MBR_BIOS = "mbr-bios"  # HVM: MBR, GRUB 2 i386-pc in the MBR gap
     GPT_UEFI = "gpt-uefi"  # HVM: GPT, EFI system partition with GRUB 2 x86_64-efi as EFI/BOOT/BOOTX64.EFI
     GPT_HYBRID = "gpt-hybrid"  # HVM: GPT, BIOS boot partition and ESP: boots both ways
+    GPT_BIOS = "gpt-bios"  # HVM: GPT, BIOS boot partition with GRUB 2 i386-pc: legacy BIOS past MBR's 2 TiB
 
     @property
     def spec(self) -> LayoutSpec:
@@ -155,6 +156,9 @@ LAYOUTS: dict[Layout, LayoutSpec] = {spec.layout: spec for spec in (
     LayoutSpec(Layout.GPT_HYBRID, Virtualization.HVM, table=PartitionTable.GPT, firmware_parts=("bios-boot", "esp"),
                bootloader=Bootloader.GRUB2, config=GRUB_CFG, aki=None, boot_mode=BootMode.UEFI_PREFERRED,
                firmwares=(Firmware.BIOS, Firmware.UEFI), lvm=False),
+    LayoutSpec(Layout.GPT_BIOS, Virtualization.HVM, table=PartitionTable.GPT, firmware_parts=("bios-boot",),
+               bootloader=Bootloader.GRUB2, config=GRUB_CFG, aki=None, boot_mode=BootMode.LEGACY_BIOS,
+               firmwares=(Firmware.BIOS,), lvm=False),
 )}
 
 LAYOUT_NAMES = tuple(layout.value for layout in LAYOUTS)  # the CLI's --layout choices, in table order

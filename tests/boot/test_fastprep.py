@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from imagekit.boot import probe
 from imagekit.boot.extfs import ExtFs, ExtTree, sparse_copy
-from imagekit.boot.fastprep import CACHE, FastPathUnavailable, prepare_disk, pv_layout
+from imagekit.boot.fastprep import CACHE, MAX_ENTRIES, FastPathUnavailable, prepare_disk, pv_layout
 from imagekit.boot.harness import BootOptions, pv_job
 from imagekit.boot.overlay import image_file
 from imagekit.boot.pvgrub import Variant
@@ -168,3 +169,32 @@ def test_sparse_copy_keeps_holes(tmp_path: Path) -> None:
     copied = sparse_copy(source, tmp_path / "copy.img")
     assert copied <= 2 * MIB and (tmp_path / "copy.img").read_bytes() == source.read_bytes()
     assert os.stat(tmp_path / "copy.img").st_blocks * 512 <= 2 * MIB
+
+
+def test_a_cached_copy_in_use_is_not_evicted(tmp_path: Path, accel: Accel, cache: Path) -> None:
+    """A boot's backing file is a cache entry: while one boot holds it (its prepare_disk block is open, as
+    QEMU runs), other boots' eviction passes it by, and takes it once that boot has ended (seen under
+    xdist: `qemu-img create -b overlay.qcow2`: "Could not open backing image")."""
+    tree = tmp_path / "root"
+    busybox_tree(tree)
+    first = partitioned(tmp_path / "disk0.img", tree)
+    images = [first] + [tmp_path / f"disk{i}.img" for i in range(1, MAX_ENTRIES + 2)]
+    for copy in images[1:]:
+        sparse_copy(first, copy)
+
+    def prepare(path: Path) -> Any:  # each boot has its own work dir, as each `imagekit boot` has
+        image, work = image_file(path), tmp_path / f"work-{path.stem}"
+        work.mkdir(exist_ok=True)
+        return prepare_disk(image, work, pv_job(image, BootOptions(path), "pvgrub", work, lambda: None, None), accel)
+
+    with prepare(first) as (disk, _):
+        [held] = list(cache.iterdir())
+        for other in images[1:]:  # each stores its copy and evicts all but the newest MAX_ENTRIES
+            with prepare(other):
+                pass
+        assert held.exists() and len(list(cache.iterdir())) == MAX_ENTRIES + 1
+        info = subprocess.run(["qemu-img", "info", "--backing-chain", str(disk)], capture_output=True, text=True)
+        assert info.returncode == 0 and str(held / "disk.raw") in info.stdout, info.stderr
+    with prepare(images[1]):  # the held copy is now the oldest, and no boot holds it
+        pass
+    assert not held.exists() and len(list(cache.iterdir())) == MAX_ENTRIES

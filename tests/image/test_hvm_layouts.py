@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from imagekit.recipe.layouts import LAYOUTS, Firmware, LayoutSpec, PartitionTable
 from tests.image.firmware import boot_firmware
 from tests.util import SMALL_RECIPE, make_small_tree, run_imagekit
 
@@ -102,13 +103,20 @@ def assert_esp_mounted(image: Path, manifest: dict[str, Any], root_offset: int, 
     assert record["filesystem"]["mountpoint"] == "/boot/efi" and record["filesystem"]["uuid"] == esp["uuid"]
 
 
-@pytest.mark.parametrize("layout", ["mbr-bios", "gpt-uefi", "gpt-hybrid"])
-def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: str) -> None:
+# every HVM layout of the table: a new one is built and read back here without a change to this test
+HVM_LAYOUTS = [spec for spec in LAYOUTS.values() if not spec.pv]
+
+
+@pytest.mark.parametrize("spec", [pytest.param(spec, id=spec.layout.value) for spec in HVM_LAYOUTS])
+def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, spec: LayoutSpec) -> None:
+    """The disk as sfdisk, mtools, file(1), blkid and e2fsck read it is what the layout's entry declares: its
+    partition table, its firmware partitions in order, GRUB's boot code in the MBR for BIOS, BOOTX64.EFI
+    on the ESP for UEFI."""
+    layout = spec.layout.value
     image = tmp_path / f"{layout}.img"
     manifest = build(small_recipe(layout=layout), image)
     assert (manifest["layout"], manifest["virtualization"]) == (layout, "hvm")
-    assert manifest["boot_mode"] == {"mbr-bios": "legacy-bios", "gpt-uefi": "uefi",
-                                     "gpt-hybrid": "uefi-preferred"}[layout]
+    assert spec.boot_mode is not None and manifest["boot_mode"] == spec.boot_mode.value
     assert manifest["menu_lst"] is None
     label, parts = partitions(image)
     root = manifest["filesystems"][-1]
@@ -117,7 +125,7 @@ def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: s
     assert_grub_cfg(image, manifest, root["offset"], root["uuid"], "/boot")
     assert "root=LABEL=root" in manifest["cmdline"]
 
-    if layout == "mbr-bios":
+    if spec.table is PartitionTable.MBR:
         assert label == "dos"
         assert [(p["start"], p.get("bootable"), p["type"]) for p in parts] == [(2048, True, "83")]
         assert "/boot/efi" not in debugfs(image, root["offset"], "cat /etc/fstab")  # no ESP, nothing to mount
@@ -126,9 +134,10 @@ def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: s
     else:
         assert label == "gpt"
         types = [p["type"] for p in parts]
-        want = [BIOS_BOOT, ESP] if layout == "gpt-hybrid" else [ESP]
+        want = [{"bios-boot": BIOS_BOOT, "esp": ESP}[kind] for kind in spec.firmware_parts]
         assert types[:-1] == want and parts[-1]["name"] == "root"
         assert all(p["start"] % 2048 == 0 for p in parts)
+    if spec.esp:
         esp = next(p for p in parts if p["type"] == ESP)
         assert esp["name"] == "EFI System" and esp["size"] == 128 * 2048
         offset = esp["start"] * 512
@@ -147,9 +156,12 @@ def test_hvm_layout(small_recipe: Callable[..., Path], tmp_path: Path, layout: s
             fat.write_bytes(f.read(esp["size"] * 512))
         subprocess.run(["fsck.fat", "-n", fat], check=True, capture_output=True)
         assert_esp_mounted(image, manifest, root["offset"], offset, "LABEL")
-    if layout in ("mbr-bios", "gpt-hybrid"):
+    else:  # no ESP, nothing to mount
+        assert "/boot/efi" not in debugfs(image, root["offset"], "cat /etc/fstab")
+        assert "Type: directory" not in debugfs(image, root["offset"], "stat /boot/efi")
+    if Firmware.BIOS in spec.firmwares:
         assert_grub_mbr(image)
-        core = next(p["start"] for p in parts if p["type"] == BIOS_BOOT) if layout == "gpt-hybrid" else 1
+        core = next(p["start"] for p in parts if p["type"] == BIOS_BOOT) if label == "gpt" else 1
         mbr = image.read_bytes()[:512]
         assert int.from_bytes(mbr[0x5C:0x64], "little") == core  # boot.img points at core.img
         with open(image, "rb") as f:
