@@ -75,7 +75,10 @@ def entry_device(view: ImageView, menu: GrubMenu, entry: GrubEntry) -> str | Non
     return menu.device
 
 
-def check_grub_cfg(view: ImageView, menu: GrubMenu) -> tuple[list[Finding], list[LoadedEntry]]:
+def check_grub_cfg(view: ImageView, menu: GrubMenu, serial: bool = True) -> tuple[list[Finding], list[LoadedEntry]]:
+    """grub.cfg's own findings and the entries it loads. `serial`: the architecture's GRUB must drive the
+    serial port itself (x86: `serial` + `terminal_output serial`); arm64-efi has no com0 and keeps the
+    firmware's console, which is the serial port on Graviton (recipe/arch.py grub_serial)."""
     findings: list[Finding] = []
     cfg = menu.cfg
     if not cfg.entries:
@@ -88,7 +91,7 @@ def check_grub_cfg(view: ImageView, menu: GrubMenu) -> tuple[list[Finding], list
                 findings.append(finding(f"grubcfg-{name}", f"{menu.where} set {name}={ref}",
                                         f"{name} {ref} names no entry ({len(cfg.top_level)} in the menu)",
                                         f"set {name} to an entry's index or title"))
-    if not (cfg.serial and cfg.terminal_serial):
+    if serial and not (cfg.serial and cfg.terminal_serial):
         findings.append(finding("grubcfg-no-serial", menu.where, "GRUB does not write to the serial port: "
                                 "its menu and errors never reach the EC2 serial console or get-console-output",
                                 "add `serial --unit=0 --speed=115200` and `terminal_output serial console`"))

@@ -92,7 +92,9 @@ class LintContext:
     def boot(self) -> Boot:
         found: list[Finding] = []  # what reading the menu found, kept when a file then cannot be read
         try:
-            return hvm_boot(self.view, found) if self.target is not Target.PV else pv_boot(self.view, found)
+            if self.target is Target.PV:
+                return pv_boot(self.view, found)
+            return hvm_boot(self.view, found, serial=spec_named(self.arch).grub_serial)
         except UnreadableFile as exc:
             return Boot(findings=[*found, unreadable(exc)])
 
@@ -352,9 +354,10 @@ def hvm_kernels(view: ImageView) -> list[KernelFiles]:
     return kernels
 
 
-def hvm_boot(view: ImageView, found: list[Finding]) -> Boot:
+def hvm_boot(view: ImageView, found: list[Finding], serial: bool = True) -> Boot:
     """grub.cfg's entries (the default first): their kernel command lines and the kernels they load; then
-    the ESP's filesystem. What reading them found wrong goes into `found` as it is found."""
+    the ESP's filesystem. What reading them found wrong goes into `found` as it is found. `serial`: GRUB
+    must drive the serial port itself (False on arm64: its firmware console is the serial port)."""
     menu, problems = find_grub_cfg(view)
     found += problems
     if menu is None:
@@ -366,7 +369,7 @@ def hvm_boot(view: ImageView, found: list[Finding]) -> Boot:
                                  severity=None if grub_in_mbr else Severity.WARNING))
         cmdlines, kernels = [], hvm_kernels(view)
     else:
-        more, loaded = check_grub_cfg(view, menu)
+        more, loaded = check_grub_cfg(view, menu, serial)
         found += more
         chosen = menu.cfg.pick(menu.cfg.default or "0")
         loaded.sort(key=lambda item: item.entry is not chosen)
