@@ -625,7 +625,24 @@ class Recipe(Model):
 
     def with_layout(self, layout: Layout) -> Recipe:
         """The same recipe with another layout (`imagekit build --layout`), checked like the recipe key."""
-        changed = self.model_copy(update={"layout": layout})
+        return self.with_build_options(layout=layout)
+
+    def with_build_options(self, *, layout: Layout | None = None, arch: Arch | None = None) -> Recipe:
+        """The same recipe with `imagekit build --layout` and/or `--arch`, checked as the recipe's keys are.
+
+        A recipe naming its architecture's default kernel profile (recipe/arch.py) gets the new one's: a release
+        builds both architectures from one recipe. A recipe naming another profile keeps it, and the build
+        refuses it if it is for the other architecture (`kernel.profile`)."""
+        update: dict[str, Any] = {}
+        if layout is not None:
+            update["layout"] = layout
+        if arch is not None and arch is not self.arch:
+            if ARCHES[arch].refused:
+                raise RecipeError(self.path, "arch", ARCHES[arch].refused)
+            update["arch"] = arch
+            if self.kernel.profile == ARCHES[self.arch].profile:
+                update["kernel"] = self.kernel.model_copy(update={"profile": ARCHES[arch].profile})
+        changed = self.model_copy(update=update)
         check_layout(changed)
         check_storage(changed)
         return changed
