@@ -354,11 +354,21 @@ def commit_build(ctx: BuildContext, manifest: Manifest) -> BuildResult:
     disk cannot leave a new image beside an old manifest (or none)."""
     staged_manifest = write_manifest(ctx.partial, manifest)
     ctx.stack.callback(staged_manifest.unlink, missing_ok=True)
+    linted = ctx.partial.stat()
     os.replace(ctx.partial, ctx.output)
+    carry_lint_cache(linted, ctx.output)
     commit_volume_images(ctx.volume_images)
     path = manifest_path(ctx.output)
     os.replace(staged_manifest, path)
     return BuildResult(ctx.output, path, manifest)
+
+
+def carry_lint_cache(linted: os.stat_result, output: Path) -> None:
+    """The build's lint verdict (of the partial file) serves `imagekit lint OUTPUT`: the rename changed only
+    the file's ctime (imagekit/lint/pvgrub_cache.py)."""
+    from imagekit.lint.pvgrub_cache import carry
+
+    carry(linted, output)
 
 
 def kernel_record(ctx: BuildContext) -> KernelRecord:

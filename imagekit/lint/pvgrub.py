@@ -16,6 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from imagekit.lint import pvgrub_cache
 from imagekit.lint.findings import Finding, finding
 from imagekit.pvgrub.plan import Grub097Plan, Tried, aki_version_for, plan, plan_entry
 from imagekit.pvgrub.shell import ShellFailed
@@ -44,28 +45,35 @@ _DONE_LOCK = threading.Lock()
 
 def check_pvgrub(image: Path, variant: Variant, aki_version: str | None, fmt: str = "raw") -> list[Finding]:
     """The PV-GRUB findings for `image` on that AKI (--aki-version, else what `imagekit aki` registers).
-    A file linted again in the same process, unchanged (device, inode, size, mtime), is not run again."""
+    A file linted again, unchanged (device, inode, size, mtime, ctime), is not run again: in the same process
+    (_DONE), or in another one (imagekit/lint/pvgrub_cache.py, IMAGEKIT_LINT_CACHE=off bypasses it)."""
     version = aki_version_for(variant, aki_version)
     st = image.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, str(variant), version, fmt)
+    aki = [str(variant), version, fmt]
+    key = (*pvgrub_cache.identity(st), *aki)
     with _DONE_LOCK:
         if key in _DONE:
             return list(_DONE[key])
-    found = _check_pvgrub(image, variant, version, fmt)
+    found = pvgrub_cache.load(st, aki)
+    if found is None:
+        found, crashed = _check_pvgrub(image, variant, version, fmt)
+        if not crashed:
+            pvgrub_cache.store(st, aki, found)
     with _DONE_LOCK:
         _DONE[key] = list(found)
     return found
 
 
-def _check_pvgrub(image: Path, variant: Variant, version: str, fmt: str) -> list[Finding]:
+def _check_pvgrub(image: Path, variant: Variant, version: str, fmt: str) -> tuple[list[Finding], bool]:
+    """The findings, and whether GRUB 0.97's shell crashed (a verdict not to store: a timeout may pass)."""
     with tempfile.TemporaryDirectory(prefix="imagekit-lint-grub097-") as tmp:
         work = Path(tmp)
         raw = _raw(image, fmt, work)
         try:
-            return plan_findings(plan(raw, variant, version, work / "keep"), raw, variant, work)
+            return plan_findings(plan(raw, variant, version, work / "keep"), raw, variant, work), False
         except ShellFailed as exc:  # GRUB 0.97 itself crashed on the image: PV-GRUB boots nothing from it either
             return [finding("pvgrub-unreadable", str(image), exc.message, "boot it with imagekit boot --loader "
-                            "pvgrub097 -v to see GRUB 0.97's command and output")]
+                            "pvgrub097 -v to see GRUB 0.97's command and output")], True
 
 
 def plan_findings(result: Grub097Plan, raw: Path, variant: Variant, work: Path) -> list[Finding]:
