@@ -41,8 +41,9 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("publish")
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--name", required=True, help="AMI name (3-128 chars); publishing the same name again is a no-op.")
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="AMI name (3-128 chars); publishing the same name again is a no-op. "
+              "{arch} becomes the image's architecture; several images (a release) need it.")
 @click.option("--description", default="", help="AMI description.")
 @click.option("--region", help="Region to upload to and register in (default: env AWS_REGION, then "
               "AWS_DEFAULT_REGION, then the profile's region).")
@@ -100,22 +101,116 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--dry-run", is_flag=True, help="Print every AWS call it would make; send none.")
 @click.option("--json", "json_output", is_flag=True, help="Print the publish record as JSON.")
-def command(image: Path, **opts: Any) -> None:
+def command(images: tuple[Path, ...], **opts: Any) -> None:
     """Publish IMAGE as an AMI (EBS direct or S3 + ImportSnapshot), idempotently, in every region asked for.
+    Several IMAGEs are a release: one image per architecture, each published with its own manifest's arch
+    under --name with {arch} replaced, all checked and linted before the first upload.
 
     \b
     Example:
       imagekit publish out/debian-12-pvgrub-hd0.img --name debian-12-2026-12-01 --region us-east-1
       imagekit publish out/debian-12-pvgrub-hd0.img --name debian-12-2026-12-01 --dry-run --json
+      imagekit publish out/x86.img out/arm64.img --name 'debian-12-{arch}-2026-12-01' --region us-east-1
     """
     from imagekit.publish.awserrors import aws_errors_reported
     from imagekit.util.appliance import check_image_file
     from imagekit.util.progress import Progress
 
-    check_image_file(image, "IMAGE")  # before any AWS call, lint or upload
+    for image in images:
+        check_image_file(image, "IMAGE")  # before any AWS call, lint or upload
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
     with aws_errors_reported():
-        run_publish(image, opts, progress)
+        if len(images) == 1:
+            run_publish(images[0], {**opts, "name": opts["name"].replace("{arch}", arch_of(images[0], opts))},
+                        progress)
+        else:
+            run_release(images, opts, progress)
+
+
+def arch_of(image: Path, opts: dict[str, Any]) -> str:
+    """The EC2 architecture the image is published as (its manifest's, else --arch, else x86_64)."""
+    if "{arch}" not in opts["name"]:
+        return ""
+    from imagekit.publish.facts import image_facts
+    from imagekit.recipe.arch import spec_named
+
+    facts = image_facts(image, opts["manifest"], arch=opts["arch"], layout=opts["layout"],
+                        virtualization=opts["virtualization"], boot_mode=opts["boot_mode"])
+    return spec_named(facts.arch).ec2
+
+
+RELEASE_REFUSED = ("manifest", "arch", "layout", "virtualization")  # each image's own manifest decides these
+
+
+def run_release(images: tuple[Path, ...], opts: dict[str, Any], progress: Any) -> None:
+    """Several images under one name template: every request built, preflighted and linted first, then each
+    published in turn (each idempotent by its name); one record per AMI, each naming the release."""
+    from imagekit.publish.facts import image_facts
+    from imagekit.publish.pipeline import publish, to_record
+    from imagekit.publish.preflight import preflight
+    from imagekit.publish.release import release_names
+    from imagekit.recipe.arch import spec_named
+
+    for key in RELEASE_REFUSED:
+        if opts[key] is not None:
+            raise UsageError(f"--{key}: not with several IMAGEs (a release takes each image's own build manifest)")
+    arches = [spec_named(image_facts(image).arch).ec2 for image in images]
+    names = release_names(opts["name"], arches)
+    planned = [(image, *build_request(image, {**opts, "name": name})) for image, name in zip(images, names,
+                                                                                                 strict=True)]
+    if not opts["dry_run"]:
+        progress.info(settings_line(planned[0][3]) + f"; release {opts['name']!r}: " + ", ".join(names))
+    checked = []
+    for image, request, clients, config in planned:
+        request, _ = preflight(clients, request, progress)
+        if opts["lint"]:
+            lint_before_upload(request.facts, progress)
+        checked.append((image, request, clients, config))
+    if opts["dry_run"]:
+        release_dry_run(checked, opts, progress)
+        return
+    records, errors = [], []
+    for image, request, clients, _ in checked:
+        result = publish(clients, request, progress)
+        record = {**to_record(request, result), "release": opts["name"]}
+        save_record(image, record, opts["record_path"])
+        records.append(record)
+        errors += [f"{request.register.name} {r}: {m}" for r, m in sorted(result.errors.items())]
+    print_release(opts["name"], records, opts["json_output"])
+    if errors:
+        raise ImagekitError(f"copy failed in {len(errors)} region(s): {'; '.join(errors)}",
+                            hint="re-run the same command: images and regions already done are left as they are")
+
+
+def release_dry_run(checked: list[Any], opts: dict[str, Any], progress: Any) -> None:
+    from imagekit.publish.aws import calls_json, render_calls
+    from imagekit.publish.pipeline import publish
+
+    shown = []
+    for image, request, clients, config in checked:
+        publish(clients, request, progress)
+        shown.append({"image": str(image), "name": request.register.name, "settings": settings_line(config),
+                      "calls": calls_json(clients.calls)})
+        if not opts["json_output"]:
+            click.echo(f"# {image}: {request.register.name} ({settings_line(config)})", err=True)
+            for line in render_calls(clients.calls):
+                click.echo(line)
+    if opts["json_output"]:
+        from imagekit.cli.common import echo_json
+
+        echo_json("publish-release-dry-run", {"release": opts["name"], "images": shown}, default=str)
+
+
+def print_release(template: str, records: list[dict[str, Any]], json_output: bool) -> None:
+    if json_output:
+        from imagekit.cli.common import echo_json
+
+        echo_json("publish-release", {"release": template, "images": records}, sort_keys=True)
+        return
+    for record in records:
+        for region, entry in record["regions"].items():
+            click.echo(f"{region}\t{entry['image_id']}\t{record['name']}")
+        report_snapshot(record.get("snapshot"))
 
 
 def run_publish(image: Path, opts: dict[str, Any], progress: Any) -> None:

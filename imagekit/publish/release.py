@@ -4,7 +4,8 @@
 
 `release_names` decides each image's AMI name before anything is sent: `{arch}` becomes the image's EC2
 architecture (x86_64, arm64); two images need `{arch}` (two AMIs cannot share a name) and distinct arches.
-(The pipeline's loop over the images and the release record are not written yet.)
+`imagekit publish` (cli/publish.py:run_release) builds, preflights and lints every image's request first, then
+publishes each in turn; each AMI's record names the release.
 """
 
 from __future__ import annotations
