@@ -303,28 +303,28 @@ def edit_copy(image: ImageFile, layout: Layout, job: Job, staging: Path) -> Any:
 
 def fast_copy(image: ImageFile, layout: Layout, job: Job, workdir: Path, held: ExitStack | None
               ) -> tuple[Path, Any, str]:
-    """The edited copy (from the cache when it is there and `held` keeps it), its Prepared, and which of
-    FAST/CACHED it was."""
+    """The edited copy (from the cache when it is there and `held` keeps it; None: no cache), its Prepared,
+    and which of FAST/CACHED it was."""
     root = cache_dir() / CACHE
     key = cache_key(image, job.params)
-    use_cache = held is not None
     if held is not None and (hit := lookup(root, key, image, held)):
         return hit[0], hit[1], CACHED
     before = identity(image.path)
-    if use_cache:
+    staging = None
+    if held is not None:
         try:
             root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         except OSError:
-            use_cache = False
-    if not use_cache:
+            held = None  # no cache to store into: the copy lives in the boot's work dir
+    if staging is None:
         staging = Path(tempfile.mkdtemp(prefix="prepared-", dir=workdir))
     try:
         prepared = edit_copy(image, layout, job, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if held is None or not use_cache:
+    if held is None:
         return staging / "disk.raw", prepared, FAST
     return store(root / key, staging, image, before, prepared, held), prepared, FAST
 
