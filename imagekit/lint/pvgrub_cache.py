@@ -83,14 +83,25 @@ def load(st: os.stat_result, aki: list[str]) -> list[Finding] | None:
     if not enabled():
         return None
     inputs = _inputs(identity(st), aki)
+    entry = _read(_entry(inputs))
+    if entry is None or entry[0] != _as_stored(inputs):
+        return None
+    return entry[1]
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[Finding]] | None:
+    """An entry's inputs and findings; None when it is missing, unreadable, not JSON or not our shape."""
     try:
-        stored = json.loads(_entry(inputs).read_text())
-        if stored["inputs"] != json.loads(json.dumps(inputs)):
-            return None
-        return [Finding(f["rule"], Severity(f["severity"]), f["object"], f["message"], f["hint"])
-                for f in stored["findings"]]
+        stored = json.loads(path.read_text())
+        return stored["inputs"], [Finding(f["rule"], Severity(f["severity"]), f["object"], f["message"], f["hint"])
+                                  for f in stored["findings"]]
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing, unreadable, not JSON, not our shape: recompute
+        return None
+
+
+def _as_stored(inputs: dict[str, Any]) -> Any:
+    """The inputs as they read back from an entry's JSON (tuples as lists): what a stored entry is compared to."""
+    return json.loads(json.dumps(inputs))
 
 
 def store(st: os.stat_result, aki: list[str], findings: list[Finding]) -> None:
@@ -121,14 +132,11 @@ def carry(before: os.stat_result, after: Path) -> None:
     if identity(st)[:4] != identity(before)[:4]:
         return  # not the same file, or written since: nothing carries over
     for old in directory().glob(f"{key_of(identity(before))}-*.json"):
-        try:
-            stored = json.loads(old.read_text())
-            aki = stored["inputs"]["aki"]
-            findings = [Finding(f["rule"], Severity(f["severity"]), f["object"], f["message"], f["hint"])
-                        for f in stored["findings"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        entry = _read(old)
+        if entry is None or not isinstance(entry[0], dict) or "aki" not in entry[0]:
             continue
-        if stored["inputs"] == json.loads(json.dumps(_inputs(identity(before), aki))):
-            store(st, aki, findings)
+        inputs, findings = entry
+        if inputs == _as_stored(_inputs(identity(before), inputs["aki"])):
+            store(st, inputs["aki"], findings)
         with contextlib.suppress(OSError):
             old.unlink()
