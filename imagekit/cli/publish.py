@@ -121,21 +121,27 @@ def command(images: tuple[Path, ...], **opts: Any) -> None:
     progress = Progress.for_cli(opts["json_output"] or opts["dry_run"])
     with aws_errors_reported():
         if len(images) == 1:
-            run_publish(images[0], {**opts, "name": opts["name"].replace("{arch}", arch_of(images[0], opts))},
-                        progress)
+            # {arch} in the name: the facts decide it (read once, handed on); else read after the name's check
+            facts = facts_for(images[0], opts) if "{arch}" in opts["name"] else None
+            name = opts["name"].replace("{arch}", ec2_arch(facts)) if facts is not None else opts["name"]
+            run_publish(images[0], {**opts, "name": name}, progress, facts)
         else:
             run_release(images, opts, progress)
 
 
-def arch_of(image: Path, opts: dict[str, Any]) -> str:
-    """The EC2 architecture the image is published as (its manifest's, else --arch, else x86_64)."""
-    if "{arch}" not in opts["name"]:
-        return ""
+def facts_for(image: Path, opts: dict[str, Any]) -> Any:
+    """The image's facts: its build manifest (--manifest, else IMAGE.manifest.json), or the image inspected,
+    with the options that override them."""
     from imagekit.publish.facts import image_facts
+
+    return image_facts(image, opts["manifest"], arch=opts["arch"], layout=opts["layout"],
+                       virtualization=opts["virtualization"], boot_mode=opts["boot_mode"])
+
+
+def ec2_arch(facts: Any) -> str:
+    """The EC2 architecture the image is published as (what `{arch}` in --name becomes)."""
     from imagekit.recipe.arch import spec_named
 
-    facts = image_facts(image, opts["manifest"], arch=opts["arch"], layout=opts["layout"],
-                        virtualization=opts["virtualization"], boot_mode=opts["boot_mode"])
     return spec_named(facts.arch).ec2
 
 
@@ -145,19 +151,17 @@ RELEASE_REFUSED = ("manifest", "arch", "layout", "virtualization")  # each image
 def run_release(images: tuple[Path, ...], opts: dict[str, Any], progress: Any) -> None:
     """Several images under one name template: every request built, preflighted and linted first, then each
     published in turn (each idempotent by its name); one record per AMI, each naming the release."""
-    from imagekit.publish.facts import image_facts
     from imagekit.publish.pipeline import publish, to_record
     from imagekit.publish.preflight import preflight
     from imagekit.publish.release import release_names
-    from imagekit.recipe.arch import spec_named
 
     for key in RELEASE_REFUSED:
         if opts[key] is not None:
             raise UsageError(f"--{key}: not with several IMAGEs (a release takes each image's own build manifest)")
-    arches = [spec_named(image_facts(image).arch).ec2 for image in images]
-    names = release_names(opts["name"], arches)
-    planned = [(image, *build_request(image, {**opts, "name": name})) for image, name in zip(images, names,
-                                                                                                 strict=True)]
+    facts = [facts_for(image, opts) for image in images]
+    names = release_names(opts["name"], [ec2_arch(f) for f in facts])
+    planned = [(image, *build_request(image, {**opts, "name": name}, f))
+               for image, name, f in zip(images, names, facts, strict=True)]
     if not opts["dry_run"]:
         progress.info(settings_line(planned[0][3]) + f"; release {opts['name']!r}: " + ", ".join(names))
     checked = []
@@ -213,11 +217,11 @@ def print_release(template: str, records: list[dict[str, Any]], json_output: boo
         report_snapshot(record.get("snapshot"))
 
 
-def run_publish(image: Path, opts: dict[str, Any], progress: Any) -> None:
+def run_publish(image: Path, opts: dict[str, Any], progress: Any, facts: Any = None) -> None:
     from imagekit.publish.pipeline import publish, to_record
     from imagekit.publish.preflight import preflight
 
-    request, clients, config = build_request(image, opts)
+    request, clients, config = build_request(image, opts, facts)
     if opts["dry_run"]:
         click.echo(settings_line(config), err=True)  # stdout is the calls; the progress display is quiet
     else:
@@ -276,23 +280,18 @@ def report_snapshot(snapshot: dict[str, Any] | None) -> None:
     click.echo(f"snapshot {snapshot['id']}: reused, made by {snapshot['made_by']}{asked}", err=True)
 
 
-def build_request(image: Path, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
+def build_request(image: Path, opts: dict[str, Any], facts: Any = None) -> tuple[Any, Any, Any]:
+    """The publish request for the image (`facts`: already read by the caller, else read here), its clients
+    and the AWS settings, every option checked before any AWS call."""
     from imagekit.publish.aws import AwsClients, DryRunClients
     from imagekit.publish.awsconfig import require_region, resolve
-    from imagekit.publish.facts import image_facts
     from imagekit.publish.pipeline import PublishRequest
     from imagekit.publish.regions import Sharing
     from imagekit.publish.register import RegisterOptions, check_combination, check_name
 
     check_name(opts["name"])
-    facts = image_facts(
-        image,
-        opts["manifest"],
-        arch=opts["arch"],
-        layout=opts["layout"],
-        virtualization=opts["virtualization"],
-        boot_mode=opts["boot_mode"],
-    )
+    if facts is None:
+        facts = facts_for(image, opts)
     uploader = make_uploader(opts["method"], opts)  # its settings checked before any AWS call
     config = resolve(opts["region"], opts["profile"], opts["endpoint_url"])  # --dry-run too
     region = require_region(config)
