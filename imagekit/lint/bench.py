@@ -13,11 +13,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from imagekit.util.run import run
 
 DEFAULT_RECIPE = "recipes/debian-12-pvgrub-hd0.toml"
 
@@ -26,21 +27,19 @@ TARGET = 3.0  # seconds, issue 17
 
 
 def lint(image: Path, reader: str, *, cache: bool = True) -> tuple[float, dict]:
-    env = {**os.environ, "IMAGEKIT_LINT_CACHE": "on" if cache else "off"}
+    env = {"IMAGEKIT_LINT_CACHE": "on" if cache else "off"}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "imagekit", "lint", str(image), "--json", "--reader", reader],
-                          capture_output=True, text=True, env=env)
+    proc = run([sys.executable, "-m", "imagekit", "lint", image, "--json", "--reader", reader], env=env, check=False)
     wall = time.monotonic() - start
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"imagekit lint --reader {reader} {image} failed:\n{proc.stderr}")
+        raise SystemExit(f"imagekit lint --reader {reader} {image} failed:\n{proc.stderr.decode(errors='replace')}")
     return wall, json.loads(proc.stdout)
 
 
 def build(recipe: str, out: Path) -> Path:
-    proc = subprocess.run([sys.executable, "-m", "imagekit", "build", recipe, "-o", str(out), "--no-lint"],
-                          capture_output=True, text=True)
+    proc = run([sys.executable, "-m", "imagekit", "build", recipe, "-o", out, "--no-lint"], check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"imagekit build {recipe} failed:\n{proc.stderr}")
+        raise SystemExit(f"imagekit build {recipe} failed:\n{proc.stderr.decode(errors='replace')}")
     return out
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from imagekit.recipe.layouts import LAYOUTS, Firmware, LayoutSpec
+from imagekit.recipe.layouts import LAYOUTS, Firmware, Layout, LayoutSpec
 
 
 class Arch(StrEnum):
@@ -143,7 +143,7 @@ def spec_named(name: str | None) -> ArchSpec:
 def layout_refusal(arch: Arch, layout: str) -> str | None:
     """Why `layout` (a recipe.model.Layout value) cannot boot on `arch`, or None when it can."""
     spec = ARCHES[arch]
-    wanted = next(entry for name, entry in LAYOUTS.items() if name.value == layout)
+    wanted = LAYOUTS[Layout(layout)]
     if spec.boots(wanted):
         return None
     allowed = ", ".join(sorted(spec.layouts))
