@@ -20,6 +20,22 @@ for _key, _value in detect().libguestfs_env().items():
     os.environ.setdefault(_key, _value)
 
 
+HOST_KERNELS = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64"))
+
+
+@pytest.fixture(scope="session")
+def host_kernel() -> Path:
+    """The host's Debian cloud kernel (scripts/setup installs it), with its initrd and config beside it."""
+    if not HOST_KERNELS:
+        pytest.skip("no /boot/vmlinuz-*-cloud-amd64 (scripts/setup installs linux-image-cloud-amd64)")
+    kernel = HOST_KERNELS[-1]
+    version = kernel.name.removeprefix("vmlinuz-")
+    for name in (f"initrd.img-{version}", f"config-{version}"):
+        if not kernel.with_name(name).exists():
+            pytest.skip(f"no /boot/{name}")
+    return kernel
+
+
 @pytest.fixture(scope="session")
 def small_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_small_tree(tmp_path_factory.mktemp("small") / "tree")

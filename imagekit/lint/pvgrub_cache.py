@@ -66,8 +66,9 @@ def source_hash() -> str:
 def grub_identity() -> list[Any]:
     from imagekit.pvgrub.fetch import DEB_SHA256, VERSION, grub_binary
 
-    st = grub_binary().stat()
-    return [VERSION, DEB_SHA256, st.st_size, st.st_mtime_ns]
+    binary = grub_binary()
+    st = binary.stat()
+    return [VERSION, DEB_SHA256, binary.name, st.st_size, st.st_mtime_ns]
 
 
 def _inputs(file_id: list[int], aki: list[str]) -> dict[str, Any]:

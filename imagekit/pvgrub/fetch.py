@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from imagekit.pvgrub import memmove
 from imagekit.util.cache import cache_dir
 from imagekit.util.errors import CommandFailed, ImagekitError
 from imagekit.util.run import run
@@ -37,6 +38,13 @@ def entry_dir() -> Path:
 
 
 def grub_binary() -> Path:
+    """The `grub` shell imagekit runs: grub-legacy VERSION's, fetched and unpacked once, with grub_memmove's
+    copy direction patched (imagekit/pvgrub/memmove.py; IMAGEKIT_GRUB097=debian: Debian's binary as it is)."""
+    debian = debian_binary()
+    return memmove.patched_binary(debian) if memmove.wanted() else debian
+
+
+def debian_binary() -> Path:
     """The cached `grub` shell of grub-legacy VERSION, fetched and unpacked once."""
     if not I386_LOADER.exists():
         raise Grub097Unavailable(f"GRUB 0.97 is a 32-bit program and {I386_LOADER} is missing (libc6-i386)",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from imagekit.boot.pvgrub import Variant
-from imagekit.pvgrub.fetch import DEB_SHA256, Grub097Unavailable, entry_dir, grub_binary
+from imagekit.pvgrub.fetch import DEB_SHA256, Grub097Unavailable, debian_binary, entry_dir, grub_binary
 from imagekit.pvgrub.menu import config_lines, plan_boot
 from imagekit.pvgrub.shell import GrubError, open_shell, parse_error
 from tests.util import REPO, run_imagekit, sha256
@@ -83,8 +83,8 @@ def test_config_lines_as_stage2_reads_them() -> None:
 
 
 def test_binary_from_the_verified_deb() -> None:
-    binary = grub_binary()
-    assert binary == entry_dir() / "grub"
+    binary = debian_binary()
+    assert binary == entry_dir() / "grub" and grub_binary().parent == entry_dir()
     assert DEB_SHA256 in (entry_dir() / "SOURCE").read_text()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.strip() == "grub (GNU GRUB 0.97)"
