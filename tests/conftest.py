@@ -88,8 +88,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     worker ("recipes"), so each Debian image is built once. Without xdist the marks do nothing.
 
     `foreign` tests bootstrap another architecture through qemu-user, which needs the host's binfmt_misc
-    handlers and, cold, takes 15-50 minutes here (README, arm64): they run only with IMAGEKIT_TEST_FOREIGN=1,
-    so the default suite (and CI) stays within its budget and needs no binfmt registration."""
+    handlers (a host-wide change: `scripts/setup --foreign` makes it, saying so) and, cold, ~8 minutes here
+    (README, arm64): they run only with IMAGEKIT_TEST_FOREIGN=1, which CI sets (.ci/run), so a developer's
+    `scripts/test` changes nothing host-wide."""
     foreign = os.environ.get(FOREIGN) == "1"
     skip = pytest.mark.skip(reason=f"foreign-arch bootstrap: set {FOREIGN}=1 to run (needs binfmt_misc, slow cold)")
     for item in items:

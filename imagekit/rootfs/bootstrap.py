@@ -34,7 +34,8 @@ from imagekit.util.run import Arg, run, run_lines
 BOOTSTRAP_FORMAT = 1  # bump when the way imagekit bootstraps changes what lands in the tarball
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 FOREIGN_HINT = ("apt-get install qemu-user-static binfmt-support arch-test (scripts/setup does; qemu-user-static "
-                "registers its binfmt_misc handlers on the host)")
+                "registers its binfmt_misc handlers on the host; `scripts/setup --foreign` also mounts binfmt_misc "
+                "and enables the handler, saying so)")
 DISK_HINT = "free space there (or point IMAGEKIT_CACHE_DIR, TMPDIR or -o elsewhere); the recipe's size is not at fault"
 
 
