@@ -194,7 +194,7 @@ def with_epoch(recipe: str, runs: int, epoch: int) -> None:
             runs_of[1].append(build(path, work / f"epoch{i}.img", env))
         same = [all(filecmp.cmp(work / f"{kind}0.img", work / f"{kind}{i}.img", shallow=False) for i in range(1, runs))
                 for kind in ("plain", "epoch")]
-    print(f"{path.name:22}" + "".join(f"{c:>26}" for c in ("no epoch", f"SOURCE_DATE_EPOCH={epoch}")))
+    print(f"{path.name:22}" + "".join(f"{c:>26}" for c in ("no epoch", f"epoch {epoch}")))
     walls = _stage_rows(runs_of, runs)
     cells = ["yes" if s else "no" for s in same] if runs > 1 else ["one run", "one run"]
     print(f"{'images identical':22}" + "".join(f"{c:>26}" for c in cells))

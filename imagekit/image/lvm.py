@@ -119,9 +119,10 @@ def check_ids(g: Any, image: Path, vg: str, ids: LvmIds) -> None:
                             hint=REWRITE_HINT)
 
 
-def lvm_rewrite(ctx: BuildContext) -> Rewrite | None:
+def lvm_rewrite(ctx: BuildContext, pv: Placement) -> Rewrite | None:
     """A reproducible build's LVM ids, derived as its filesystem UUIDs are (UUID_NAMESPACE, the recipe's
-    sha256 and the epoch), with the epoch and the recipe's hostname for LVM's creation stamps."""
+    sha256 and the epoch), with the epoch and the recipe's hostname for LVM's creation stamps and the PV's
+    partition on the first disk as its device hint."""
     recipe = ctx.recipe
     if ctx.epoch is None or recipe.lvm is None:
         return None
@@ -133,7 +134,7 @@ def lvm_rewrite(ctx: BuildContext) -> Rewrite | None:
 
     ids = LvmIds(pv=make("pv"), vg=make(f"vg:{recipe.lvm.vg}"),
                  lvs={lv.name: make(f"lv:{lv.name}") for lv in recipe.lvm.volumes})
-    return Rewrite(ids, ctx.epoch, recipe.hostname)
+    return Rewrite(ids, ctx.epoch, recipe.hostname, device=f"/dev/sda{pv.partition}")
 
 
 def plan_volumes(recipe: Recipe, ids: FsIds, epoch: int | None) -> list[LvPlan]:
@@ -167,7 +168,7 @@ def assemble_lvm(ctx: BuildContext) -> tuple[list[FilesystemRecord], list[Placem
     records = [_record(boot, ids.boot_uuid, None)]
     made = [boot]
 
-    create_volume_group(image, pv, recipe.lvm.vg, plan_volumes(recipe, ids, ctx.epoch), lvm_rewrite(ctx))
+    create_volume_group(image, pv, recipe.lvm.vg, plan_volumes(recipe, ids, ctx.epoch), lvm_rewrite(ctx, pv))
     extents = logical_extents(image, pv.offset)
     for n, lv in enumerate(recipe.lvm.volumes):
         ext = extents[lv.name]
