@@ -169,7 +169,10 @@ def mda_header(old: bytes, text: bytes) -> bytes:
 
 def rewrite_pv(image: Path, pv_offset: int, rewrite: Rewrite) -> str:
     """Rewrite the PV at `pv_offset` in `image` as the module says; returns the metadata text written."""
-    text = fixed_text(read_metadata_text(image, pv_offset), rewrite)
+    try:
+        text = fixed_text(read_metadata_text(image, pv_offset), rewrite)
+    except NotLvm as exc:
+        raise NotLvm(f"{image}: rewriting the LVM metadata: {exc.message}") from None
     data = text.encode() + b"\0"  # the size in raw_locn counts the NUL LVM writes after the text
     with open(image, "r+b") as f:
         f.seek(pv_offset)
@@ -179,9 +182,9 @@ def rewrite_pv(image: Path, pv_offset: int, rewrite: Rewrite) -> str:
             f.seek(pv_offset + mda_start)
             old = f.read(MDA_HEADER_SIZE)
             if old[4:20] != MDA_MAGIC:
-                raise NotLvm(f"bad metadata area header at byte {mda_start} of the PV")
+                raise NotLvm(f"{image}: bad LVM metadata area header at byte {mda_start} of the PV")
             if len(data) > (mda_size - MDA_HEADER_SIZE) // 2 - SECTOR:  # format-text.c's max_size
-                raise NotLvm(f"the LVM metadata text ({len(data)} bytes) does not fit its metadata area")
+                raise NotLvm(f"{image}: the LVM metadata text ({len(data)} bytes) does not fit its metadata area")
             f.seek(pv_offset + mda_start)
             f.write(mda_header(old, data) + data + bytes(mda_size - MDA_HEADER_SIZE - len(data)))
         label = bytearray(head[layout.label:layout.label + SECTOR])
