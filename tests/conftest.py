@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imagekit.util.accel import detect
-from tests.util import RECIPES, SMALL_RECIPE, make_small_tree, run_imagekit
+from tests.util import EPOCH_BUILDS, RECIPES, SMALL_RECIPE, make_small_tree, run_imagekit
 
 # libguestfs' direct backend tries KVM first; where KVM hangs (these machines) force TCG. The probe
 # is imagekit's own (cached), so a user with working KVM keeps it.
@@ -57,15 +57,17 @@ def small_recipe(tmp_path: Path, small_tree: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Build a shipped recipe (recipes/NAME.toml) once per session (bootstraps cached); returns the image.
-    `layout` builds another layout of it (`imagekit build --layout`, e.g. gpt-uefi: an HVM image of a PV recipe)."""
+    `layout` builds another layout of it (`imagekit build --layout`, e.g. gpt-uefi: an HVM image of a PV recipe).
+    The recipes of EPOCH_BUILDS are built with that SOURCE_DATE_EPOCH."""
     out = tmp_path_factory.mktemp("recipes")
     built: dict[tuple[str, str | None], Path] = {}
 
     def get(name: str, layout: str | None = None) -> Path:
         if (name, layout) not in built:
             image = out / (f"{name}.img" if layout is None else f"{name}.{layout}.img")
+            env = {"SOURCE_DATE_EPOCH": str(EPOCH_BUILDS[name])} if name in EPOCH_BUILDS else None
             run_imagekit("build", RECIPES / f"{name}.toml", "-o", image,
-                         *(["--layout", layout] if layout else []), check=True)
+                         *(["--layout", layout] if layout else []), env=env, check=True)
             built[name, layout] = image
         return built[name, layout]
 

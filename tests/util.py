@@ -39,6 +39,11 @@ def make_small_tree(dest: Path) -> Path:
     return dest
 
 
+# Shipped recipes the session's `recipe_images` builds with SOURCE_DATE_EPOCH: the LVM one, so that its boot
+# test and the readers' parity run on an image whose LVM metadata imagekit rewrote (image/lvm_rewrite.py)
+EPOCH_BUILDS = {"debian-12-lvm": 1767225600}
+
+
 SMALL_RECIPE = """\
 name = "{name}"
 size = "{size}"

@@ -4,12 +4,15 @@ Warm build: `imagekit build --no-lint` with the bootstrap cached (stage times fr
 median of --runs. Floor: `mkfs.ext4 -d` of the very tree imagekit stages (the cached bootstrap,
 unpacked) into a sparse file of the image's size. Peer: `virt-make-fs` of the same tree. Cold
 (--cold): a build with an empty cache against a bare `mmdebstrap` of the same package set.
+--epoch N: warm builds without and with SOURCE_DATE_EPOCH=N side by side (what a reproducible build
+costs: for LVM, the metadata rewrite and its check by LVM's tools), and whether the epoch builds match.
 Prints figures; asserts nothing (targets: warm <= 2x floor, cold <= 1.2x bare mmdebstrap).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -69,7 +72,13 @@ def main() -> None:
                     help="instead: warm builds of RECIPE and these side by side, stage by stage (e.g. "
                          "recipes/debian-12-hvm-uefi.toml --beside recipes/debian-12-arm64-uefi.toml); the first "
                          "build of each also times its bootstrap when the cache lacks it")
+    ap.add_argument("--epoch", type=int, metavar="N",
+                    help="instead: warm builds of RECIPE without and with SOURCE_DATE_EPOCH=N side by side, and "
+                         "whether the builds with it are byte-identical")
     args = ap.parse_args()
+    if args.epoch is not None:
+        with_epoch(args.recipe, args.runs, args.epoch)
+        return
     if args.beside:
         beside([args.recipe, *args.beside], args.runs)
         return
@@ -152,18 +161,44 @@ def beside(recipes: list[str], runs: int) -> None:
         for i in range(runs):
             for n, r in enumerate(loaded):
                 runs_of[n].append(build(r.path, work / f"run{i}-{n}.img"))
-    stages = list(dict.fromkeys(s for rs in runs_of for s in rs[-1]["timings"]))
     print(f"{'':22}" + "".join(f"{r.name[:24]:>26}" for r in loaded))
     print(f"{'arch':22}" + "".join(f"{r.arch.value:>26}" for r in loaded))
+    walls = _stage_rows(runs_of, runs)
+    cold = [f"{m['timings']['bootstrap']:.2f} s" if "bootstrap" in m["timings"] else "cached" for m in first]
+    print(f"{'bootstrap (1st build)':22}" + "".join(f"{c:>26}" for c in cold))
+    if len(walls) > 1:
+        print(f"ratio warm {loaded[1].arch.value} / {loaded[0].arch.value}: {walls[1] / walls[0]:.2f}x")
+
+
+def _stage_rows(runs_of: list[list[dict]], runs: int) -> list[float]:
+    """The wall and stage rows of a side-by-side table (medians, one column per list of runs); the walls."""
+    stages = list(dict.fromkeys(s for rs in runs_of for s in rs[-1]["timings"]))
     walls = [statistics.median(x["wall"] for x in rs) for rs in runs_of]
     print(f"{f'warm build (median {runs})':22}" + "".join(f"{w:>24.2f} s" for w in walls))
     for stage in stages:
         cells = [statistics.median(x["timings"].get(stage, 0.0) for x in rs) for rs in runs_of]
         print(f"  {stage:<20}" + "".join(f"{c:>24.2f} s" for c in cells))
-    cold = [f"{m['timings']['bootstrap']:.2f} s" if "bootstrap" in m["timings"] else "cached" for m in first]
-    print(f"{'bootstrap (1st build)':22}" + "".join(f"{c:>26}" for c in cold))
-    if len(walls) > 1:
-        print(f"ratio warm {loaded[1].arch.value} / {loaded[0].arch.value}: {walls[1] / walls[0]:.2f}x")
+    return walls
+
+
+def with_epoch(recipe: str, runs: int, epoch: int) -> None:
+    """Warm builds of `recipe` without and with SOURCE_DATE_EPOCH, interleaved; whether the latter are identical."""
+    path = load_recipe(recipe).path
+    env = {"SOURCE_DATE_EPOCH": str(epoch)}
+    with tempfile.TemporaryDirectory(prefix="imagekit-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
+        work = Path(tmp)
+        build(path, work / "warmup.img")
+        runs_of: list[list[dict]] = [[], []]
+        for i in range(runs):
+            runs_of[0].append(build(path, work / f"plain{i}.img"))
+            runs_of[1].append(build(path, work / f"epoch{i}.img", env))
+        same = [all(filecmp.cmp(work / f"{kind}0.img", work / f"{kind}{i}.img", shallow=False) for i in range(1, runs))
+                for kind in ("plain", "epoch")]
+    print(f"{path.name:22}" + "".join(f"{c:>26}" for c in ("no epoch", f"epoch {epoch}")))
+    walls = _stage_rows(runs_of, runs)
+    cells = ["yes" if s else "no" for s in same] if runs > 1 else ["one run", "one run"]
+    print(f"{'images identical':22}" + "".join(f"{c:>26}" for c in cells))
+    print(f"reproducible / plain: {walls[1] / walls[0]:.2f}x ({walls[1] - walls[0]:+.2f} s)")
 
 
 def _size_text(text: str) -> str:

@@ -6,6 +6,11 @@ once to create the physical volume, the volume group, the logical volumes and th
 Everything else happens on the host: LVM's metadata (read back from the image by lvm_metadata.py)
 says where each logical volume's bytes are, and the host's mkfs writes each filesystem straight
 there (`mke2fs -d -E offset=`), as for any partition. No file data crosses the appliance.
+
+A reproducible build (an epoch) rewrites the metadata LVM wrote, on the host (lvm_rewrite.py: ids
+derived from the recipe, no times or host of the build), while the appliance that made it waits with
+the volume group deactivated; then that appliance's LVM tools must report the VG, its PV and its LVs
+with the written ids, or the build fails.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imagekit.image.context import BuildContext, fill_filesystem
 from imagekit.image.layout import Placement
-from imagekit.image.lvm_metadata import LogicalExtent, logical_extents
+from imagekit.image.lvm_metadata import LogicalExtent, logical_extents, read_metadata_text
+from imagekit.image.lvm_rewrite import LvmIds, Rewrite, lvm_id, plain, rewrite_pv
 from imagekit.image.partition import write_mbr
 from imagekit.manifest import FilesystemRecord, LvmRef
 from imagekit.recipe.model import Filesystem, FsType, LogicalVolume, Recipe
 from imagekit.rootfs.configure import FsIds
 from imagekit.util.appliance import DiskFormat, Drive, session
+from imagekit.util.errors import ImagekitError
 
 LV_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://imagekit/logical-volumes")
 MBR_LINUX_LVM = 0x8E
@@ -62,12 +70,14 @@ def set_mbr_type(image: Path, partition: int, type_id: int) -> None:
         f.write(bytes([type_id]))
 
 
-def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan]) -> None:
-    """One libguestfs launch: PV on partition N, the VG, the LVs in order, mkswap on the swap ones."""
+def create_volume_group(image: Path, pv: Placement, vg: str, plans: list[LvPlan], rewrite: Rewrite | None) -> None:
+    """One libguestfs launch: PV on pv's partition, the VG, the LVs in order, mkswap on the swap ones;
+    with `rewrite`, the metadata rewritten on the host and read back by the appliance's LVM tools."""
     with session([Drive(image, DiskFormat.RAW, readonly=False)],
                  error=f"{image}: creating LVM volume group {vg} with libguestfs failed",
                  hint="do the logical volumes fit? (sizes are rounded up to 4 MiB extents)") as g:
-        device = f"{g.list_devices()[0]}{partition}"
+        disk = g.list_devices()[0]
+        device = f"{disk}{pv.partition}"
         g.pvcreate(device)
         g.vgcreate(vg, [device])
         for plan in plans:
@@ -79,6 +89,52 @@ def create_volume_group(image: Path, partition: int, vg: str, plans: list[LvPlan
             if plan.swap_label is not None:
                 g.mkswap(f"/dev/{vg}/{plan.name}", label=plan.swap_label, uuid=plan.swap_uuid)
         g.sync()
+        if rewrite is None:
+            return
+        g.vg_activate(False, [vg])
+        text = rewrite_pv(image, pv.offset, rewrite)
+        for dev in (disk, device):  # the guest reads what the host wrote, not its buffers of the old metadata
+            g.blockdev_flushbufs(dev)
+        check_ids(g, image, vg, rewrite.ids)
+    if read_metadata_text(image, pv.offset) != text:
+        raise ImagekitError(f"{image}: the LVM metadata changed after imagekit rewrote it (the appliance wrote it)")
+
+
+REWRITE_HINT = "a bug in imagekit/image/lvm_rewrite.py: build without SOURCE_DATE_EPOCH meanwhile (LVM's own ids)"
+
+
+def check_ids(g: Any, image: Path, vg: str, ids: LvmIds) -> None:
+    """The appliance's pvs, vgs and lvs report the VG, its PV and its LVs with `ids`: else the rewrite is wrong."""
+    try:
+        seen = ({plain(p["pv_uuid"]) for p in g.pvs_full()},
+                {v["vg_name"]: plain(v["vg_uuid"]) for v in g.vgs_full()},
+                {lv["lv_name"]: plain(lv["lv_uuid"]) for lv in g.lvs_full()})
+    except RuntimeError as exc:
+        raise ImagekitError(f"{image}: LVM cannot read the metadata imagekit rewrote for volume group {vg}: {exc}",
+                            hint=REWRITE_HINT) from None
+    want = ({plain(ids.pv)}, {vg: plain(ids.vg)}, {name: plain(i) for name, i in ids.lvs.items()})
+    if seen != want:
+        raise ImagekitError(f"{image}: after imagekit rewrote the LVM metadata, LVM reports PV {seen[0]}, VG "
+                            f"{seen[1]}, LVs {seen[2]}; it wrote PV {want[0]}, VG {want[1]}, LVs {want[2]}",
+                            hint=REWRITE_HINT)
+
+
+def lvm_rewrite(ctx: BuildContext, pv: Placement) -> Rewrite | None:
+    """A reproducible build's LVM ids, derived as its filesystem UUIDs are (UUID_NAMESPACE, the recipe's
+    sha256 and the epoch), with the epoch and the recipe's hostname for LVM's creation stamps and the PV's
+    partition on the first disk as its device hint."""
+    recipe = ctx.recipe
+    if ctx.epoch is None or recipe.lvm is None:
+        return None
+
+    def make(name: str) -> str:
+        seed = ctx.derive(f"{recipe.sha256}:{ctx.epoch}:lvm-{name}")
+        assert seed is not None
+        return lvm_id(seed)
+
+    ids = LvmIds(pv=make("pv"), vg=make(f"vg:{recipe.lvm.vg}"),
+                 lvs={lv.name: make(f"lv:{lv.name}") for lv in recipe.lvm.volumes})
+    return Rewrite(ids, ctx.epoch, recipe.hostname, device=f"/dev/sda{pv.partition}")
 
 
 def plan_volumes(recipe: Recipe, ids: FsIds, epoch: int | None) -> list[LvPlan]:
@@ -112,7 +168,7 @@ def assemble_lvm(ctx: BuildContext) -> tuple[list[FilesystemRecord], list[Placem
     records = [_record(boot, ids.boot_uuid, None)]
     made = [boot]
 
-    create_volume_group(image, pv.partition, recipe.lvm.vg, plan_volumes(recipe, ids, ctx.epoch))
+    create_volume_group(image, pv, recipe.lvm.vg, plan_volumes(recipe, ids, ctx.epoch), lvm_rewrite(ctx, pv))
     extents = logical_extents(image, pv.offset)
     for n, lv in enumerate(recipe.lvm.volumes):
         ext = extents[lv.name]

@@ -3,13 +3,15 @@
 LVM writes its metadata as text in a ring buffer near the start of the PV. Reading it on the host
 (label, metadata area header, current text) tells imagekit each LV's exact byte range in the image,
 so the filesystems are made there with the host's mkfs (`mke2fs -d -E offset=`), never copied
-through a VM. Format: lib/format_text/layout.h and lib/label/label.h in the LVM2 sources.
+through a VM. Format: lib/format_text/layout.h and lib/label/label.h in the LVM2 sources; the
+checksums (`lvm_crc`) are lib/misc/crc.c's. lvm_rewrite.py writes the same structures back.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ SECTOR = 512
 LABEL_ID = b"LABELONE"
 LVM2_TYPE = b"LVM2 001"
 MDA_MAGIC = b" LVM2 x[5A%r0N*>"
+INITIAL_CRC = 0xF597A6CF  # lib/misc/crc.h
 
 
 class NotLvm(ImagekitError):
@@ -35,13 +38,30 @@ class LogicalExtent:
     size: int
 
 
-def _label(head: bytes) -> tuple[int, bytes]:
-    """(offset of the PV header in `head`, head) for the label in one of the first four sectors."""
+def lvm_crc(data: bytes, initial: int = INITIAL_CRC) -> int:
+    """LVM's calc_crc (lib/misc/crc.c): the reflected CRC-32 of zlib's table, without zlib's inversion
+    of the running value on entry and exit, so zlib computes it from the inverted initial value."""
+    return zlib.crc32(data, initial ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class PvLayout:
+    """Where a PV's label and metadata areas are, in bytes from the start of the PV."""
+
+    label: int  # the label sector (label_header, then the pv_header at label + offset_xl)
+    header: int  # the pv_header: pv uuid (32 bytes), device size, then the two disk_locn lists
+    data_areas: list[tuple[int, int]]  # (offset, size)
+    metadata_areas: list[tuple[int, int]]  # (offset, size): each starts with an mda_header sector
+
+
+def pv_layout(head: bytes) -> PvLayout:
+    """The layout of the PV whose first four sectors are `head` (the label is in one of them)."""
     for sector in range(4):
         at = sector * SECTOR
         if head[at:at + 8] == LABEL_ID and head[at + 24:at + 32] == LVM2_TYPE:
             (offset_xl,) = struct.unpack_from("<I", head, at + 20)
-            return at + offset_xl, head
+            data, meta = _disk_locations(head, at + offset_xl)
+            return PvLayout(at, at + offset_xl, data, meta)
     raise NotLvm("no LVM2 label in the first four sectors")
 
 
@@ -63,9 +83,7 @@ def read_metadata_text(image: Path, pv_offset: int) -> str:
     """The current metadata text of the PV that starts `pv_offset` bytes into `image`."""
     with open(image, "rb") as f:
         f.seek(pv_offset)
-        head = f.read(4 * SECTOR)
-        at, head = _label(head)
-        _, mdas = _disk_locations(head, at)
+        mdas = pv_layout(f.read(4 * SECTOR)).metadata_areas
         if not mdas:
             raise NotLvm("the PV has no metadata area")
         mda_start, mda_size = mdas[0]
