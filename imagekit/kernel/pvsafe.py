@@ -7,18 +7,28 @@ vmlinux inside it, gzipped (seed 004: "strip vmlinux; gzip vmlinux"), and menu.l
 gunzips the file as it reads it; Xen's ELF loader takes the result.
 
 The gzip is deterministic (mtime 0, no file name, level 6 as plain `gzip`), so reproducible builds
-stay byte-identical.
+stay byte-identical. Unpacking and gzipping a cloud kernel takes ~2 s, most of a warm PV build's own work, so
+`cached_pv_safe_kernel` keeps the result in the cache (`pv-kernel/`), keyed by the kernel's sha256, the gzip
+level and zlib's version, and trusts an entry only when its bytes have the sha256 recorded beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
+import json
+import os
+import tempfile
+import zlib
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from imagekit.kernel.bzimage import MAGIC, Compression, is_bzimage, load_vmlinux
 from imagekit.kernel.elf import is_elf
 from imagekit.kernel.xenload import bzimage_refusal
+from imagekit.util.cache import cache_dir, key_of, unwritable
 from imagekit.util.errors import ImagekitError
 
 PvFormat = Literal["auto", "bzimage", "vmlinux-gz"]
@@ -66,6 +76,47 @@ def pv_safe_kernel(data: bytes, name: str) -> tuple[bytes, Compression | None]:
     out = gzip.compress(vmlinux.data, compresslevel=GZIP_LEVEL, mtime=0)
     check_no_zero_blocks(out, name)
     return out, vmlinux.compression
+
+
+def cached_pv_safe_kernel(data: bytes, name: str) -> tuple[bytes, Compression | None]:
+    """pv_safe_kernel, from the cache when an entry for these kernel bytes is there and intact."""
+    directory = cache_dir() / "pv-kernel"
+    key = key_of({"schema": 1, "kernel": hashlib.sha256(data).hexdigest(), "gzip": GZIP_LEVEL,
+                  "zlib": zlib.ZLIB_RUNTIME_VERSION})
+    found = _load_entry(directory / f"{key}.gz")
+    if found is not None:
+        return found
+    out, payload = pv_safe_kernel(data, name)
+    if unwritable(directory) is None:
+        _store_entry(directory / f"{key}.gz", out, payload)
+    return out, payload
+
+
+def _load_entry(path: Path) -> tuple[bytes, Compression | None] | None:
+    try:
+        record = json.loads(path.with_suffix(".json").read_text())
+        out = path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(out).hexdigest():
+        return None  # a record is never trusted over the bytes it describes
+    payload = record.get("payload")
+    return out, Compression(payload) if payload in set(Compression) else None
+
+
+def _store_entry(path: Path, out: bytes, payload: Compression | None) -> None:
+    """The gzip, then its record (so an entry without a record is no entry), each under a temporary name."""
+    record = json.dumps({"sha256": hashlib.sha256(out).hexdigest(), "payload": str(payload) if payload else None})
+    for target, blob in ((path, out), (path.with_suffix(".json"), record.encode())):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pv-kernel-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return  # the cache is an optimisation: a full disk leaves no entry, the build goes on
 
 
 def check_no_zero_blocks(data: bytes, name: str, block: int = FS_BLOCK) -> None:

@@ -100,7 +100,7 @@ def install_kernel(tree: Tree, profile: KernelProfile) -> KernelInfo:
 def install_pv_kernel(tree: Tree, recipe: Recipe, profile: KernelProfile, kernel: KernelInfo) -> KernelInfo:
     """PV layouts: the kernel file menu.lst should boot, per the profile's pv_format (imagekit/kernel/pvsafe.py);
     a converted kernel goes beside the original, which HVM layouts of the same rootfs keep booting."""
-    from imagekit.kernel.pvsafe import file_format, needs_conversion, pv_kernel_name, pv_safe_kernel
+    from imagekit.kernel.pvsafe import cached_pv_safe_kernel, file_format, needs_conversion, pv_kernel_name
 
     data = read_bytes_in_tree(tree.path, f"/boot/{kernel.kernel}")
     if data is None:
@@ -111,7 +111,7 @@ def install_pv_kernel(tree: Tree, recipe: Recipe, profile: KernelProfile, kernel
         return kernel
     if not needs_conversion(data, profile.pv_format, f"/boot/{kernel.kernel}"):
         return kernel
-    converted, payload = pv_safe_kernel(data, f"/boot/{kernel.kernel}")
+    converted, payload = cached_pv_safe_kernel(data, f"/boot/{kernel.kernel}")
     name = pv_kernel_name(kernel.version)
     write_in_tree(tree.path, f"/boot/{name}", converted, 0o644)
     write_pv_kernel_hooks(tree, recipe)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from imagekit.kernel.pvsafe import pv_kernel_name, pv_safe_kernel
+from imagekit.kernel.pvsafe import cached_pv_safe_kernel, pv_kernel_name
 
 MiB = 1024 * 1024
 
@@ -26,7 +26,7 @@ def boot_tree(root: Path, kernel: Path, *, menu: str | None, fstab: str | None, 
     for name in (f"vmlinuz-{version}", f"initrd.img-{version}", f"config-{version}"):
         shutil.copy(kernel.with_name(name), boot / name)
     if pv_safe:
-        (boot / pv_kernel_name(version)).write_bytes(pv_safe_kernel(kernel.read_bytes(), str(kernel))[0])
+        (boot / pv_kernel_name(version)).write_bytes(cached_pv_safe_kernel(kernel.read_bytes(), str(kernel))[0])
     if menu is not None:
         (boot / "grub").mkdir(exist_ok=True)
         (boot / "grub" / "menu.lst").write_text(menu)
