@@ -138,6 +138,7 @@ def test_this_hosts_binfmt_runs_arm64() -> None:
 
 # --- boot: an arm64 image under qemu-system-aarch64 -M virt with AAVMF -------------------------------------
 
+@pytest.mark.slow  # AAVMF under TCG to its failure: ~9 s (the fast loop: README, Tests)
 def test_arm64_image_without_bootaa64_fails_with_the_firmware_reason(tmp_path: Path) -> None:
     """A GPT disk whose ESP has no EFI/BOOT/BOOTAA64.EFI, the manifest saying arm64: AAVMF finds nothing to
     boot on the NVMe disk and says so; the report names that, not a timeout. No bootstrap needed."""

@@ -71,6 +71,7 @@ def test_diff_readers_agree(small_recipe: Callable[..., Path], tmp_path: Path, l
     assert {("changed", "/etc/motd"), ("added", "/etc/extra")} <= names, names
 
 
+@pytest.mark.slow  # two builds and a diff: ~7 s (the fast loop: README, Tests)
 def test_diff_manifests_packages_and_boot(tmp_path: Path) -> None:
     base = {"packages": [{"name": "bash", "version": "5.2-1"}, {"name": "vim", "version": "9.0"}],
             "menu_lst": {"text": "default 0\n"}, "cmdline": "root=LABEL=root ro"}

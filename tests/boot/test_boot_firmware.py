@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from imagekit.boot.harness import BootOptions, boot_image
 from tests.boot.hvm_images import make_blank, make_empty_esp
 from tests.util import run_imagekit
@@ -27,6 +29,7 @@ def test_blank_disk_under_seabios(tmp_path: Path) -> None:
     assert report["probe"] == "none" and log.is_file()  # a firmware failure, seen at once: not a timeout
 
 
+@pytest.mark.slow  # an OVMF boot to its boot-device failure: ~9 s (the fast loop: README, Tests)
 def test_empty_esp_under_ovmf_is_found_from_the_disk(tmp_path: Path) -> None:
     """No manifest and no --firmware: a GPT disk with an ESP means UEFI."""
     report = boot_image(BootOptions(make_empty_esp(tmp_path / "esp.img")))
@@ -36,6 +39,7 @@ def test_empty_esp_under_ovmf_is_found_from_the_disk(tmp_path: Path) -> None:
     assert report.exit_code == 1
 
 
+@pytest.mark.slow  # two OVMF/SeaBIOS boots of a small image: ~12 s (the fast loop: README, Tests)
 def test_manifest_layout_picks_both_firmwares(tmp_path: Path) -> None:
     image = make_blank(tmp_path / "hybrid.img")
     (tmp_path / "hybrid.img.manifest.json").write_text('{"virtualization": "hvm", "layout": "gpt-hybrid"}')

@@ -91,6 +91,7 @@ def debugfs_edit(image: Path, menu: Callable[[str], str], remove: tuple[str, ...
     return copy
 
 
+@pytest.mark.slow  # a build and GRUB 0.97's plan: ~9 s (the fast loop: README, Tests)
 def test_lz4_bzimage_refused_before_qemu(build: Build) -> None:
     """The shipped kind of kernel: Debian's LZ4 bzImage. Xen's loader refuses it, GRUB has no fallback: exit 1,
     pvgrub-kernel-format, and QEMU never started (the appliance launch runs beside GRUB 0.97 and is dropped)."""
@@ -136,6 +137,7 @@ def test_menu_only_command_in_an_entry_and_an_unknown_one(build: Build, aki_kern
                             "line 8 ('hiddenmenu')"
 
 
+@pytest.mark.slow  # two GRUB 0.97 plans of a built image: ~9 s (the fast loop: README, Tests)
 def test_aki_version_picks_the_search(build: Build) -> None:
     """No menu.lst: 1.03 looked in one place, 1.05 (the default for hd0) in the nine of shared/REFERENCE.md."""
     image = debugfs_edit(build(), lambda m: m)
@@ -161,6 +163,7 @@ def test_fallback_list_as_stage2_reads_it() -> None:
     assert menu("x") == []
 
 
+@pytest.mark.slow  # a build, a qcow2 copy and GRUB 0.97's plan: ~9 s (the fast loop: README, Tests)
 def test_entry_without_kernel_and_a_qcow2_image(build: Build, tmp_path: Path) -> None:
     """An entry whose commands all run but load no kernel: `boot` fails with Error 8. A qcow2 image: exit 2."""
     image = build()
@@ -213,6 +216,7 @@ def recording_xl(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, calls
 
 
+@pytest.mark.slow  # a build and GRUB 0.97's plan: ~7 s (the fast loop: README, Tests)
 def test_xen_hypervisor_checks_the_kernel_before_xl(build: Build, tmp_path: Path) -> None:
     """--hypervisor xen runs the same checks first: the LZ4 bzImage is refused (pvgrub-kernel-format) before
     `xl` is looked up (the recording `xl` is never called)."""

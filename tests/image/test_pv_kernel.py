@@ -106,6 +106,7 @@ def test_hvm_layout_and_pv_format_bzimage_keep_the_bzimage(tmp_path: Path) -> No
     assert exc.value.key == "pv_format" and "'elf' is not one of auto, bzimage, vmlinux-gz" in exc.value.message
 
 
+@pytest.mark.slow  # runs the hook on a 60 MiB kernel: ~7 s (the fast loop: README, Tests)
 def test_postinst_hook_converts_a_later_kernel(tmp_path: Path) -> None:
     tree, kernel, _ = staged(tmp_path)
     add_kernel(tree)

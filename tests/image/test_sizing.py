@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.util import dumpe2fs, run_imagekit
 
 
@@ -40,6 +42,7 @@ def test_auto_size_percentage(small_recipe: Callable[..., Path], small_tree: Pat
     assert manifest["image"]["size"] % (1 << 30) == 0
 
 
+@pytest.mark.slow  # builds until mke2fs runs out of room: ~9 s (the fast loop: README, Tests)
 def test_too_small_states_exact_shortfall(small_recipe: Callable[..., Path], tmp_path: Path) -> None:
     """The shortfall is exact: size + shortfall builds, size + shortfall - 1 MiB does not."""
     proc = run_imagekit("build", small_recipe(size="20M"), "-o", tmp_path / "a.img", "--no-lint")

@@ -194,6 +194,7 @@ def _seed_cache(recipe: Path, cache: Path) -> Path:
 
 
 @needs_setpriv
+@pytest.mark.slow  # a build as another user through setpriv: ~7 s (the fast loop: README, Tests)
 def test_rootless_copy_fallback_keeps_fakeroot_state(open_tmp: Path, mounts: Callable[..., Path]) -> None:
     """As `nobody`: the cached tree (unpacked under fakeroot) is copied onto a tmpfs, its fakeroot state
     replayed, and the image still holds root-owned files, uid 1000's file and the device node."""

@@ -18,6 +18,8 @@ from imagekit.pvgrub.aki import default_version
 from imagekit.pvgrub.variant import Variant
 from tests.util import run_imagekit
 
+pytestmark = pytest.mark.slow  # the default recipe built, GRUB 0.97 run 5 times: ~45 s (the fast loop: README, Tests)
+
 DEFAULT = "debian-12-pvgrub-hd0"
 AKI = [str(Variant.HD0), default_version("hd0"), "raw"]
 

@@ -162,6 +162,7 @@ class Throttled(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow  # botocore backs off through its retries against a throttled cloud: ~11 s (README, Tests)
 def test_throttling_that_outlives_the_retries(make_image: Callable[..., SparseImage], unique_name: str) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Throttled)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

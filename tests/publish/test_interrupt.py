@@ -151,6 +151,7 @@ def test_an_interrupted_ebs_direct_upload_names_and_deletes_its_snapshot(slow_cl
     assert done["State"] == "completed" and done["SnapshotId"] == record["snapshot"]["id"] != pending
 
 
+@pytest.mark.slow  # waits out an import: ~9 s (the fast loop: README, Tests)
 def test_an_import_wait_that_times_out_keeps_the_object_for_the_rerun(slow_cloud: str, tmp_path: Path) -> None:
     from imagekit.publish.facts import image_facts
     from imagekit.publish.pipeline import PublishRequest, publish

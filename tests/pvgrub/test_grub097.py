@@ -248,6 +248,7 @@ def test_ext_features_0_97_80_reads(options: tuple[str, ...], hole_error: GrubEr
             assert holey.size == 65536  # read up to the hole
 
 
+@pytest.mark.slow  # a 2 GiB+ image read whole by GRUB 0.97: ~8 s (the fast loop: README, Tests)
 def test_image_unchanged_read_only_and_past_2_gib(tmp_path: Path) -> None:
     """`--read-only` on a write-protected image, nothing written; a partition that starts at 3 GiB (a sparse
     file) is read. savedefault is reported, not run (0.97-80's crashes the shell; PV-GRUB's is Xen's)."""
