@@ -34,11 +34,33 @@ def summary(result: Grub097Plan) -> list[Any]:
     return [result.plan.searched, tried, result.xen is not None, result.why()]
 
 
-def both(image: Path, variant: Variant, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[Any]]:
+CLOUD_KERNEL_CASES = pytest.mark.parametrize(("block", "parted"), [(4096, False), (1024, False), (4096, True)],
+                                             ids=["hd0-4k", "hd0-1k", "hd00-4k"])
+
+
+def cloud_kernel_image(host_kernel: Path, tmp: Path, block: int, parted: bool) -> tuple[Path, Variant]:
+    """The host's cloud kernel as a PV-safe gzipped vmlinux and its initrd in one entry, on `block`-sized ext4
+    blocks, the filesystem the whole disk (hd0) or an MBR partition (hd00)."""
+    version = host_kernel.name.removeprefix("vmlinuz-")
+    root = "(hd0,0)" if parted else "(hd0)"
+    menu = (f"default 0\ntitle pv\n\troot {root}\n\tkernel /boot/pvgrub-vmlinux-{version}.gz root=LABEL=root ro\n"
+            f"\tinitrd /boot/initrd.img-{version}\n")
+    tree = boot_tree(tmp / "tree", host_kernel, menu=menu, fstab=None, pv_safe=True)
+    image = tmp / "fs.img"
+    mkext(image, tree, 160 * MiB, block=block)
+    if not parted:
+        return image, Variant.HD0
+    partitioned(tmp / "disk.img", "dos", [(image, "83")])
+    return tmp / "disk.img", Variant.HD00
+
+
+def both(image: Path, variant: Variant, tmp: Path, monkeypatch: pytest.MonkeyPatch,
+         oracle: tuple[str, str] = (memmove.ENV, "debian")) -> tuple[list[Any], list[Any]]:
+    """The image planned as imagekit plans it, then with the oracle's environment variable set."""
     ours = summary(plan(image, variant, "1.05", tmp / "ours"))
-    monkeypatch.setenv(memmove.ENV, "debian")
-    theirs = summary(plan(image, variant, "1.05", tmp / "debian"))
-    monkeypatch.delenv(memmove.ENV)
+    monkeypatch.setenv(*oracle)
+    theirs = summary(plan(image, variant, "1.05", tmp / "oracle"))
+    monkeypatch.delenv(oracle[0])
     return ours, theirs
 
 
@@ -75,22 +97,11 @@ def test_a_small_image_is_planned_alike(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.slow  # Debian's binary takes ~10 s to read a cloud kernel and its initrd
-@pytest.mark.parametrize(("block", "parted"), [(4096, False), (1024, False), (4096, True)],
-                         ids=["hd0-4k", "hd0-1k", "hd00-4k"])
+@CLOUD_KERNEL_CASES
 def test_a_cloud_kernel_image_is_planned_alike(host_kernel: Path, tmp_path: Path, block: int, parted: bool,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The gzipped ELF vmlinux (GRUB's gunzip) and the initrd (GRUB's ext2fs reads), on 4 KiB blocks (boots),
     1 KiB blocks (0.97-80's shell crashes: pvgrub-unreadable) and in an MBR partition."""
-    version = host_kernel.name.removeprefix("vmlinuz-")
-    root = "(hd0,0)" if parted else "(hd0)"
-    menu = (f"default 0\ntitle pv\n\troot {root}\n\tkernel /boot/pvgrub-vmlinux-{version}.gz root=LABEL=root ro\n"
-            f"\tinitrd /boot/initrd.img-{version}\n")
-    tree = boot_tree(tmp_path / "tree", host_kernel, menu=menu, fstab=None, pv_safe=True)
-    image = tmp_path / "fs.img"
-    mkext(image, tree, 160 * MiB, block=block)
-    if parted:
-        partitioned(tmp_path / "disk.img", "dos", [(image, "83")])
-        image = tmp_path / "disk.img"
-    ours, theirs = both(image, Variant.HD00 if parted else Variant.HD0, tmp_path, monkeypatch)
+    ours, theirs = both(*cloud_kernel_image(host_kernel, tmp_path, block, parted), tmp_path, monkeypatch)
     assert ours == theirs
     assert ours[2] is (block == 4096)  # Xen starts the kernel read on 4 KiB blocks, none on 1 KiB

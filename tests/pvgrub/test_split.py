@@ -9,23 +9,20 @@ from typing import Any
 
 import pytest
 
-from imagekit.boot.pvgrub097 import plan
 from imagekit.pvgrub import menu as pvmenu
 from imagekit.pvgrub.shell import open_shell
 from imagekit.pvgrub.variant import Variant
-from tests.lint.image_factory import MiB, boot_tree, mkext, partitioned
-from tests.pvgrub.test_memmove import summary
+from tests.lint.image_factory import MiB, mkext
+from tests.pvgrub.test_memmove import CLOUD_KERNEL_CASES, cloud_kernel_image
+from tests.pvgrub.test_memmove import both as planned_alike
 
 KERNEL = bytes(range(256)) * 300  # stand-ins: GRUB reads them, Xen refuses them (no ELF)
 INITRD = b"initrd" * 5000
 
 
 def both(image: Path, variant: Variant, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[Any]]:
-    split = summary(plan(image, variant, "1.05", tmp / "split"))
-    monkeypatch.setenv(pvmenu.SPLIT_ENV, "off")
-    one = summary(plan(image, variant, "1.05", tmp / "one"))
-    monkeypatch.delenv(pvmenu.SPLIT_ENV)
-    return split, one
+    """Two shells, then one (the oracle)."""
+    return planned_alike(image, variant, tmp, monkeypatch, (pvmenu.SPLIT_ENV, "off"))
 
 
 def small_image(tmp: Path, menu: str, files: dict[str, bytes]) -> Path:
@@ -92,22 +89,11 @@ def test_a_menu_without_initrds_runs_one_shell(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # the one-shell oracle reads a cloud kernel and its initrd in turn (~4 s per image)
-@pytest.mark.parametrize(("block", "parted"), [(4096, False), (1024, False), (4096, True)],
-                         ids=["hd0-4k", "hd0-1k", "hd00-4k"])
+@CLOUD_KERNEL_CASES
 def test_a_cloud_kernel_image_is_decided_alike(host_kernel: Path, tmp_path: Path, block: int, parted: bool,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The gzipped ELF vmlinux and its initrd: 4 KiB blocks boot, 1 KiB blocks crash 0.97-80's shell (then
     the one-shell run decides), and an MBR partition."""
-    version = host_kernel.name.removeprefix("vmlinuz-")
-    root = "(hd0,0)" if parted else "(hd0)"
-    menu = (f"default 0\ntitle pv\n\troot {root}\n\tkernel /boot/pvgrub-vmlinux-{version}.gz root=LABEL=root ro\n"
-            f"\tinitrd /boot/initrd.img-{version}\n")
-    tree = boot_tree(tmp_path / "tree", host_kernel, menu=menu, fstab=None, pv_safe=True)
-    image = tmp_path / "fs.img"
-    mkext(image, tree, 160 * MiB, block=block)
-    if parted:
-        partitioned(tmp_path / "disk.img", "dos", [(image, "83")])
-        image = tmp_path / "disk.img"
-    split, one = both(image, Variant.HD00 if parted else Variant.HD0, tmp_path, monkeypatch)
+    split, one = both(*cloud_kernel_image(host_kernel, tmp_path, block, parted), tmp_path, monkeypatch)
     assert split == one
     assert split[2] is (block == 4096)
