@@ -64,7 +64,7 @@ def build(recipe: Path, out: Path, env: dict[str, str] | None = None) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="scripts/bench-build", description=__doc__.splitlines()[0])
     ap.add_argument("recipe", nargs="?", default="recipes/debian-12-pvgrub-hd0.toml")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cold", action="store_true")

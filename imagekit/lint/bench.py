@@ -47,7 +47,7 @@ def build(recipe: str, out: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="scripts/bench-lint", description=__doc__.splitlines()[0])
     ap.add_argument("image", nargs="?", help=f"the image to lint (default: build {DEFAULT_RECIPE})")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()

@@ -97,7 +97,7 @@ def synthetic_image(directory: Path, size: int, data: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench-publish", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench-publish", description=__doc__.splitlines()[0])
     parser.add_argument("image", nargs="?", type=Path, help="a built raw image (default: a synthetic sparse one)")
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2, help="best of N runs each, alternating")
