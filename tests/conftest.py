@@ -5,8 +5,10 @@ Everything here runs the real tools (mke2fs, pyparted, mmdebstrap, libguestfs); 
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,22 +56,40 @@ def small_recipe(tmp_path: Path, small_tree: Path) -> Callable[..., Path]:
     return write
 
 
+def run_shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A directory every pytest-xdist worker of this run shares (beside the workers' own base directories),
+    or this process's own without xdist."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp(name)
+    shared = tmp_path_factory.getbasetemp().parent / name
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextmanager
+def flocked(lock: Path) -> Iterator[None]:
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 @pytest.fixture(scope="session")
 def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Build a shipped recipe (recipes/NAME.toml) once per session (bootstraps cached); returns the image.
+    """Build a shipped recipe (recipes/NAME.toml) once per test run (bootstraps cached); returns the image.
     `layout` builds another layout of it (`imagekit build --layout`, e.g. gpt-uefi: an HVM image of a PV recipe).
-    The recipes of EPOCH_BUILDS are built with that SOURCE_DATE_EPOCH."""
-    out = tmp_path_factory.mktemp("recipes")
-    built: dict[tuple[str, str | None], Path] = {}
+    The recipes of EPOCH_BUILDS are built with that SOURCE_DATE_EPOCH. Under pytest-xdist the workers share
+    the builds: the first to ask builds under a lock, the others wait and take its image (imagekit build
+    renames a finished image into place, so an image that exists is whole)."""
+    out = run_shared_dir(tmp_path_factory, "recipes")
 
     def get(name: str, layout: str | None = None) -> Path:
-        if (name, layout) not in built:
-            image = out / (f"{name}.img" if layout is None else f"{name}.{layout}.img")
-            env = {"SOURCE_DATE_EPOCH": str(EPOCH_BUILDS[name])} if name in EPOCH_BUILDS else None
-            run_imagekit("build", RECIPES / f"{name}.toml", "-o", image,
-                         *(["--layout", layout] if layout else []), env=env, check=True)
-            built[name, layout] = image
-        return built[name, layout]
+        image = out / (f"{name}.img" if layout is None else f"{name}.{layout}.img")
+        with flocked(image.with_name(image.name + ".lock")):
+            if not image.exists():
+                env = {"SOURCE_DATE_EPOCH": str(EPOCH_BUILDS[name])} if name in EPOCH_BUILDS else None
+                run_imagekit("build", RECIPES / f"{name}.toml", "-o", image,
+                             *(["--layout", layout] if layout else []), env=env, check=True)
+        return image
 
     return get
 
@@ -81,13 +101,27 @@ def debian_images(recipe_images: Callable[..., Path]) -> Callable[[str], Path]:
 
 
 FOREIGN = "IMAGEKIT_TEST_FOREIGN"
-SHARED_BUILDS = frozenset({"recipe_images", "debian_images"})
+
+
+def shares_fixtures_in_its_module(item: pytest.Item) -> bool:
+    """Whether the test uses a fixture made once for several tests of its module: module-, class- or
+    package-scoped, or session-scoped but defined in the test module itself (e.g. its boot images)."""
+    info = getattr(item, "_fixtureinfo", None)
+    module = getattr(getattr(item, "module", None), "__name__", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        for fixture in defs:
+            if fixture.scope in ("module", "class", "package"):
+                return True
+            if fixture.scope == "session" and getattr(fixture.func, "__module__", None) == module:
+                return True
+    return False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for `pytest -n 2 --dist loadgroup` (scripts/test): a module's tests run in one worker, so its
-    module-scoped images are made once; every module using the shipped recipes' session builds runs in one
-    worker ("recipes"), so each Debian image is built once. Without xdist the marks do nothing.
+    """Groups for `pytest -n N --dist loadgroup` (scripts/test): the tests of a module that share a fixture
+    made once for the module run in one worker, so it is made once; every other test goes to whichever
+    worker is free. The shipped recipes' builds (recipe_images) are shared by the workers themselves. Without
+    xdist the marks do nothing.
 
     `foreign` tests bootstrap another architecture through qemu-user, which needs the host's binfmt_misc
     handlers (a host-wide change: `scripts/setup --foreign` makes it, saying so) and, cold, ~8 minutes here
@@ -96,8 +130,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     foreign = os.environ.get(FOREIGN) == "1"
     skip = pytest.mark.skip(reason=f"foreign-arch bootstrap: set {FOREIGN}=1 to run (needs binfmt_misc, slow cold)")
     for item in items:
-        uses_recipes = SHARED_BUILDS & set(getattr(item, "fixturenames", ()))
-        group = "recipes" if uses_recipes else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        if shares_fixtures_in_its_module(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
         if "foreign" in item.keywords and not foreign:
             item.add_marker(skip)
