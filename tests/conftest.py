@@ -6,7 +6,10 @@ Everything here runs the real tools (mke2fs, pyparted, mmdebstrap, libguestfs); 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import resource
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,3 +137,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
         if "foreign" in item.keywords and not foreign:
             item.add_marker(skip)
+
+
+CPU_LOG = "IMAGEKIT_TEST_CPU_LOG"
+
+
+def cpu_seconds() -> float:
+    """This process's CPU (user + sys) and that of every child it has reaped, theirs included: QEMU, the
+    libguestfs appliance, mmdebstrap under qemu-user, the imagekit commands a test starts."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With IMAGEKIT_TEST_CPU_LOG=FILE, each test's CPU seconds and wall seconds (setup, call and teardown:
+    a module fixture is counted in the test that made it) are appended to FILE as a JSON line, by every
+    xdist worker: where a suite that is CPU-bound on its machine spends the CPU (README: Tests)."""
+    log = os.environ.get(CPU_LOG)
+    if not log:
+        yield
+        return
+    cpu, wall = cpu_seconds(), time.monotonic()
+    yield
+    line = json.dumps({"test": item.nodeid, "cpu": round(cpu_seconds() - cpu, 2),
+                       "wall": round(time.monotonic() - wall, 2)})
+    with open(log, "a") as f:  # one short write per test: O_APPEND keeps the workers' lines whole
+        f.write(line + "\n")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = {"bench-boot": "--firmware", "bench-build": "--epoch", "bench-lint": "--runs", "bench-publish": "--workers"}
+OPTIONS = {"bench-boot": "--firmware", "bench-build": "--epoch", "bench-lint": "--runs", "bench-publish": "--workers",
+           "bench-suite-cpu": "--cores"}
 
 
 @pytest.mark.parametrize("script", sorted(OPTIONS))
