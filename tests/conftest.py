@@ -5,18 +5,18 @@ Everything here runs the real tools (mke2fs, pyparted, mmdebstrap, libguestfs); 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
 from imagekit.util.accel import detect
+from imagekit.util.cache import locked
 from tests.util import EPOCH_BUILDS, RECIPES, SMALL_RECIPE, make_small_tree, run_imagekit
 
 # libguestfs' direct backend tries KVM first; where KVM hangs (these machines) force TCG. The probe
@@ -69,13 +69,6 @@ def run_shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     return shared
 
 
-@contextmanager
-def flocked(lock: Path) -> Iterator[None]:
-    with lock.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
-        yield
-
-
 @pytest.fixture(scope="session")
 def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Build a shipped recipe (recipes/NAME.toml) once per test run (bootstraps cached); returns the image.
@@ -87,7 +80,7 @@ def recipe_images(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
 
     def get(name: str, layout: str | None = None) -> Path:
         image = out / (f"{name}.img" if layout is None else f"{name}.{layout}.img")
-        with flocked(image.with_name(image.name + ".lock")):
+        with locked(image.with_name(image.name + ".lock"), lambda _holder: nullcontext()):
             if not image.exists():
                 env = {"SOURCE_DATE_EPOCH": str(EPOCH_BUILDS[name])} if name in EPOCH_BUILDS else None
                 run_imagekit("build", RECIPES / f"{name}.toml", "-o", image,

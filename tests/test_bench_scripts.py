@@ -1,4 +1,5 @@
-"""The bench scripts start: each `scripts/bench-*` loads its module (imagekit/*/bench.py) and prints its usage.
+"""The bench scripts start: each `scripts/bench-*` loads its module (imagekit/*/bench.py, where it has one) and
+prints its usage.
 They are run by people, not by the suite (their figures are not test results), so this is what keeps a
 refactoring from leaving one that no longer imports or parses its options."""
 
