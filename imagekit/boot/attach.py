@@ -12,12 +12,15 @@ their EC2 device name. They are attached as the root disk is: virtio for PV imag
 for HVM images on NVMe (as on Nitro, where EBS volumes and instance stores are NVMe controllers too:
 nvme1n1, nvme2n1, ...; the root is nvme0n1). Guests name them by PCI order, which is command-line order.
 Only the root disk has a boot index; the NoCloud seed is always virtio. HVM boots of a hybrid image get
-fresh disks for each firmware (attach_disks into a directory of their own).
+fresh disks for each firmware (attach_disks into a directory of their own). Under TCG the overlay's fstab
+gives each attached volume TCG_DEVICE_WAIT times the image's device timeout (volume_waits); a volume left
+out (--no-volumes) keeps the image's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,7 @@ from imagekit.boot.overlay import image_file
 from imagekit.boot.probe import ProbeKind
 from imagekit.boot.userdata import LIMIT as USER_DATA_LIMIT
 from imagekit.manifest import Manifest, manifest_path
+from imagekit.util.accel import Accel
 from imagekit.util.errors import UsageError
 from imagekit.util.run import run
 
@@ -41,6 +45,9 @@ GIB = 1 << 30
 DEFAULT_INSTANCE_STORE = 4 * GIB  # m3.medium's 4 GB SSD (the instance type imds.py reports)
 INSTANCE_STORE_DEVICE = "/dev/sdb"
 FREE_DEVICES = [f"/dev/sd{c}" for c in "fghijklmnopqrstuvwxyz"]  # EC2's advice for EBS: sdf..sdp first
+# how much longer an emulated (TCG) guest waits for an attached volume than the image says: TCG boots to the
+# sentinel in 25-65 s what EC2 boots in a few seconds
+TCG_DEVICE_WAIT = 6
 
 
 @dataclass(frozen=True)
@@ -287,10 +294,26 @@ def attachments_report(attached: Attached) -> list[dict[str, Any]]:
     return [asdict(d) for d in attached.disks]
 
 
-def prepare_instance(g: Any, prepared: Prepared, manifest: Manifest | None, opts: AttachOptions) -> Prepared:
-    """What the overlay gets for the instance beyond its root (PV and HVM alike): the mounts probe, and the
-    NIC named eth0 when a metadata service will answer (user-data)."""
-    return name_nic_eth0(g, with_mounts_probe(g, prepared, manifest), opts.user_data is not None)
+def prepare_instance(g: Any, prepared: Prepared, manifest: Manifest | None, opts: AttachOptions,
+                     waits: Sequence[str] = ()) -> Prepared:
+    """What the overlay gets for the instance beyond its root (PV and HVM alike): the mounts probe, the
+    longer device timeouts of `waits` (volume_waits), and the NIC named eth0 when a metadata service will
+    answer (user-data)."""
+    edits = with_volume_waits(g, with_mounts_probe(g, prepared, manifest), waits)
+    return name_nic_eth0(g, edits, opts.user_data is not None)
+
+
+def volume_waits(attached: Attached, accel: Accel) -> tuple[str, ...]:
+    """The labels of the attached volumes whose device timeout the overlay stretches: under TCG only
+    (mounts.stretch_device_timeouts says why); with KVM the guest runs at the speed the image expects."""
+    if accel.name != "tcg":
+        return ()
+    return tuple(sorted({d.label for d in attached.disks if d.role == "volume" and d.label}))
+
+
+def with_volume_waits(g: Any, prepared: Prepared, labels: Sequence[str]) -> Prepared:
+    added = mounts.stretch_device_timeouts(g, labels, TCG_DEVICE_WAIT)
+    return replace(prepared, added=(*prepared.added, *added)) if added else prepared
 
 
 def with_mounts_probe(g: Any, prepared: Prepared, manifest: Manifest | None) -> Prepared:

@@ -20,7 +20,9 @@ from imagekit.boot.attach import (
     extend_argv,
     instance_fields,
     prepare_instance,
+    volume_waits,
     with_mounts_probe,
+    with_volume_waits,
 )
 from imagekit.boot.console import Watcher
 from imagekit.boot.fastprep import Job, prepare_disk, pv_layout
@@ -68,14 +70,15 @@ class KernelRefused(Exception):
     """GRUB 0.97's plan ends in a kernel Xen's loader refuses: the boot stops before QEMU."""
 
 
-def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
-           grub097: Callable[[], Grub097Plan | None], manifest: Manifest | None) -> Job:
+def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,  # noqa: PLR0913 (the boot's inputs)
+           grub097: Callable[[], Grub097Plan | None], manifest: Manifest | None, waits: tuple[str, ...] = ()) -> Job:
     """A PV boot's preparation for fastprep: edits (cached with the copy), then what the boot reads.
-    `grub097()` is GRUB 0.97's plan (--loader pvgrub097, running beside this), joined only where it is read."""
+    `grub097()` is GRUB 0.97's plan (--loader pvgrub097, running beside this), joined only where it is read;
+    `waits`: the attached volumes whose device timeout is stretched (attach.volume_waits)."""
     network = opts.attach.user_data is not None
 
     def edit(g: Any, disk: guest.Disk) -> Prepared:
-        edits = with_mounts_probe(g, edit_pv(g, disk, loader), manifest)
+        edits = with_volume_waits(g, with_mounts_probe(g, edit_pv(g, disk, loader), manifest), waits)
         return edits if loader in CMDLINE_LOADERS else name_nic_eth0(g, edits, network)
 
     def finish(g: Any, edits: Prepared) -> Prepared:
@@ -84,11 +87,11 @@ def pv_job(image: ImageFile, opts: BootOptions, loader: str, workdir: Path,
 
     def slow(g: Any) -> Prepared:
         return prepare_instance(g, prepare_overlay(g, image, opts, loader, workdir, grub097()), manifest,
-                                opts.attach)
+                                opts.attach, waits)
 
     params = {"boot": "pv", "menu_edit": loader == "pvgrub", "variant": str(opts.variant),
               "network": network and loader not in CMDLINE_LOADERS,
-              "manifest": manifest.document() if manifest else None}
+              "manifest": manifest.document() if manifest else None, "waits": list(waits)}
     return Job(params, lambda i: pv_layout(i, opts.variant), edit, finish, slow)
 
 
@@ -139,7 +142,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
                 raise KernelRefused
             return plan
 
-        job = pv_job(image, opts, loader, workdir, joined, manifest)
+        job = pv_job(image, opts, loader, workdir, joined, manifest, volume_waits(attached, accel))
         with ExitStack() as stack:
             with progress.stage("prepare", "probe, console" + (", GRUB 0.97 beside it" if planning else "")) \
                     as stage:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from imagekit.boot.attach import Attached, attach_disks, drive_args, instance_fields, nic_args, prepare_instance
+from imagekit.boot.attach import (
+    Attached,
+    attach_disks,
+    drive_args,
+    instance_fields,
+    nic_args,
+    prepare_instance,
+    volume_waits,
+)
 from imagekit.boot.console import Watcher
 from imagekit.boot.fastprep import Job, hvm_layout, prepare_disk
 from imagekit.boot.firmware import Firmware, describe, firmware_argv
@@ -36,7 +44,6 @@ from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import QEMU, Machine, run_qemu
 from imagekit.boot.report import BootReport, FirmwareResult
 from imagekit.boot.results import BootRun, build_report, default_log_path, save_log
-from imagekit.image.disklabel import DiskLabel
 from imagekit.manifest import Manifest
 from imagekit.recipe.arch import ARCHES, Arch, ArchSpec, spec_named
 from imagekit.util.accel import Accel, detect
@@ -110,33 +117,35 @@ class Run:
     spec: ArchSpec  # the image's architecture (the manifest's; x86_64 without one)
 
 
-def hvm_job(opts: BootOptions, manifest: Manifest | None) -> Job:
-    """An HVM boot's preparation for fastprep: every edit is in the filesystems (cached with the copy)."""
+def hvm_job(opts: BootOptions, manifest: Manifest | None, waits: tuple[str, ...] = ()) -> Job:
+    """An HVM boot's preparation for fastprep: every edit is in the filesystems (cached with the copy).
+    `waits`: the attached volumes whose device timeout is stretched (attach.volume_waits)."""
 
     console = spec_named(manifest.arch if manifest else None).qemu_console  # QEMU's serial port: ttyS0, ttyAMA0
 
     def edit(g: Any, disk: Disk) -> Prepared:  # g: the copy's extfs.ExtTree, "mounted" as the disk says
-        return prepare_instance(g, edit_hvm(g, disk, console), manifest, opts.attach)
+        return prepare_instance(g, edit_hvm(g, disk, console), manifest, opts.attach, waits)
 
     def slow(g: Any) -> Prepared:
-        return prepare_instance(g, prepare_hvm(g, console), manifest, opts.attach)
+        return prepare_instance(g, prepare_hvm(g, console), manifest, opts.attach, waits)
 
     params = {"boot": "hvm", "network": opts.attach.user_data is not None,
-              "manifest": manifest.document() if manifest else None}
+              "manifest": manifest.document() if manifest else None, "waits": list(waits)}
     return Job(params, hvm_layout, edit, lambda g, edits: edits, slow)
 
 
 @contextmanager
-def prepare(image: ImageFile, workdir: Path, opts: BootOptions, manifest: Manifest | None,
-            label: DiskLabel, accel: Accel) -> Iterator[tuple[Path, Prepared]]:
+def prepare(target: BootTarget, workdir: Path, opts: BootOptions, accel: Accel,
+            waits: tuple[str, ...] = ()) -> Iterator[tuple[Path, Prepared]]:
     """The boot disk (a qcow2 overlay) with its probes and console; nothing is added (no libguestfs, no copy)
-    to a disk with no Linux filesystem at all."""
+    to a disk with no Linux filesystem at all. `waits`: as hvm_job's."""
+    image, manifest, label = target.image, target.manifest, target.label
     if not label.may_hold_root:
         with overlay(image, workdir) as ov:
             yield ov, Prepared(Disk(None, "", None, False), None, ProbeKind.NONE, (), None,
                                ("no Linux partition on the disk: nothing added, the disk is booted as it is",))
         return
-    with prepare_disk(image, workdir, hvm_job(opts, manifest), accel, fast=opts.fast_prepare) as done:
+    with prepare_disk(image, workdir, hvm_job(opts, manifest, waits), accel, fast=opts.fast_prepare) as done:
         yield done
 
 
@@ -190,7 +199,7 @@ def boot_hvm(opts: BootOptions, target: BootTarget, firmwares: tuple[Firmware, .
              progress: Progress) -> BootReport:
     """Boot an HVM image with each firmware in turn, from one prepared overlay."""
     interface = check_hvm_options(opts)
-    image, manifest, label = target.image, target.manifest, target.label
+    image, manifest = target.image, target.manifest
     spec = spec_named(manifest.arch if manifest else None)
     if Firmware.BIOS in firmwares and Firmware.BIOS not in spec.firmwares:
         raise UsageError(f"--firmware bios: an {spec.arch.value} image boots UEFI only (firmware {spec.qemu} "
@@ -201,7 +210,8 @@ def boot_hvm(opts: BootOptions, target: BootTarget, firmwares: tuple[Firmware, .
         accel = detect(opts.accel) if not spec.foreign else Accel("tcg", f"{spec.arch.value}: emulated (TCG)")
     with ExitStack() as stack:
         with progress.stage("prepare", "probe, grub.cfg console") as stage:
-            ov, prepared = stack.enter_context(prepare(image, workdir, opts, manifest, label, accel))
+            waits = volume_waits(attached[firmwares[0]], accel)  # every firmware's boot attaches the same volumes
+            ov, prepared = stack.enter_context(prepare(target, workdir, opts, accel, waits))
         run = Run(opts, image, accel, interface, ov, prepared, stage.seconds, len(firmwares) > 1, workdir, spec)
         reports = [boot_once(run, f, attached[f], progress) for f in firmwares]
     return combine(reports, firmwares)

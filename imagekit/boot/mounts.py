@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,9 @@ DROPIN_GLOB = "/etc/systemd/system/*.d/*.conf"
 _REQUIRES = re.compile(r"^\s*RequiresMountsFor\s*=\s*(?P<paths>.*)$", re.M)
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|target|mount)$")
 NOT_MOUNTED = ("swap", "none", "proc", "sysfs", "tmpfs", "devpts")
+FSTAB = "/etc/fstab"
+# x-systemd.device-timeout= as imagekit writes it (20s) and as people do (20, 1min); other spans are left alone
+_DEVICE_TIMEOUT = re.compile(r"(?:(?<=,)|^)x-systemd\.device-timeout=(?P<n>\d+)(?P<unit>s|sec|m|min)?(?=,|$)")
 
 SCRIPT = r"""# imagekit boot (sourced by the probe before its sentinel): mounts, and units ordered after them.
 show() {
@@ -98,6 +102,42 @@ def install_mounts_probe(g: Any, manifest: Manifest | None) -> list[str]:
     g.chmod(0o644, MOUNTS_SCRIPT)
     watched = f" and {', '.join(units)}" if units else ""
     return [f"{MOUNTS_SCRIPT} (mounts, fstab mount units{watched}: reported before the sentinel)"]
+
+
+def _fstab_label(spec: str) -> str | None:
+    """The label an fstab spec names (LABEL=x, LABEL="x", /dev/disk/by-label/x), else None."""
+    for prefix in ("LABEL=", "/dev/disk/by-label/"):
+        if spec.startswith(prefix):
+            return spec.removeprefix(prefix).strip('"')
+    return None
+
+
+def stretch_device_timeouts(g: Any, labels: Sequence[str], scale: int) -> list[str]:
+    """The overlay's /etc/fstab with the device timeout of each attached volume (by its label) made `scale`
+    times longer; for the report. Under TCG the guest runs several times slower than on EC2 and its udev
+    names an attached volume (/dev/disk/by-label/X) later than the image's timeout allows for, which then
+    reports a volume that is there as missing (seen in CI: 20 s passed before udev got to it in a 65 s boot).
+    A volume that is not attached keeps the image's timeout: the boot without it waits as EC2 would."""
+    if not labels or scale <= 1 or not g.is_file(FSTAB):
+        return []
+    stretched: list[str] = []
+    lines = []
+    for line in str(g.cat(FSTAB)).splitlines(keepends=True):
+        tokens = re.split(r"(\s+)", line)  # fields at even indices, the whitespace between them kept
+        at = [i for i in range(0, len(tokens), 2) if tokens[i]]
+        spec = tokens[at[0]] if at else "#"
+        if len(at) >= 4 and not spec.startswith("#") and _fstab_label(spec) in labels:
+            options = tokens[at[3]]
+            if m := _DEVICE_TIMEOUT.search(options):
+                was = int(m["n"]) * (60 if m["unit"] in ("m", "min") else 1)
+                tokens[at[3]] = f"{options[:m.start()]}x-systemd.device-timeout={was * scale}s{options[m.end():]}"
+                stretched.append(f"{spec} {was} s -> {was * scale} s")
+        lines.append("".join(tokens))
+    if not stretched:
+        return []
+    g.write(FSTAB, "".join(lines).encode())
+    return [f"{FSTAB}: x-systemd.device-timeout of {', '.join(stretched)} (TCG: the emulated guest names an "
+            f"attached volume later than on EC2; the image keeps its own timeout)"]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from imagekit.boot.attach import (
+    TCG_DEVICE_WAIT,
     Attached,
     AttachOptions,
     attach_disks,
@@ -19,14 +20,20 @@ from imagekit.boot.attach import (
     extend_argv,
     instance_fields,
     parse_store_size,
+    volume_waits,
+    with_volume_waits,
 )
 from imagekit.boot.console import Line, Watcher
+from imagekit.boot.extfs import ExtFs, ExtTree
 from imagekit.boot.firmware import BOTH, Firmware
+from imagekit.boot.guest import Disk
 from imagekit.boot.harness import BootOptions
 from imagekit.boot.hvm_boot import attach_each, combine, hvm_argv
 from imagekit.boot.imds import Config
 from imagekit.boot.mounts import mount_unit_name, read_mounts, script
 from imagekit.boot.overlay import image_file
+from imagekit.boot.prepared import Prepared
+from imagekit.boot.probe import ProbeKind
 from imagekit.boot.qemu import Machine
 from imagekit.boot.report import BootReport
 from imagekit.manifest import DataVolumeRecord, Manifest
@@ -193,6 +200,47 @@ def test_probe_script_is_valid_sh_and_lists_template_instances() -> None:
     assert "for pattern in postgresql.service 'postgresql@*.service'; do" in text
     assert "bad;name" not in text
     assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0
+
+
+FSTAB = """# /etc/fstab: the image's own
+LABEL=root / ext4 defaults 0 1
+LABEL=pgdata /var/lib/postgresql ext4 defaults,nofail,x-systemd.device-timeout=20s 0 2
+  /dev/disk/by-label/logs\t/var/log  ext4  nofail,x-systemd.device-timeout=1min,noatime  0 2
+LABEL=gone /gone ext4 defaults,nofail,x-systemd.device-timeout=20s 0 2
+"""
+
+
+def test_under_tcg_attached_volumes_wait_longer_in_the_overlay_only(image: tuple[Path, Manifest],
+                                                                   tmp_path: Path) -> None:
+    """Under TCG the overlay's fstab gives each attached volume TCG_DEVICE_WAIT times its device timeout (a
+    slow guest's udev names it later than the image expects); a volume not attached keeps the image's, and
+    with KVM nothing changes. Written with debugfs, read back with debugfs itself."""
+    img, manifest = image
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/fstab").write_text(FSTAB)
+    (tree / "etc/fstab").chmod(0o640)
+    root = tmp_path / "root.raw"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, root, "8M"], check=True)
+    attached = attach_disks(img, manifest, AttachOptions(instance_store=0), tmp_path / "work")
+    assert volume_waits(attached, Accel("kvm", "probe booted a kernel")) == ()
+    waits = volume_waits(attached, Accel("tcg", "forced"))
+    assert waits == ("logs", "pgdata")  # the attached volumes' labels; "gone" is not attached
+    prepared = Prepared(Disk(None, "/dev/sda", "/dev/sda", False), None, ProbeKind.NONE, (), None, ())
+    edited = with_volume_waits(ExtTree(ExtFs(root, 0, writable=True)), prepared, waits)
+    scale = TCG_DEVICE_WAIT
+    assert edited.added == (f"/etc/fstab: x-systemd.device-timeout of LABEL=pgdata 20 s -> {20 * scale} s, "
+                            f"/dev/disk/by-label/logs 60 s -> {60 * scale} s (TCG: the emulated guest names an "
+                            "attached volume later than on EC2; the image keeps its own timeout)",)
+    text = subprocess.run(["debugfs", "-R", "cat /etc/fstab", root], capture_output=True, text=True,
+                          check=True).stdout
+    assert text == FSTAB.replace("timeout=20s 0 2\n  /dev", f"timeout={20 * scale}s 0 2\n  /dev").replace(
+        "timeout=1min,", f"timeout={60 * scale}s,")
+    assert "LABEL=gone /gone ext4 defaults,nofail,x-systemd.device-timeout=20s 0 2" in text
+    stat = subprocess.run(["debugfs", "-R", "stat /etc/fstab", root], capture_output=True, text=True,
+                          check=True).stdout
+    assert "Mode:  0640" in stat
+    assert with_volume_waits(ExtTree(ExtFs(root, 0, writable=True)), prepared, ()) is prepared
 
 
 def test_nocloud_seed_is_a_cidata_fat_disk_attached_read_only(tmp_path: Path) -> None:
