@@ -55,6 +55,7 @@ from imagekit.rootfs.configure import (
     installed_packages,
     kernel_cmdline,
     make_esp_mountpoint,
+    remove_ssh_host_keys,
     split_boot,
     write_boot_config,
     write_fstab,
@@ -224,7 +225,8 @@ def start_build(recipe: Recipe, profile: KernelProfile, output: Path, progress: 
 def configure_rootfs(ctx: BuildContext) -> None:
     """Kernel (PV-safe for PV layouts), menu.lst or grub.cfg, fstab, volumes, hostname, files."""
     recipe, profile, tree, ids = ctx.recipe, ctx.profile, ctx.tree, ctx.ids
-    with ctx.progress.stage("configure", f"kernel, {'grub.cfg' if ctx.hvm else 'menu.lst'}, fstab, hostname, files"):
+    with ctx.progress.stage("configure", f"kernel, {'grub.cfg' if ctx.hvm else 'menu.lst'}, fstab, hostname, "
+                                           "SSH host keys, files"):
         ctx.kernel = install_pv_kernel(tree, recipe, profile, install_kernel(tree, profile))
         check_entry_files(recipe, tree)
         path, ctx.menu = boot_config(recipe, profile, ctx.kernel, ids)
@@ -233,6 +235,7 @@ def configure_rootfs(ctx: BuildContext) -> None:
         make_esp_mountpoint(tree, recipe)
         configure_volumes(recipe, tree)  # logical and data volumes: fstab, service drop-ins
         write_identity(tree, recipe)
+        remove_ssh_host_keys(tree)  # the bootstrap's: each instance makes its own at first boot
         copy_files(tree, recipe)
         ctx.cmdline = kernel_cmdline(recipe, profile, ids)
 

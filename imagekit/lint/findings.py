@@ -74,6 +74,8 @@ RULES: dict[str, tuple[Severity, str]] = {
     "fstab-xvd-names": (Severity.ERROR, "fstab uses /dev/xvd* or /dev/sd* names, which Nitro renames"),
     "fstab-type-mismatch": (Severity.ERROR, "an fstab entry's type is not its filesystem's: the mount fails at boot"),
     "fstab-esp-missing": (Severity.WARNING, "an HVM image's EFI system partition is not mounted (/boot/efi)"),
+    "ssh-host-keys-shipped": (Severity.ERROR, "the image holds SSH host private keys: every instance would share "
+                              "them (AWS: remove them from a shared AMI)"),
     "nic-name-eth0": (Severity.WARNING, "ifupdown configures eth0, which an HVM kernel calls ens5 (Nitro) unless "
                       "net.ifnames=0"),
     # HVM / Nitro

@@ -40,6 +40,7 @@ from imagekit.lint.system import (
     check_hvm_boot,
     check_nic_name,
     check_root_arg,
+    check_ssh_host_keys,
     root_filesystem,
 )
 from imagekit.lint.view import Filesystem, ImageView, UnreadableFile
@@ -201,6 +202,12 @@ def lint_nic_name(ctx: LintContext) -> list[Finding]:
     return guarded(check_nic_name, ctx.view, ctx.root.fs, *ctx.boot.cmdlines[0])
 
 
+def lint_ssh_host_keys(ctx: LintContext) -> list[Finding]:
+    if ctx.root.fs is None:
+        return []
+    return guarded(check_ssh_host_keys, ctx.view, ctx.root.fs)
+
+
 def lint_pvgrub(ctx: LintContext) -> list[Finding]:
     """GRUB 0.97 itself on the image file (a subprocess) and Xen's loader rules, for the AKI's variant."""
     if ctx.variant is None:
@@ -248,6 +255,7 @@ REGISTRY: tuple[Rule, ...] = (
     Rule("fstab-type", ("fstab-type-mismatch", "file-unreadable"), ALL, lint_fstab_types),
     Rule("fstab-esp", ("fstab-esp-missing", "file-unreadable"), HVM, lint_fstab_esp),
     Rule("nic-name", ("nic-name-eth0", "file-unreadable"), HVM, lint_nic_name),
+    Rule("ssh-host-keys", ("ssh-host-keys-shipped", "file-unreadable"), ALL, lint_ssh_host_keys),
     Rule("pvgrub", PVGRUB_IDS, PV, lint_pvgrub, background=True, needs=("variant",)),
     Rule("hvm-boot", ("hvm-bootloader-missing", "file-unreadable"), HVM, lint_hvm_boot),
     Rule("registration", ("ari-with-pvgrub",), PV, lint_registration),

@@ -165,6 +165,21 @@ def check_fstab_esp(view: ImageView, root_fs: Filesystem) -> Iterator[Finding]:
                       f"add '{name} /boot/efi vfat umask=0077 0 1'")
 
 
+SSH_HOST_KEY = re.compile(r"^ssh_host_[A-Za-z0-9]+_key$")  # the private half; its .pub goes with it
+
+
+def check_ssh_host_keys(view: ImageView, root_fs: Filesystem) -> Iterator[Finding]:
+    """No SSH host private keys in /etc/ssh (AWS's guidelines for shared AMIs: remove them, so that each
+    instance makes its own). Every instance launched from an image that has them presents the same host
+    identity, and whoever has the image (a public AMI: anyone) holds the private keys."""
+    keys = sorted(n for n in view.ls(root_fs.device, "/etc/ssh") if SSH_HOST_KEY.match(n))
+    if keys:
+        yield finding("ssh-host-keys-shipped", f"{root_fs.device}:/etc/ssh", f"the image holds SSH host private "
+                      f"keys ({', '.join(keys)}): every instance launched from it shares them, and anyone with "
+                      "the image has them", "remove /etc/ssh/ssh_host_* and make them at first boot "
+                      "(ssh-keygen -A before ssh.service: imagekit build does both)")
+
+
 IFUPDOWN_NAME = re.compile(r"^\s*(?:auto|allow-hotplug|iface)\s+(.+?)\s*$", re.M)
 
 

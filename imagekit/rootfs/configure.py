@@ -247,6 +247,53 @@ def write_identity(tree: Tree, recipe: Recipe) -> None:
            "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
 
 
+SSH_DIR = "/etc/ssh"
+SSH_HOST_KEY = re.compile(r"^ssh_host_[A-Za-z0-9]+_key(\.pub)?$")
+SSH_KEYS_UNIT = "ssh-host-keys.service"
+SSH_KEYS_UNIT_TEXT = """\
+# Written by imagekit: the image ships no SSH host keys (each instance must have its own; AWS's guidelines
+# for shared AMIs), so the first boot makes them, before sshd starts. cloud-init, where installed, makes
+# them first (its ssh module); this unit then finds them and does nothing.
+[Unit]
+Description=Generate this instance's SSH host keys
+Documentation=man:ssh-keygen(1)
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+After=cloud-init.service
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def remove_ssh_host_keys(tree: Tree) -> list[str]:
+    """The SSH host keys the bootstrap made (openssh-server's postinst) out of the image, and, where sshd is
+    installed, a unit that makes each instance's own at its first boot (`ssh-keygen -A`, before ssh.service).
+    Kept, every image built from one cached bootstrap and every instance launched from it would share one
+    host identity, and whoever has the image would hold the private keys. Returns the names removed."""
+    try:
+        ssh = resolve_in_tree(tree.path, SSH_DIR)
+    except TreePathError:
+        return []
+    removed = sorted(n for n in (os.listdir(ssh) if ssh.is_dir() and not ssh.is_symlink() else [])
+                     if SSH_HOST_KEY.match(n))
+    for name in removed:
+        os.unlink(ssh / name)  # a staged hard link: the cached bootstrap keeps its own
+    if is_file_in_tree(tree.path, "/usr/sbin/sshd"):
+        write_file(tree, f"/etc/systemd/system/{SSH_KEYS_UNIT}", SSH_KEYS_UNIT_TEXT)
+        wants = make_directory_in_tree(tree.path, "/etc/systemd/system/multi-user.target.wants")
+        link = wants / SSH_KEYS_UNIT
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(f"/etc/systemd/system/{SSH_KEYS_UNIT}", link)
+    return removed
+
+
 def copy_files(tree: Tree, recipe: Recipe) -> None:
     for n, f in enumerate(recipe.files):
         key = f"files.{n}.dest"

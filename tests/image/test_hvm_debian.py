@@ -76,3 +76,26 @@ def test_pv_recipe_builds_hvm_from_the_cached_bootstrap(debian_images: Callable[
 
 
 # Booting these through their firmware to the sentinel: tests/boot/test_boot_debian_hvm.py (imagekit boot).
+
+
+@pytest.mark.parametrize("variant", ["bios", "uefi"])
+def test_no_ssh_host_keys_shipped(hvm_images: Callable[[str], Path], variant: str) -> None:
+    """The bootstrap's SSH host keys (openssh-server's postinst made them) are not in the image, read back with
+    debugfs; the first boot makes each instance's own before sshd starts (the boot tests' probe would name
+    ssh.service as failed otherwise: `sshd -t` refuses to run without a host key)."""
+    image = hvm_images(variant)
+    manifest = manifest_of(image)
+    root = f"{image}?offset={manifest['filesystems'][-1]['offset']}"
+
+    def debugfs(request: str) -> str:
+        return subprocess.run(["debugfs", "-R", request, root], capture_output=True, text=True, check=True).stdout
+
+    names = debugfs("ls -p /etc/ssh").split()
+    entries = [field.split("/")[5] for field in names if field.count("/") >= 6]
+    assert "sshd_config" in entries and not [n for n in entries if n.startswith("ssh_host_")], entries
+    unit = debugfs("cat /etc/systemd/system/ssh-host-keys.service")
+    assert "ExecStart=/usr/bin/ssh-keygen -A" in unit and "Before=ssh.service" in unit
+    assert "ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key" in unit
+    link = debugfs("stat /etc/systemd/system/multi-user.target.wants/ssh-host-keys.service")
+    assert 'Fast link dest: "/etc/systemd/system/ssh-host-keys.service"' in link
+    assert "ssh-host-keys-shipped" not in {f["rule"] for f in manifest["lint"]["findings"]}

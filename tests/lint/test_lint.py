@@ -98,6 +98,9 @@ def broken_hd0(tmp_path_factory, host_kernel):
              "/dev/sdb /mnt ext4 defaults 0 2\n/dev/xvdf /data ext4 defaults 0 2\n")
     tree = boot_tree(tmp / "tree", host_kernel, menu=text, fstab=fstab)
     (tree / "boot" / "vmlinux-i386").write_bytes(elf32())
+    (tree / "etc/ssh").mkdir()
+    for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "sshd_config"):
+        (tree / "etc/ssh" / name).write_text("not a real key\n")  # a bootstrap's host keys, left in the image
     image = tmp / "broken.img"
     mkext(image, tree, 96 * MiB, features="64bit")
     proc = subprocess.run([sys.executable, "-m", "imagekit", "lint", str(image), "--json"],
@@ -119,9 +122,12 @@ def test_broken_image_via_cli(broken_hd0):
         # GRUB 0.97 and Xen's loader rules (the boot's model): GRUB runs entry 0 (default 5 is no entry, fallback 7
         # neither), whose (hd0,0) is no device of the hd0 AKI's disk; entry 1, run alone: its kernel, all zeros
         # but the header, is sparse and GRUB 0.97's ext4 code fails at the hole
-        "pvgrub-unreadable", "pvgrub-entry",
+        "pvgrub-unreadable", "pvgrub-entry", "ssh-host-keys-shipped",
     }
     assert expected <= found, expected - found
+    [keys] = [f for f in doc["findings"] if f["rule"] == "ssh-host-keys-shipped"]
+    assert (keys["severity"], keys["object"]) == ("error", "/dev/sda:/etc/ssh")
+    assert "(ssh_host_ed25519_key, ssh_host_rsa_key)" in keys["message"]  # the private keys, not .pub
     for f in doc["findings"]:
         assert set(f) == {"rule", "severity", "object", "message", "hint"}
         assert f["severity"] == RULES[f["rule"]][0]
