@@ -59,13 +59,14 @@ def assert_postgres_after_its_mount(report: Any) -> None:
         assert mount["unit"] == "var-lib-postgresql.mount" and 0 < mount["active_at"] <= s["active_at"]
 
 
-def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Callable[[str], Path]) -> None:
+def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Callable[[str], Path],
+                                                            tmp_path: Path) -> None:
     image = recipe_images("debian-12-postgres-datavol")
     recipe = tomllib.loads((RECIPES / "debian-12-postgres-datavol.toml").read_text())
     label = recipe["volumes"][0]["label"]
     volume = image.with_name(f"{image.name}.pgdata.img")
     before = sha256(volume)
-    report = boot_image(BootOptions(image))
+    report = boot_image(BootOptions(image, serial_log=tmp_path / "serial.log"))  # its own: workers share the image
     assert report.booted, report.to_text()
     assert [(a["qemu_device"], a["ec2_device"], a["role"], a["name"]) for a in report.attachments] == [
         ("vdb", "/dev/sdb", "instance-store", "ephemeral0"), ("vdc", "/dev/sdh", "volume", "pgdata")]
@@ -79,13 +80,14 @@ def test_postgresql_starts_after_its_data_volume_is_mounted(recipe_images: Calla
     assert sha256(volume) == before  # the guest wrote to an overlay
 
 
-def test_hvm_postgresql_starts_after_its_nvme_volume_is_mounted(recipe_images: Callable[..., Path]) -> None:
+def test_hvm_postgresql_starts_after_its_nvme_volume_is_mounted(recipe_images: Callable[..., Path],
+                                                                tmp_path: Path) -> None:
     """The same recipe built as an HVM image (gpt-uefi: OVMF, GRUB 2, NVMe root): the instance store and the
     data volume are NVMe controllers as on Nitro, the volume mounted by its label."""
     image = recipe_images("debian-12-postgres-datavol", "gpt-uefi")
     volume = image.with_name(f"{image.name}.pgdata.img")
     before = sha256(volume)
-    report = boot_image(BootOptions(image))
+    report = boot_image(BootOptions(image, serial_log=tmp_path / "serial.log"))
     assert report.booted, report.to_text()
     assert (report.loader, report.firmware, report.disk_interface) == ("firmware", "uefi", "nvme")
     assert [(a["qemu_device"], a["interface"], a["ec2_device"], a["role"], a["name"]) for a in report.attachments] == [
@@ -99,8 +101,8 @@ def test_hvm_postgresql_starts_after_its_nvme_volume_is_mounted(recipe_images: C
     assert sha256(volume) == before  # the guest wrote to an overlay
 
 
-def test_without_its_volume_the_instance_boots_degraded(recipe_images: Callable[[str], Path]) -> None:
-    report = boot_json(recipe_images("debian-12-postgres-datavol"), "--no-volumes")
+def test_without_its_volume_the_instance_boots_degraded(recipe_images: Callable[[str], Path], tmp_path: Path) -> None:
+    report = boot_json(recipe_images("debian-12-postgres-datavol"), "--no-volumes", "--serial-log", tmp_path / "s.log")
     assert report["booted"] and report["degraded"], report
     assert [a["role"] for a in report["attachments"]] == ["instance-store"]
     assert [(m["target"], m["spec"], m["unit"]) for m in report["missing_mounts"]] == [
@@ -111,8 +113,9 @@ def test_without_its_volume_the_instance_boots_degraded(recipe_images: Callable[
         assert s["state"] != "active" and s["active_at"] is None, s
 
 
-def test_lvm_root_gets_the_probe(recipe_images: Callable[[str], Path]) -> None:
-    report = boot_image(BootOptions(recipe_images("debian-12-lvm"), attach=AttachOptions(instance_store=0)))
+def test_lvm_root_gets_the_probe(recipe_images: Callable[[str], Path], tmp_path: Path) -> None:
+    report = boot_image(BootOptions(recipe_images("debian-12-lvm"), attach=AttachOptions(instance_store=0),
+                                    serial_log=tmp_path / "serial.log"))
     assert report.booted, report.to_text()
     assert report.probe == "systemd-unit" and report.variant == "hd00"
     assert report.prepared_with == "libguestfs"  # debugfs cannot reach a logical volume: the fallback

@@ -171,12 +171,10 @@ def _seed_cache(recipe: Path, cache: Path) -> Path:
     from imagekit.recipe.load import load_recipe
     from imagekit.rootfs.bootstrap import bootstrap_entry
 
-    os.environ["IMAGEKIT_CACHE_DIR"] = str(cache)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the worker's own IMAGEKIT_CACHE_DIR (if any) comes back after
+        mp.setenv("IMAGEKIT_CACHE_DIR", str(cache))
         loaded = load_recipe(recipe)
         tarball = bootstrap_entry(loaded, load_profile(loaded.kernel.profile, recipe_path=loaded.path)).tarball
-    finally:
-        del os.environ["IMAGEKIT_CACHE_DIR"]
     tree = make_small_tree(cache.parent / "seed-tree")
     (tree / "etc/owned-by-1000").write_text("x\n")
 
