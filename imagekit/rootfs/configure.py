@@ -280,8 +280,7 @@ def remove_ssh_host_keys(tree: Tree) -> list[str]:
         ssh = resolve_in_tree(tree.path, SSH_DIR)
     except TreePathError:
         return []
-    removed = sorted(n for n in (os.listdir(ssh) if ssh.is_dir() and not ssh.is_symlink() else [])
-                     if SSH_HOST_KEY.match(n))
+    removed = sorted(n for n in (os.listdir(ssh) if ssh.is_dir() else []) if SSH_HOST_KEY.match(n))
     for name in removed:
         os.unlink(ssh / name)  # a staged hard link: the cached bootstrap keeps its own
     if is_file_in_tree(tree.path, "/usr/sbin/sshd"):
