@@ -13,7 +13,6 @@ import pytest
 from imagekit.boot.firmware import choose, from_manifest
 from imagekit.boot.pvgrub import grub_cfg
 from imagekit.bootloader.grubcfg import parse_grub_cfg
-from imagekit.bootloader.menulst import parse_menu_lst
 from imagekit.cli.common import LAYOUTS as CLI_LAYOUTS
 from imagekit.cli.common import PV_LAYOUTS
 from imagekit.image.firmware import partition_records
@@ -36,7 +35,8 @@ from imagekit.recipe.layouts import (
 )
 from imagekit.recipe.load import load_recipe
 from imagekit.recipe.model import GiB, Recipe
-from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config
+from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config, boot_entries
+from tests.pvgrub.grub097_reads import grub097_reads
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SPECS = [pytest.param(spec, id=str(layout)) for layout, spec in LAYOUTS.items()]
@@ -99,8 +99,14 @@ def test_configure_writes_its_bootloader_config(spec: LayoutSpec) -> None:
     profile = load_profile(recipe.kernel.profile, recipe_path=recipe.path)
     path, text = boot_config(recipe, profile, KERNEL, IDS)
     assert path == spec.config
-    if spec.bootloader is Bootloader.PVGRUB:
-        assert spec.aki is not None and f"root {spec.aki.legacy_root}" in text and parse_menu_lst(text).entries
+    if spec.bootloader is Bootloader.PVGRUB:  # read by GRUB 0.97 itself, as the layout's AKI sees the disk
+        assert spec.aki is not None and recipe.boot.timeout >= 1  # the oracle chooses entries while it counts down
+        entries = boot_entries(recipe, profile, KERNEL, IDS)
+        files = {f for e in entries for f in (e.kernel, e.initrd) if f}
+        read = grub097_reads(text, spec.aki, files, separate_boot=recipe.separate_boot)
+        assert read.titles == tuple(e.title for e in entries)
+        assert read.commands == tuple((f"root {spec.aki.legacy_root}", f"kernel {e.kernel} {e.kernel_args}".rstrip(),
+                                       *([f"initrd {e.initrd}"] if e.initrd else [])) for e in entries), read.outputs
     else:
         assert parse_grub_cfg(text).entries
 

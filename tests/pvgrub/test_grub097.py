@@ -20,6 +20,7 @@ from imagekit.boot.pvgrub import Variant
 from imagekit.pvgrub.fetch import DEB_SHA256, Grub097Unavailable, debian_binary, entry_dir, grub_binary
 from imagekit.pvgrub.menu import config_lines, plan_boot
 from imagekit.pvgrub.shell import GrubError, open_shell, parse_error
+from tests.pvgrub.grub097_reads import grub097_reads
 from tests.util import REPO, run_imagekit, sha256
 
 NOBODY = 65534
@@ -80,6 +81,22 @@ def test_config_lines_as_stage2_reads_them() -> None:
     lines = config_lines("  # comment\r\ndefault=1\n\n\ttitle  A\tB\nkernel /v ro \\\n  quiet\n#x\n")
     assert [(x.number, x.text) for x in lines] == [(2, "default=1"), (4, "title  A B"), (5, "kernel /v ro    quiet")]
     assert [(x.word, x.arg) for x in lines] == [("default", "1"), ("title", "A B"), ("kernel", "/v ro    quiet")]
+
+
+def test_config_lines_agree_with_grub097_reading_the_same_menu() -> None:
+    """imagekit's port of get_line_from_config against GRUB 0.97 listing and running the same text."""
+    menu = ("  # comment\r\ndefault=1\ntimeout 1\n\n\ttitle  A\tB\n  root (hd0)\nkernel /boot/vmlinuz ro \\\n"
+            "  quiet\n#x\n initrd\t/boot/initrd.img\ntitle second  one\nroot\t(hd0)\nkernel /boot/vmlinuz  single\n")
+    read = grub097_reads(menu, Variant.HD0, ["/boot/vmlinuz", "/boot/initrd.img"], separate_boot=False)
+    sections: list[list[str]] = []
+    for line in config_lines(menu):
+        if line.word == "title":
+            sections.append([line.arg])
+        elif sections:
+            sections[-1].append(line.text)
+    assert read.titles == ("A B", "second  one") == tuple(s[0] for s in sections)
+    assert read.commands == tuple(tuple(s[1:]) for s in sections)
+    assert read.commands[0] == ("root (hd0)", "kernel /boot/vmlinuz ro    quiet", "initrd /boot/initrd.img")
 
 
 def test_binary_from_the_verified_deb() -> None:
