@@ -4,7 +4,6 @@ diagnosed, and the serial log saved (beside the image, else in the cache). Every
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from imagekit.boot.qemu import Outcome
 from imagekit.boot.report import BootReport, EntryBooted
 from imagekit.bootloader.menulst import MenuLstError, parse_menu_lst
 from imagekit.util.accel import Accel
+from imagekit.util.atomic import copy_file
 from imagekit.util.cache import cache_dir
 
 
@@ -64,10 +64,9 @@ def default_log_path(image: Path) -> Path:
 
 
 def save_log(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, partial)
-    partial.replace(target)
+    """The boot's console saved at target whole (util/atomic: two boots of one image saving at once each
+    rename a complete log; the last one stays)."""
+    copy_file(source, target)
     return target
 
 

@@ -200,13 +200,3 @@ def check_data(data: bytes, name: str) -> UserData:
     if ud.kind.endswith("cloud-config") or ud.kind == "gzip (cloud-config)":
         check_cloud_config(plain, name)
     return ud
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

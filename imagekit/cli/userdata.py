@@ -56,7 +56,8 @@ def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, ou
     Example:
       imagekit userdata render boot.sh.j2 --var greeting=hello --gzip -o ud.gz
     """
-    from imagekit.boot.userdata import check_cloud_config, check_data, encode, parse_vars, render_template, write_atomic
+    from imagekit.boot.userdata import check_cloud_config, check_data, encode, parse_vars, render_template
+    from imagekit.util.atomic import write_bytes
 
     if check_file is not None:
         if template is not None or variables or use_gzip or output is not None:
@@ -86,7 +87,7 @@ def render(template: Path | None, variables: tuple[str, ...], use_gzip: bool, ou
         sys.stdout.flush()
         click.echo(f"{ud.size} bytes ({ud.kind}), {ud.spare} to spare", err=True)
         return
-    write_atomic(output, ud.data)
+    write_bytes(output, ud.data)
     _summary(str(output), ud, json_output)
 
 

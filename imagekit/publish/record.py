@@ -11,12 +11,12 @@ import fcntl
 import fnmatch
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from imagekit.util.atomic import write_bytes
 from imagekit.util.errors import UsageError
 
 SCHEMA = "imagekit.publish/1"
@@ -34,17 +34,8 @@ def publish_manifest_path(image: Path) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Temp file beside `path`, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader never sees half a file (util/atomic)."""
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_store(store: Path) -> list[dict[str, Any]]:
