@@ -14,12 +14,9 @@ level and zlib's version, and trusts an entry only when its bytes have the sha25
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import Literal
 from imagekit.kernel.bzimage import MAGIC, Compression, is_bzimage, load_vmlinux
 from imagekit.kernel.elf import is_elf
 from imagekit.kernel.xenload import bzimage_refusal
+from imagekit.util.atomic import write_bytes
 from imagekit.util.cache import cache_dir, key_of, unwritable
 from imagekit.util.errors import ImagekitError
 
@@ -108,14 +106,9 @@ def _store_entry(path: Path, out: bytes, payload: Compression | None) -> None:
     """The gzip, then its record (so an entry without a record is no entry), each under a temporary name."""
     record = json.dumps({"sha256": hashlib.sha256(out).hexdigest(), "payload": str(payload) if payload else None})
     for target, blob in ((path, out), (path.with_suffix(".json"), record.encode())):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pv-kernel-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, target)
+            write_bytes(target, blob)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             return  # the cache is an optimisation: a full disk leaves no entry, the build goes on
 
 

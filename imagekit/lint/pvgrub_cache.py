@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from functools import cache
 from importlib import util as importlib_util
@@ -31,6 +30,7 @@ from typing import Any
 
 import imagekit
 from imagekit.lint.findings import Finding, Severity
+from imagekit.util.atomic import write_bytes
 from imagekit.util.cache import cache_dir, key_of, unwritable
 
 ENV = "IMAGEKIT_LINT_CACHE"
@@ -124,15 +124,9 @@ def store(st: os.stat_result, aki: list[str], findings: list[Finding]) -> None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    """Under a temporary name beside it, then renamed: a reader sees a whole entry or none."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    """A whole entry or none (util/atomic); a cache that cannot be written is no error."""
+    with contextlib.suppress(OSError):
+        write_bytes(path, json.dumps(data).encode())
 
 
 def carry(before: os.stat_result, after: Path) -> None:

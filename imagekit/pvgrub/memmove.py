@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
+from imagekit.util.atomic import replacing
 from imagekit.util.errors import ImagekitError
 
 ORIGINAL_SHA256 = "1b5449288f9e81df4766b7f5805aa1d545044c44e2fa78c18adff136fac71454"  # usr/sbin/grub of 0.97-80
@@ -84,13 +84,6 @@ def patched_binary(original: Path) -> Path:
     if target.is_file():
         return target
     data = patch(original.read_bytes())
-    fd, tmp = tempfile.mkstemp(dir=original.parent, prefix=".grub-memmove-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(target, mode=0o755) as f:
+        f.write(data)
     return target

@@ -20,15 +20,16 @@ os.umask(_UMASK)  # read once, at import: os.umask can only be read by setting i
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[BinaryIO]:
-    """A binary file to write; renamed onto `path` when the block ends, removed if it raises."""
+def replacing(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file to write; renamed onto `path` when the block ends, removed if it raises. `mode`: its
+    permissions (default: 0666 less the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".partial")
     partial = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
-        os.chmod(partial, 0o666 & ~_UMASK)
+        os.chmod(partial, 0o666 & ~_UMASK if mode is None else mode)
         partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)
