@@ -151,8 +151,8 @@ def test_good_values_still_load(tmp_path: Path) -> None:
     assert recipe.files[0].dest == "/var/run/motd"
 
 
-def test_mmdebstrap_argv_ends_options_before_suite_and_mirror(tmp_path: Path) -> None:
-    """A fake mmdebstrap on PATH records its argv: `--` comes before the positional suite, target, mirror."""
+def mmdebstrap_argv(tmp_path: Path, arch: str, packages: list[str]) -> list[str]:
+    """The argv imagekit gives mmdebstrap, recorded by a fake mmdebstrap on PATH."""
     from imagekit.recipe.model import Bootstrap
     from imagekit.rootfs.bootstrap import _mmdebstrap
 
@@ -163,7 +163,28 @@ def test_mmdebstrap_argv_ends_options_before_suite_and_mirror(tmp_path: Path) ->
     src = Bootstrap(source="bootstrap", suite="bookworm", mirror="http://deb.debian.org/debian")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
-        _mmdebstrap(src, "amd64", ["udev"], tmp_path / "out.tar")
-    argv = (tmp_path / "argv").read_text().splitlines()
+        _mmdebstrap(src, arch, packages, tmp_path / "out.tar")
+    return (tmp_path / "argv").read_text().splitlines()
+
+
+def test_mmdebstrap_argv_ends_options_before_suite_and_mirror(tmp_path: Path) -> None:
+    """`--` comes before the positional suite, target, mirror."""
+    argv = mmdebstrap_argv(tmp_path, "amd64", ["udev"])
     assert argv[-4:] == ["--", "bookworm", str(tmp_path / "out.tar"), "http://deb.debian.org/debian"]
     assert all(a.startswith("--") for a in argv[:-4])
+    assert not any("apt-get install" in a for a in argv)  # no kernel asked for: no second install
+
+
+def test_the_kernel_is_installed_last_on_its_own(tmp_path: Path) -> None:
+    """One initrd per bootstrap: the kernel image packages leave --include for a customize hook that runs
+    before the one dropping resolv.conf (apt inside the chroot still resolves the mirror)."""
+    from imagekit.rootfs.bootstrap import kernel_last
+
+    assert kernel_last(["initramfs-tools", "linux-image-cloud-amd64", "lvm2"]) == (
+        ["initramfs-tools", "lvm2"], ["linux-image-cloud-amd64"])
+    argv = mmdebstrap_argv(tmp_path, "arm64", ["initramfs-tools", "linux-image-cloud-arm64", "udev"])
+    assert "--include=initramfs-tools,udev" in argv
+    hooks = [a for a in argv if a.startswith("--customize-hook=")]
+    assert hooks[0] == ('--customize-hook=chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install --yes '
+                        '--no-install-recommends -- linux-image-cloud-arm64')
+    assert "resolv.conf" in hooks[1]

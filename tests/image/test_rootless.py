@@ -8,6 +8,7 @@ replays the record into the image.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import tarfile
@@ -75,3 +76,41 @@ def test_build_as_nobody(open_tmp: Path) -> None:
     assert "User:  1000   Group:  1000" in debugfs(image, "stat /etc/owned-by-1000")
     assert "User:     0   Group:     0" in debugfs(image, "stat /bin/busybox")
     subprocess.run(["e2fsck", "-fn", image], check=True, capture_output=True)
+
+
+def test_a_bootstrap_as_a_user_without_subordinate_ids_is_refused_before_mmdebstrap(open_tmp: Path) -> None:
+    """mmdebstrap's unshare mode needs the user's line in /etc/subuid and /etc/subgid (nobody has none):
+    exit 2 naming the file and the fix, before any download or stage."""
+    work = open_tmp / "user"
+    work.mkdir()
+    shutil.chown(work, NOBODY, NOBODY)
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "IMAGEKIT_CACHE_DIR": str(work / "cache"),
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                           str(REPO / ".venv/bin/python"), "-m", "imagekit", "build",
+                           str(REPO / "recipes/debian-12-pvgrub-hd0.toml"), "-o", str(work / "out.img"), "--no-lint"],
+                          capture_output=True, text=True, env=env, cwd=work)
+    assert proc.returncode == 2, proc.stderr
+    error, hint = proc.stderr.splitlines()
+    assert error.startswith("error: a rootless bootstrap (mmdebstrap --mode=unshare): /etc/subuid "), error
+    assert hint == "hint: as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 nobody"
+    assert "==> bootstrap" not in proc.stdout + proc.stderr
+    assert not [p for p in (work / "cache").rglob("*") if p.name.endswith((".tar", ".partial"))]
+
+
+def test_subordinate_id_ranges_are_read_as_mmdebstrap_reads_them(tmp_path: Path) -> None:
+    from imagekit.rootfs.bootstrap import check_rootless_host
+    from imagekit.util.errors import UsageError
+
+    user = pwd.getpwuid(os.getuid()).pw_name
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subgid.write_text(f"other:100000:65536\n{user}:200000:65536\n")
+    for text, message in ((None, "cannot read .*subuid: No such file or directory"),
+                          ("other:100000:65536\n", f"subuid has no range for {user}$"),
+                          (f"{user}:100000:1000\n", f"subuid gives {user} 1000 ids; the chroot needs 65536")):
+        if text is not None:
+            subuid.write_text(text)
+        with pytest.raises(UsageError, match=message):
+            check_rootless_host((subuid, subgid))
+    subuid.write_text(f"{user}:100000:65536\n")
+    check_rootless_host((subuid, subgid))  # newuidmap and newgidmap: scripts/setup installs uidmap
