@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tarfile
@@ -92,7 +93,8 @@ def test_a_bootstrap_as_a_user_without_subordinate_ids_is_refused_before_mmdebst
                           capture_output=True, text=True, env=env, cwd=work)
     assert proc.returncode == 2, proc.stderr
     error, hint = proc.stderr.splitlines()
-    assert error.startswith("error: a rootless bootstrap (mmdebstrap --mode=unshare): /etc/subuid "), error
+    assert re.match(r"error: a rootless bootstrap \(mmdebstrap --mode=unshare\): (cannot read )?/etc/subuid[: ]",
+                    error), error  # login's postinst makes an empty /etc/subuid; a host may have none
     assert hint == "hint: as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 nobody"
     assert "==> bootstrap" not in proc.stdout + proc.stderr
     assert not [p for p in (work / "cache").rglob("*") if p.name.endswith((".tar", ".partial"))]
