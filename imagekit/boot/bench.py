@@ -331,8 +331,8 @@ def bench_hvm(image: Path, target: ImageFile, firmwares: tuple[Firmware, ...], a
     for name, t in rows.items():
         if t.kernel is None or t.sentinel is None or b.kernel is None or b.sentinel is None:
             continue
-        print(f"firmware + GRUB ({FIRMWARE_NAMES.get(name, name)}): +{t.kernel - b.kernel:.2f}s to the first kernel "
-              f"line, +{t.sentinel - b.sentinel:.2f}s to the sentinel ({t.sentinel / b.sentinel:.2f}x)")
+        print(f"firmware + GRUB ({FIRMWARE_NAMES.get(name, name)}): {t.kernel - b.kernel:+.2f}s to the first kernel "
+              f"line, {t.sentinel - b.sentinel:+.2f}s to the sentinel ({t.sentinel / b.sentinel:.2f}x)")
     print_paths(paths, "HVM, every firmware")
     return 0
 
