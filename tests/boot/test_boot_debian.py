@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.boot.harness import BootOptions, boot_image
+from imagekit.boot.harness import TCG_KERNEL_ARG, TCG_KERNEL_ARG_NOTE, BootOptions, boot_image
 from tests.boot.conftest import requires_kernel
 from tests.util import sha256
 
@@ -51,6 +51,9 @@ def test_shipped_recipe_boots_with_pvgrub(debian_images: Callable[[str], Path], 
     assert report.entry is not None and (report.entry.index, report.entry.fallback) == (0, False)
     assert report.system_state == "running"
     assert report.kernel_version and report.entry.title.endswith(report.kernel_version)
+    command_line = next(line for line in Path(report.serial_log).read_text().splitlines() if "Command line:" in line)
+    assert (TCG_KERNEL_ARG in command_line.split()) == (report.accel == "tcg")  # the kernel got it: TCG only
+    assert (TCG_KERNEL_ARG_NOTE in report.added) == (report.accel == "tcg")
 
 
 def test_shipped_recipe_boots_with_the_direct_loader(debian_images: Callable[[str], Path]) -> None:

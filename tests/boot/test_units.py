@@ -131,3 +131,11 @@ def test_probe_says_a_line_again_when_the_tty_was_hung_up() -> None:
     # the pty's first 3 writes failed, its 4th landed; /dev/full took none and did not stop it
     assert out.replace("\r", "").splitlines() == ["IMAGEKIT-PROBE: mount target=/x"]
     assert done.stderr.strip() == "left=0"
+
+
+def test_tcg_boots_skip_the_kernel_s_io_apic_timer_check_kvm_boots_do_not() -> None:
+    from imagekit.boot.harness import kernel_append
+
+    assert kernel_append("root=LABEL=root ro", Machine(512, 1, Accel("tcg", "test"))) == \
+        "root=LABEL=root ro no_timer_check"
+    assert kernel_append("root=LABEL=root ro", Machine(512, 1, Accel("kvm", "test"))) == "root=LABEL=root ro"
