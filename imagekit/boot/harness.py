@@ -42,7 +42,7 @@ from imagekit.boot.results import BootRun, build_report, default_log_path, save_
 from imagekit.boot.xen import boot_xen
 from imagekit.image.disklabel import read_label
 from imagekit.manifest import Manifest, read_manifest
-from imagekit.util.accel import detect
+from imagekit.util.accel import Accel, detect
 from imagekit.util.errors import UsageError
 from imagekit.util.progress import Progress
 
@@ -104,19 +104,28 @@ TCG_KERNEL_ARG_NOTE = (f"kernel command line: {TCG_KERNEL_ARG} (TCG: the kernel'
                        "under emulation; EC2's PV guests have no IO-APIC)")
 
 
-def kernel_append(append: str, machine: Machine) -> str:
-    return f"{append} {TCG_KERNEL_ARG}" if machine.accel.name == "tcg" else append
+def with_tcg_kernel_arg(prepared: Prepared, accel: Accel) -> Prepared:
+    """Under TCG, the command line QEMU is given (direct, pvgrub097) gets TCG_KERNEL_ARG, and the report says so."""
+    if accel.name != "tcg":
+        return prepared
+    if prepared.direct is not None:
+        d = prepared.direct
+        prepared = replace(prepared, direct=replace(d, append=f"{d.append} {TCG_KERNEL_ARG}"))
+    elif prepared.grub097 is not None:
+        b = prepared.grub097
+        prepared = replace(prepared, grub097=replace(b, append=f"{b.append} {TCG_KERNEL_ARG}"))
+    else:
+        return prepared  # GRUB 2 reads the command line from menu.lst
+    return replace(prepared, added=(*prepared.added, TCG_KERNEL_ARG_NOTE))
 
 
 def qemu_command(prepared: Prepared, machine: Machine, disk: Path, log: Path) -> list[str]:
     if prepared.direct is not None:
         d = prepared.direct
-        return qemu_argv(machine, disk=disk, serial_log=log, kernel=d.kernel, initrd=d.initrd,
-                         append=kernel_append(d.append, machine))
+        return qemu_argv(machine, disk=disk, serial_log=log, kernel=d.kernel, initrd=d.initrd, append=d.append)
     if prepared.grub097 is not None:
         b = prepared.grub097
-        return qemu_argv(machine, disk=disk, serial_log=log, kernel=b.kernel, initrd=b.initrd,
-                         append=kernel_append(b.append, machine))
+        return qemu_argv(machine, disk=disk, serial_log=log, kernel=b.kernel, initrd=b.initrd, append=b.append)
     assert prepared.disk.variant is not None
     return qemu_argv(machine, disk=disk, serial_log=log, kernel=build_core(prepared.disk.variant))
 
@@ -171,8 +180,7 @@ def boot_image(opts: BootOptions, progress: Progress | None = None) -> BootRepor
                     if grub097.xen is None:
                         return refused_report(opts, image, accel, grub097, seconds_grub)
             seconds_prepare = stage.seconds
-            if accel.name == "tcg" and (prepared.direct or prepared.grub097):
-                prepared = replace(prepared, added=(*prepared.added, TCG_KERNEL_ARG_NOTE))
+            prepared = with_tcg_kernel_arg(prepared, accel)
             log = workdir / "serial.log"
             argv = extend_argv(qemu_command(prepared, machine, ov, log), attached)
             with progress.stage("boot", f"{loader} under QEMU ({accel.name})") as booting:

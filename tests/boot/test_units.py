@@ -133,9 +133,22 @@ def test_probe_says_a_line_again_when_the_tty_was_hung_up() -> None:
     assert done.stderr.strip() == "left=0"
 
 
-def test_tcg_boots_skip_the_kernel_s_io_apic_timer_check_kvm_boots_do_not() -> None:
-    from imagekit.boot.harness import kernel_append
+def test_tcg_boots_skip_the_kernel_s_io_apic_timer_check_kvm_boots_do_not(tmp_path: Path) -> None:
+    from dataclasses import replace
 
-    assert kernel_append("root=LABEL=root ro", Machine(512, 1, Accel("tcg", "test"))) == \
-        "root=LABEL=root ro no_timer_check"
-    assert kernel_append("root=LABEL=root ro", Machine(512, 1, Accel("kvm", "test"))) == "root=LABEL=root ro"
+    from imagekit.boot import probe
+    from imagekit.boot.harness import TCG_KERNEL_ARG_NOTE, with_tcg_kernel_arg
+    from imagekit.boot.prepared import Prepared
+    from imagekit.boot.pvgrub097 import Grub097Boot, Grub097Plan
+    from imagekit.pvgrub.menu import BootPlan
+
+    disk = Disk(Variant.HD0, "/dev/sda", "/dev/sda", False)
+    plain = Prepared(disk, None, probe.ProbeKind.NONE, ("probe",), None, ())
+    grub097 = Grub097Boot(Grub097Plan("1.03", BootPlan(None, (), ()), (), None), tmp_path / "k", None,
+                          "root=LABEL=root ro", ())
+    prepared = replace(plain, grub097=grub097)
+    tcg = with_tcg_kernel_arg(prepared, Accel("tcg", "test"))
+    assert tcg.grub097 is not None and tcg.grub097.append == "root=LABEL=root ro no_timer_check"
+    assert tcg.added == ("probe", TCG_KERNEL_ARG_NOTE)
+    assert with_tcg_kernel_arg(prepared, Accel("kvm", "test")) == prepared
+    assert with_tcg_kernel_arg(plain, Accel("tcg", "test")) == plain  # GRUB 2 reads menu.lst's line
