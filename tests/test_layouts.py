@@ -37,7 +37,7 @@ from imagekit.recipe.layouts import (
 from imagekit.recipe.load import load_recipe
 from imagekit.recipe.model import GiB, Recipe
 from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config, boot_entries
-from tests.pvgrub.grub097_reads import grub097_reads
+from tests.pvgrub.grub097_reads import entry_commands, entry_files, grub097_reads
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SPECS = [pytest.param(spec, id=str(layout)) for layout, spec in LAYOUTS.items()]
@@ -103,11 +103,9 @@ def test_configure_writes_its_bootloader_config(spec: LayoutSpec) -> None:
     if spec.bootloader is Bootloader.PVGRUB:  # read by GRUB 0.97 itself, as the layout's AKI sees the disk
         assert spec.aki is not None and recipe.boot.timeout >= 1  # the oracle chooses entries while it counts down
         entries = boot_entries(recipe, profile, KERNEL, IDS)
-        files = {f for e in entries for f in (e.kernel, e.initrd) if f}
-        read = grub097_reads(text, spec.aki, files, separate_boot=recipe.separate_boot)
+        read = grub097_reads(text, spec.aki, entry_files(entries), separate_boot=recipe.separate_boot)
         assert read.titles == tuple(e.title for e in entries)
-        assert read.commands == tuple((f"root {spec.aki.legacy_root}", f"kernel {e.kernel} {e.kernel_args}".rstrip(),
-                                       *([f"initrd {e.initrd}"] if e.initrd else [])) for e in entries), read.outputs
+        assert read.commands == entry_commands(entries, spec.aki.legacy_root), read.outputs
     else:  # GRUB 2's own parser accepts it (grub-script-check), and its menu entries are the recipe's
         check = subprocess.run(["grub-script-check"], input=text, capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stderr

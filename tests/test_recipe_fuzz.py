@@ -29,7 +29,7 @@ from imagekit.recipe.load import load_recipe
 from imagekit.recipe.model import Recipe, Virtualization
 from imagekit.rootfs.configure import FsIds, KernelInfo, boot_config, boot_entries, fstab_text
 from imagekit.util.errors import RecipeError
-from tests.pvgrub.grub097_reads import grub097_reads
+from tests.pvgrub.grub097_reads import entry_commands, entry_files, grub097_reads
 from tests.util import run_imagekit
 
 FUZZ_EXAMPLES = 500
@@ -282,11 +282,9 @@ def check_rendering(recipe: Recipe) -> None:
             recipe = recipe.model_copy(update={"boot": recipe.boot.model_copy(update={"timeout": 1})})
             _, text = boot_config(recipe, profile, kernel, ids)
         entries = boot_entries(recipe, profile, kernel, ids)
-        files = {f for e in entries for f in (e.kernel, e.initrd) if f}
-        read = grub097_reads(text, aki, files, separate_boot=recipe.separate_boot)
+        read = grub097_reads(text, aki, entry_files(entries), separate_boot=recipe.separate_boot)
         assert read.titles == tuple(t for t, _ in wanted), text
-        assert read.commands == tuple((f"root {aki.legacy_root}", f"kernel {e.kernel} {e.kernel_args}".rstrip(),
-                                       *([f"initrd {e.initrd}"] if e.initrd else [])) for e in entries), text
+        assert read.commands == entry_commands(entries, aki.legacy_root), text
     fstab = [line for line in fstab_text(recipe, ids).splitlines() if not line.startswith("#")]
     assert all(len(line.split("\t")) == 6 for line in fstab), fstab
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagekit.bootloader.menulst import Entry
 from imagekit.pvgrub.shell import open_shell
 from imagekit.pvgrub.variant import Variant
 from tests.kernel.bzimage_factory import make_bzimage
@@ -68,6 +69,17 @@ def grub097_reads(menu: str, variant: Variant, files: Iterable[str], *, separate
                 commands.append(booted[1])
                 outputs.append(out[out.find("  Booting"):])
     return GrubRead(titles, tuple(commands), tuple(outputs))
+
+
+def entry_files(entries: Iterable[Entry]) -> set[str]:
+    """The kernels and initrds the entries name: the files the oracle's disk holds."""
+    return {f for e in entries for f in (e.kernel, e.initrd) if f}
+
+
+def entry_commands(entries: Iterable[Entry], root: str) -> tuple[tuple[str, ...], ...]:
+    """What GRUB should echo running each entry imagekit renders: root, kernel with its arguments, initrd."""
+    return tuple((f"root {root}", f"kernel {e.kernel} {e.kernel_args}".rstrip(),
+                  *([f"initrd {e.initrd}"] if e.initrd else [])) for e in entries)
 
 
 def _shell_names(text: str, variant: Variant) -> str:
